@@ -1,0 +1,159 @@
+"""The command line: a thin layer over ``initaudit.audit`` and the fan calculator."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NoReturn, Sequence
+
+from . import __version__
+from .audit import FAIL_ON, audit
+from .bands import PROFILES
+from .config import load_config
+from .errors import InitauditError
+from .fans import CONVENTIONS, layout_fans
+from .reporters import REPORTERS, render
+from .rules import RULES
+from .schemes import TARGETS
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InitauditError(f"{message} (see `{self.prog} --help`)")
+
+
+def _codes(text: str) -> list[str]:
+    return [c.strip().upper() for c in text.split(",") if c.strip()]
+
+
+def audit_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="initaudit", description="Audit the initialization scale of every weight in ONNX models.",
+                epilog="Other commands: `initaudit fans SHAPE --layout LAYOUT`, `initaudit rules [CODE]`. "
+                       "Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or unreadable model.")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="ONNX files, or folders (every *.onnx below)")
+    p.add_argument("--target", choices=TARGETS, help="scheme each layer is held to (default: xavier)")
+    p.add_argument("--convention", choices=CONVENTIONS, help="how fans are counted (default: connectivity)")
+    p.add_argument("--profile", choices=PROFILES,
+                   help="init: strict bands for a fresh export (default); trained: wide bands for trained weights")
+    p.add_argument("--pool-aware", action="store_true", default=None,
+                   help="divide a conv's fan_out by the area of a pooling that follows (Theano/LeNet convention)")
+    p.add_argument("--fp16", action="store_true", default=None, help="flag values that overflow float16")
+    p.add_argument("--format", choices=sorted(REPORTERS), help="output format (default: table)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    p.add_argument("--fail-on", choices=FAIL_ON, help="lowest status that makes the exit code 1 (default: fail)")
+    p.add_argument("--select", type=_codes, metavar="CODES", help="comma-separated rule codes (or prefixes) to keep")
+    p.add_argument("--ignore", type=_codes, metavar="CODES", help="comma-separated rule codes (or prefixes) to drop")
+    p.add_argument("--config", metavar="FILE", help="TOML file with a [tool.initaudit] table "
+                                                    "(default: the nearest pyproject.toml)")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the table")
+    p.add_argument("--version", action="version", version=f"initaudit {__version__}")
+    return p
+
+
+def fans_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="initaudit fans", description="Fan-in and fan-out of a weight shape in a named layout.")
+    p.add_argument("shape", help="comma-separated dimensions, e.g. 5,5,3,6")
+    p.add_argument("--layout", required=True,
+                   help="one letter per axis: I input, O output, B batch, any other letter receptive field "
+                        "(HWIO, OIHW, IO, OI, OIDHW, IOHW for ConvTranspose …)")
+    p.add_argument("--groups", type=int, default=1, help="convolution groups (default 1)")
+    return p
+
+
+def rules_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="initaudit rules", description="List the rule codes, or explain one.")
+    p.add_argument("code", nargs="?", help="a rule code, e.g. IA101")
+    return p
+
+
+def run_fans(argv: Sequence[str]) -> int:
+    args = fans_parser().parse_args(argv)
+    try:
+        shape = [int(d) for d in args.shape.replace("x", ",").split(",") if d.strip()]
+    except ValueError:
+        raise InitauditError(f"shape {args.shape!r} is not a comma-separated list of integers") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise InitauditError(f"shape {args.shape!r} needs positive dimensions")
+    try:
+        fans = layout_fans(shape, args.layout, args.groups)
+    except ValueError as exc:
+        raise InitauditError(str(exc)) from None
+    fi, fo = fans.fan_in, fans.fan_out
+    xavier = 2.0 / (fi + fo)
+    print(f"shape {shape}, layout {args.layout.upper()}, groups {args.groups}")
+    print(f"fan_in  {fi}")
+    print(f"fan_out {fo}")
+    print(f"xavier  var 2/({fi}+{fo}) = {xavier:.6g}  std {xavier ** 0.5:.6g}  uniform bound ±{(3 * xavier) ** 0.5:.6g}")
+    print(f"he      var 2/{fi} = {2 / fi:.6g}  std {(2 / fi) ** 0.5:.6g}")
+    print(f"lecun   var 1/{fi} = {1 / fi:.6g}  std {(1 / fi) ** 0.5:.6g}")
+    return 0
+
+
+def run_rules(argv: Sequence[str]) -> int:
+    args = rules_parser().parse_args(argv)
+    if args.code is None:
+        for rule in RULES.values():
+            print(f"{rule.code}  {rule.name:<28} {rule.severity:<5} {rule.summary}")
+        return 0
+    code = args.code.upper()
+    if code not in RULES:
+        raise InitauditError(f"unknown rule {args.code!r}; `initaudit rules` lists them")
+    r = RULES[code]
+    print(f"{r.code} {r.name} ({r.severity})\n\n{r.summary}\n\nWhy it matters: {r.why}\n\n"
+          f"Example: {r.example}\n\nHow to fix: {r.fix}")
+    return 0
+
+
+def run_audit(argv: Sequence[str]) -> int:
+    args = audit_parser().parse_args(argv)
+    config = load_config(args.config)
+    options = {key: value for key, value in config.items() if key not in ("format", "jobs")}
+    for key in ("target", "convention", "profile", "pool_aware", "fail_on", "select", "ignore", "fp16"):
+        value = getattr(args, key)
+        if value is not None:
+            options[key] = value
+    for key in ("select", "ignore"):
+        if key in options:
+            options[key] = tuple(options[key])
+    fmt = args.format or config.get("format", "table")
+    if fmt not in REPORTERS:
+        raise InitauditError(f"unknown format {fmt!r}; choose one of {', '.join(sorted(REPORTERS))}")
+    report = audit(args.models, **options)
+    if fmt == "table":
+        color = args.color == "always" or (
+            args.color == "auto" and args.output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+        text = render(report, fmt, color=color)
+    else:
+        text = render(report, fmt)
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise InitauditError(f"{args.output}: cannot write the report ({exc.strerror})") from None
+    else:
+        sys.stdout.write(text)
+    return report.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"fans": run_fans, "rules": run_rules}
+    try:
+        if argv and argv[0] in commands and not os.path.exists(argv[0]):
+            return commands[argv[0]](argv[1:])
+        return run_audit(argv)
+    except InitauditError as exc:
+        print(f"initaudit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("initaudit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug of ours: still one line, unless asked for the traceback
+        if os.environ.get("INITAUDIT_DEBUG"):
+            raise
+        print(f"initaudit: internal error: {type(exc).__name__}: {exc} "
+              "(set INITAUDIT_DEBUG=1 for a traceback, and please report it)", file=sys.stderr)
+        return 2

@@ -1,0 +1,138 @@
+"""Open an ONNX file safely: parse the graph, never pull external data in, never write.
+
+External data is located and validated here (relative path inside the model's
+folder, no ``..``, no symlink or hard link, byte range inside the file and equal
+to what the tensor's type and shape need: reference §8.9) and then streamed by
+``tensors.FilePayload``.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import TensorProto
+
+from .errors import InitauditError
+from .tensors import MemoryPayload, FilePayload, TensorSource, storage_nbytes, typed_field_source
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    proto: onnx.ModelProto
+    _fds: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def folder(self) -> Path:
+        return self.path.resolve().parent
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self) -> "LoadedModel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def source(self, tensor: TensorProto, name: str | None = None, constant: bool = False) -> TensorSource:
+        """Where the values of ``tensor`` are, checked but not read."""
+        name = name or tensor.name
+        shape = tuple(int(d) for d in tensor.dims)
+        if any(d < 0 for d in shape):
+            raise InitauditError(f"tensor {name!r} has a negative dimension {list(shape)}")
+        if tensor.data_location == TensorProto.EXTERNAL:
+            return TensorSource(name, tensor.data_type, shape, self._external_payload(tensor, name, shape),
+                                location="external")
+        location = "constant" if constant else "inline"
+        if tensor.HasField("raw_data"):
+            expected = storage_nbytes(tensor.data_type, int(np.prod(shape, dtype=np.int64)))
+            if len(tensor.raw_data) != expected:
+                raise InitauditError(
+                    f"tensor {name!r} holds {len(tensor.raw_data)} bytes, its shape {list(shape)} needs {expected}")
+            return TensorSource(name, tensor.data_type, shape, MemoryPayload(tensor.raw_data), location=location)
+        return typed_field_source(tensor, name, location)
+
+    def load_array(self, tensor: TensorProto) -> np.ndarray:
+        """A small tensor (scale, zero point, shape) in memory."""
+        return self.source(tensor).to_array()
+
+    def _external_payload(self, tensor: TensorProto, name: str, shape: tuple[int, ...]) -> FilePayload:
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        fd = self._open_inside_folder(location, name)
+        size = os.fstat(fd).st_size
+        try:
+            offset = int(info.get("offset", 0))
+            length = int(info["length"]) if "length" in info else None
+        except ValueError:
+            raise InitauditError(f"tensor {name!r}: external data offset/length are not integers") from None
+        needed = storage_nbytes(tensor.data_type, int(np.prod(shape, dtype=np.int64)))
+        if length is None:
+            length = needed
+        if offset < 0 or length != needed:
+            raise InitauditError(
+                f"tensor {name!r}: external data length {length} at offset {offset} does not match the "
+                f"{needed} bytes its shape {list(shape)} needs")
+        if offset + length > size:
+            raise InitauditError(
+                f"tensor {name!r}: external data range {offset}..{offset + length} is past the end of "
+                f"{location!r} ({size} bytes)")
+        return FilePayload(fd, offset, length)
+
+    def _open_inside_folder(self, location: str, name: str) -> int:
+        if location in self._fds:
+            return self._fds[location]
+        parts = PurePath(location).parts
+        if not location or "\x00" in location or os.path.isabs(location) or ".." in parts:
+            raise InitauditError(f"tensor {name!r}: external data location {location!r} is not a plain "
+                                 "relative path inside the model's folder")
+        folder = os.path.realpath(self.folder)
+        candidate = os.path.join(folder, location)
+        real = os.path.realpath(candidate)
+        if os.path.commonpath([folder, real]) != folder or real != os.path.normpath(candidate):
+            raise InitauditError(f"tensor {name!r}: external data {location!r} is a symlink or leaves the "
+                                 "model's folder; refusing to read it")
+        try:
+            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise InitauditError(f"tensor {name!r}: external data file {location!r} not found next to the model") from None
+        except OSError as exc:
+            raise InitauditError(f"tensor {name!r}: cannot open external data {location!r}: {exc.strerror}") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            os.close(fd)
+            what = "is not a regular file" if not stat.S_ISREG(info.st_mode) else "has several hard links"
+            raise InitauditError(f"tensor {name!r}: external data {location!r} {what}; refusing to read it")
+        self._fds[location] = fd
+        return fd
+
+
+def load_model(path: str | os.PathLike[str]) -> LoadedModel:
+    """Parse ``path`` without its external data; any problem is an InitauditError."""
+    path = Path(path)
+    if not path.exists():
+        raise InitauditError(f"{path}: no such file")
+    if path.is_dir():
+        raise InitauditError(f"{path}: is a folder, not an ONNX file")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, TypeError) as exc:
+        raise InitauditError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+    except OSError as exc:
+        raise InitauditError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if proto.ir_version <= 0 or not proto.HasField("graph") or not proto.opset_import:
+        raise InitauditError(f"{path}: not an ONNX model (no IR version, graph or opset), or the file is truncated")
+    return LoadedModel(path, proto)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

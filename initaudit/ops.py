@@ -1,0 +1,259 @@
+"""How each weight-carrying operator reads its weight: layout, groups, fans, parts.
+
+Everything here is a pure function of the op type, its attributes and the shape
+of the weight *as the operator receives it* (after any Transpose/Reshape the
+tracer looked through).  Layout letters: ``O`` output units, ``I`` input units,
+``B`` independent slices (batch, direction), other letters receptive field.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from .fans import Convention, Fans, conv_fans, conv_transpose_fans, same_fans, spatial_letters
+
+#: ONNX gate order of the recurrent ops (Operators.md): LSTM i,o,f,c; GRU z,r,h.
+GATES = {"LSTM": "iofc", "GRU": "zrh", "RNN": "h"}
+DIRECTIONS = {"forward": ("forward",), "reverse": ("reverse",), "bidirectional": ("forward", "reverse")}
+
+MS = "com.microsoft"
+
+
+class UnsupportedUse(Exception):
+    """The weight reaches a known op in a way whose fans cannot be stated."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """An independent matrix inside the tensor.
+
+    Viewing the flat tensor as rows of ``block`` elements, the part is columns
+    ``[start, stop)`` of every row: a slice along one axis, or one block of a
+    stacked tensor, in a form the streaming pass can cut chunks by.
+    """
+
+    name: str
+    block: int
+    start: int
+    stop: int
+
+
+def axis_part(name: str, shape: Sequence[int], axis: int, start: int, stop: int) -> Part:
+    """The part ``[start, stop)`` along ``axis`` (all other axes whole)."""
+    inner = math.prod(shape[axis + 1:])
+    return Part(name, math.prod(shape[axis:]), start * inner, stop * inner)
+
+
+@dataclass(frozen=True)
+class Role:
+    layout: str                                   # one letter per axis of the consumed shape
+    fans: dict[Convention, Fans] | None           # None: not a fan-based weight (embedding)
+    groups: int = 1
+    parts: tuple[Part, ...] = ()
+    kind: Literal["layer", "embedding"] = "layer"
+    scale: float = 1.0                            # the op multiplies the weight by this (Gemm alpha)
+    notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class OpUse:
+    """A weight as one node consumes it."""
+
+    op: str
+    domain: str
+    slot: int
+    shape: tuple[int, ...]
+    attrs: dict[str, Any]
+    input_ranks: tuple[int | None, ...] = ()       # rank of every input, where known (Einsum)
+
+
+def _conv(use: OpUse) -> Role:
+    shape, groups = use.shape, int(use.attrs.get("group", 1))
+    if len(shape) < 3:
+        raise UnsupportedUse(f"{use.op} weight of rank {len(shape)}; expected [M, C/group, k...]")
+    if groups < 1 or shape[0] % groups:
+        raise UnsupportedUse(f"{use.op} output channels {shape[0]} not divisible by group={groups}")
+    return Role("OI" + spatial_letters(len(shape) - 2), conv_fans(shape, groups), groups)
+
+
+def _conv_transpose(use: OpUse) -> Role:
+    shape, groups = use.shape, int(use.attrs.get("group", 1))
+    if len(shape) < 3:
+        raise UnsupportedUse(f"ConvTranspose weight of rank {len(shape)}; expected [C, M/group, k...]")
+    if groups < 1 or shape[0] % groups:
+        raise UnsupportedUse(f"ConvTranspose input channels {shape[0]} not divisible by group={groups}")
+    return Role("IO" + spatial_letters(len(shape) - 2), conv_transpose_fans(shape, groups), groups)
+
+
+def _matrix(shape: Sequence[int], right_operand: bool, batch_letter: str = "B") -> Role:
+    """A matrix (or a stack of them) multiplied as ``x @ W`` or ``W @ x``."""
+    if len(shape) == 1:
+        return Role("I", same_fans(Fans(shape[0], 1)))
+    rows, cols = shape[-2], shape[-1]
+    letters = "IO" if right_operand else "OI"
+    fans = Fans(rows, cols) if right_operand else Fans(cols, rows)
+    return Role(batch_letter * (len(shape) - 2) + letters, same_fans(fans))
+
+
+def _gemm(use: OpUse) -> Role:
+    if len(use.shape) != 2:
+        raise UnsupportedUse(f"Gemm operand of rank {len(use.shape)}")
+    if use.slot == 1:  # B: stored [K, N], or [N, K] with transB
+        right = not int(use.attrs.get("transB", 0))
+        role = _matrix(use.shape, right_operand=right)
+    else:  # A as the weight: Y = A'·X, A' is [M, K]
+        right = bool(int(use.attrs.get("transA", 0)))
+        role = _matrix(use.shape, right_operand=right)
+    alpha = float(use.attrs.get("alpha", 1.0))
+    return Role(role.layout, role.fans, scale=alpha)
+
+
+def _matmul(use: OpUse) -> Role:
+    right = use.slot in (1, 3) if use.op == "QLinearMatMul" else use.slot == 1
+    if use.op == "FusedMatMul":
+        flag = "transB" if use.slot == 1 else "transA"
+        if int(use.attrs.get(flag, 0)):
+            right = not right
+        role = _matrix(use.shape, right)
+        return Role(role.layout, role.fans, scale=float(use.attrs.get("alpha", 1.0)))
+    return _matrix(use.shape, right_operand=right)
+
+
+def _recurrent(use: OpUse) -> Role:
+    """LSTM/GRU/RNN ``W[D, G·H, I]`` and ``R[D, G·H, H]``: fans per gate, parts per gate."""
+    shape = use.shape
+    gates = GATES[use.op]
+    if len(shape) != 3 or shape[1] % len(gates):
+        raise UnsupportedUse(f"{use.op} weight of shape {list(shape)}; expected [D, {len(gates)}·H, I]")
+    hidden = int(use.attrs.get("hidden_size", shape[1] // len(gates)))
+    if hidden * len(gates) != shape[1]:
+        raise UnsupportedUse(f"{use.op} hidden_size={hidden} does not match weight shape {list(shape)}")
+    directions = DIRECTIONS.get(use.attrs.get("direction", "forward"), ("forward",))
+    if len(directions) != shape[0]:
+        directions = tuple(f"dir{d}" for d in range(shape[0]))
+    n_in = shape[2]
+    gate_packed = Fans(n_in, len(gates) * hidden)  # torch weight_ih [G·H, I]; Keras kernel (I, G·H)
+    fans: dict[Convention, Fans] = {
+        "connectivity": Fans(n_in, hidden), "pytorch": gate_packed, "keras": gate_packed,
+    }
+    block = hidden * n_in  # one gate of one direction, contiguous in [D, G·H, I]
+    parts = tuple(
+        Part(f"{direction}.{gate}", math.prod(shape), (d * len(gates) + g) * block,
+             (d * len(gates) + g + 1) * block)
+        for d, direction in enumerate(directions)
+        for g, gate in enumerate(gates)
+    )
+    return Role("BOI", fans, parts=parts)
+
+
+def _einsum(use: OpUse) -> Role:
+    equation = str(use.attrs.get("equation", "")).replace(" ", "")
+    inputs, _, output = equation.partition("->")
+    terms = inputs.split(",")
+    if use.slot >= len(terms):
+        raise UnsupportedUse(f"Einsum equation {equation!r} has no operand {use.slot}")
+    if not _:
+        letters = "".join(terms)
+        output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c != "."))
+    weight = _expand_ellipsis(terms[use.slot], len(use.shape))
+    if weight is None or len(weight) != len(use.shape):
+        raise UnsupportedUse(f"Einsum operand {terms[use.slot]!r} does not match weight rank {len(use.shape)}")
+    if len(set(c for c in weight if c != ".")) != len([c for c in weight if c != "."]):
+        raise UnsupportedUse(f"Einsum operand {terms[use.slot]!r} repeats an index (a diagonal)")
+    others = "".join(t for i, t in enumerate(terms) if i != use.slot)
+    layout = ""
+    for letter in weight:
+        if letter == "." or (letter in output and letter in others):
+            layout += "B"
+        elif letter in output:
+            layout += "O"
+        else:
+            layout += "I"
+    fan_in = math.prod(d for d, a in zip(use.shape, layout) if a == "I")
+    fan_out = math.prod(d for d, a in zip(use.shape, layout) if a == "O")
+    return Role(layout, same_fans(Fans(fan_in, fan_out)))
+
+
+def _expand_ellipsis(term: str, rank: int) -> str | None:
+    if "..." not in term:
+        return term
+    head, _, tail = term.partition("...")
+    fill = rank - len(head) - len(tail)
+    return None if fill < 0 else head + "." * fill + tail
+
+
+def _packed_attention(use: OpUse) -> Role:
+    """com.microsoft Attention: weights ``[in, q + k + v]``, Q/K/V stacked on axis 1."""
+    if len(use.shape) != 2:
+        raise UnsupportedUse(f"Attention weights of rank {len(use.shape)}; expected [in, 3·hidden]")
+    sizes = [int(s) for s in use.attrs.get("qkv_hidden_sizes", [])] or [use.shape[1] // 3] * 3
+    if sum(sizes) != use.shape[1]:
+        raise UnsupportedUse(f"Attention qkv sizes {sizes} do not add up to {use.shape[1]}")
+    bounds = [0, *itertools.accumulate(sizes)]
+    parts = tuple(axis_part(n, use.shape, 1, bounds[i], bounds[i + 1]) for i, n in enumerate("qkv"))
+    fans = {"connectivity": Fans(use.shape[0], sizes[0]),
+            "pytorch": Fans(use.shape[0], use.shape[1]), "keras": Fans(use.shape[0], use.shape[1])}
+    return Role("IO", fans, parts=parts)
+
+
+def _embedding(use: OpUse) -> Role:
+    if int(use.attrs.get("axis", 0)) != 0 or len(use.shape) != 2:
+        raise UnsupportedUse("Gather on a constant that is not an embedding table")
+    return Role("VD", None, kind="embedding")
+
+
+#: (domain, op) → (weight input slots, role function).  Slots not listed are
+#: biases, scales, zero points or activations.
+WEIGHT_OPS: dict[tuple[str, str], tuple[tuple[int, ...], Any]] = {
+    ("", "Conv"): ((1,), _conv),
+    ("", "ConvInteger"): ((1,), _conv),
+    ("", "QLinearConv"): ((3,), _conv),
+    ("", "DeformConv"): ((1,), _conv),
+    (MS, "FusedConv"): ((1,), _conv),
+    (MS, "NhwcConv"): ((1,), _conv),
+    (MS, "QLinearConv"): ((3,), _conv),
+    ("", "ConvTranspose"): ((1,), _conv_transpose),
+    ("", "Gemm"): ((0, 1), _gemm),
+    (MS, "FusedGemm"): ((0, 1), _gemm),
+    ("", "MatMul"): ((0, 1), _matmul),
+    ("", "MatMulInteger"): ((0, 1), _matmul),
+    ("", "QLinearMatMul"): ((0, 3), _matmul),
+    (MS, "FusedMatMul"): ((0, 1), _matmul),
+    (MS, "MatMulIntegerToFloat"): ((0, 1), _matmul),
+    ("", "LSTM"): ((1, 2), _recurrent),
+    ("", "GRU"): ((1, 2), _recurrent),
+    ("", "RNN"): ((1, 2), _recurrent),
+    ("", "Einsum"): (tuple(range(8)), _einsum),
+    (MS, "Attention"): ((1,), _packed_attention),
+    ("", "Gather"): ((0,), _embedding),
+}
+
+#: Quantization parameters that a quantized op carries for its weight slot:
+#: slot → (scale slot, zero-point slot, axis of a per-channel scale).
+IMPLICIT_DEQUANT: dict[tuple[str, str], dict[int, tuple[int | None, int | None, int]]] = {
+    ("", "QLinearConv"): {3: (4, 5, 0)},
+    (MS, "QLinearConv"): {3: (4, 5, 0)},
+    ("", "QLinearMatMul"): {0: (1, 2, -2), 3: (4, 5, -1)},
+    ("", "ConvInteger"): {1: (None, 3, 0)},
+    ("", "MatMulInteger"): {0: (None, 2, -2), 1: (None, 3, -1)},
+    (MS, "MatMulIntegerToFloat"): {0: (2, 4, -2), 1: (3, 5, -1)},
+}
+
+
+def weight_slots(domain: str, op: str) -> tuple[int, ...]:
+    entry = WEIGHT_OPS.get((_canonical_domain(domain), op))
+    return entry[0] if entry else ()
+
+
+def role_of(use: OpUse) -> Role:
+    """The role of a weight in its consumer; raises UnsupportedUse when it has none."""
+    entry = WEIGHT_OPS.get((_canonical_domain(use.domain), use.op))
+    if entry is None:
+        raise UnsupportedUse(f"op {use.op} is not a supported weight-carrying op")
+    return entry[1](use)
+
+
+def _canonical_domain(domain: str) -> str:
+    return "" if domain in ("", "ai.onnx") else domain

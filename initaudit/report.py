@@ -1,0 +1,135 @@
+"""The report: the one data model every reporter reads."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .fans import Fans
+from .stats import TensorStats
+
+STATUS_ORDER = {"ok": 0, "warn": 1, "fail": 2}
+SEVERITY_STATUS = {"info": "ok", "warn": "warn", "fail": "fail"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: str          # info | warn | fail
+    message: str
+
+
+def worst_status(findings: tuple[Finding, ...] | list[Finding]) -> str:
+    statuses = [SEVERITY_STATUS[f.severity] for f in findings]
+    return max(statuses, key=STATUS_ORDER.__getitem__, default="ok")
+
+
+@dataclass(frozen=True)
+class Consumer:
+    node: str
+    op: str
+    graph: str
+    slot: int
+    layout: str
+    fans: Fans | None
+
+
+@dataclass(frozen=True)
+class PartReport:
+    name: str
+    stats: TensorStats
+    ratio: float | None
+    status: str
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """How to bring a layer to its target."""
+
+    scale: float            # multiply the weights by this
+    target_std: float
+    pytorch: str
+    keras: str
+    jax: str
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    name: str
+    graph: str
+    node: str
+    op: str
+    shape: tuple[int, ...]
+    dtype: str
+    storage: str                       # inline | external | constant
+    layout: str
+    groups: int
+    fans: dict[str, Fans] | None       # every convention
+    fan_in: int | None                 # under the convention in use
+    fan_out: int | None
+    stats: TensorStats
+    target: str | None
+    target_var: float | None
+    ratio: float | None
+    status: str
+    matches: tuple[str, ...]
+    distribution: str
+    findings: tuple[Finding, ...]
+    consumers: tuple[Consumer, ...] = ()
+    parts: tuple[PartReport, ...] = ()
+    suggestion: Suggestion | None = None
+    target_reason: str | None = None
+    gain: float = 1.0
+    pool_area: int = 1
+    scale: float = 1.0                 # the consumer multiplies the weight by this (Gemm alpha)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A constant that looks like a weight but is read by a non-weight op."""
+
+    name: str
+    graph: str
+    op: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    path: str
+    opset: int
+    producer: str
+    ir_version: int
+    target: str
+    convention: str
+    profile: str
+    layers: tuple[LayerReport, ...]
+    skipped: tuple[Skipped, ...] = ()
+    findings: tuple[Finding, ...] = ()       # model-level findings
+    signal_gain: float | None = None         # estimated output/input activation variance
+
+    @property
+    def status(self) -> str:
+        statuses = [layer.status for layer in self.layers] + [worst_status(self.findings)]
+        return max(statuses, key=STATUS_ORDER.__getitem__, default="ok")
+
+    @property
+    def summary(self) -> dict[str, int]:
+        counts = {"layers": len(self.layers), "ok": 0, "warn": 0, "fail": 0}
+        for layer in self.layers:
+            counts[layer.status] += 1
+        counts["skipped"] = len(self.skipped)
+        return counts
+
+
+@dataclass(frozen=True)
+class Report:
+    models: tuple[ModelReport, ...]
+    fail_on: str = "fail"
+    options: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0: nothing at or above ``fail_on``; 1: something is."""
+        if self.fail_on == "never":
+            return 0
+        threshold = STATUS_ORDER[self.fail_on]
+        return int(any(STATUS_ORDER[m.status] >= threshold for m in self.models))

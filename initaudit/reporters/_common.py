@@ -1,0 +1,40 @@
+"""Formatting shared by the text reporters."""
+from __future__ import annotations
+
+import math
+
+from ..report import LayerReport, ModelReport
+
+
+def num(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def shape(dims: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(d) for d in dims) + "]"
+
+
+def target_std(layer: LayerReport) -> float | None:
+    return math.sqrt(layer.target_var) if layer.target_var else None
+
+
+def std(layer: LayerReport) -> float | None:
+    return layer.stats.std * abs(layer.scale) if layer.stats.count else None
+
+
+def summary_line(model: ModelReport) -> str:
+    s = model.summary
+    text = (f"{model.path}: {s['layers']} weight{'s' if s['layers'] != 1 else ''} — "
+            f"{s['ok']} ok, {s['warn']} warn, {s['fail']} fail "
+            f"(target {model.target}, convention {model.convention}, profile {model.profile})")
+    if s["skipped"]:
+        text += f"; {s['skipped']} non-weight constant{'s' if s['skipped'] != 1 else ''} skipped"
+    return text
+
+
+def hint(layer: LayerReport) -> str:
+    if layer.suggestion is None:
+        return ""
+    return f"×{layer.suggestion.scale:.3g}"

@@ -1,0 +1,39 @@
+"""The terminal table: one row per weight, the findings that matter, a summary line."""
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from ..report import Report
+from ._common import hint, num, shape, std, summary_line, target_std
+
+HEADERS = ["layer", "op", "shape", "layout", "fan_in", "fan_out", "std", "target std", "ratio", "status"]
+COLORS = {"ok": "\033[32m", "warn": "\033[33m", "fail": "\033[31;1m"}
+RESET = "\033[0m"
+
+
+def render(report: Report, color: bool = False) -> str:
+    blocks = []
+    for model in report.models:
+        with_hint = any(layer.suggestion for layer in model.layers)
+        rows = []
+        for layer in model.layers:
+            status = f"{COLORS[layer.status]}{layer.status}{RESET}" if color else layer.status
+            row = [layer.name, layer.op, shape(layer.shape), layer.layout or "-",
+                   num(layer.fan_in, 9), num(layer.fan_out, 9), num(std(layer)), num(target_std(layer)),
+                   num(layer.ratio), status]
+            if with_hint:
+                row.append(hint(layer))
+            rows.append(row)
+        lines = []
+        if rows:
+            lines.append(tabulate(rows, headers=HEADERS + (["fix"] if with_hint else []),
+                                  tablefmt="simple", disable_numparse=True))
+        notes = [f"  {layer.name}: {f.code} {f.severity}: {f.message}"
+                 for layer in model.layers for f in layer.findings if f.severity != "info"]
+        notes += [f"  model: {f.code} {f.severity}: {f.message}" for f in model.findings]
+        if notes:
+            lines.append("")
+            lines.extend(notes)
+        lines.append(summary_line(model))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"

@@ -1,0 +1,69 @@
+"""Initialization schemes as target variances of a layer's fans (reference §2.3, §2.4, §7).
+
+Var(W) of each scheme, with fi = fan_in and fo = fan_out:
+
+* Xavier/Glorot (Glorot & Bengio 2010): gain²·2/(fi+fo)
+* He/Kaiming (He et al. 2015): gain²/fan with gain √2 for ReLU → 2/fi (fan_in mode)
+* LeCun (LeCun et al. 1998, SELU nets): 1/fi
+* PyTorch's default (kaiming_uniform_ with a=√5): gain² = 2/(1+5) → 1/(3·fi)
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from .fans import Fans
+
+Target = Literal["xavier", "he", "lecun"]
+TARGETS: tuple[str, ...] = ("xavier", "he", "lecun", "auto")
+
+#: The `matches` vocabulary of the JSON contract, in report order.
+MATCH_RULES: tuple[str, ...] = ("xavier", "he_fan_in", "he_fan_out", "lecun", "torch_default", "zero")
+
+
+def rule_variance(rule: str, fans: Fans) -> float:
+    fi, fo = fans.fan_in, fans.fan_out
+    if rule == "xavier":
+        return 2.0 / (fi + fo)
+    if rule == "he_fan_in":
+        return 2.0 / fi
+    if rule == "he_fan_out":
+        return 2.0 / fo
+    if rule == "lecun":
+        return 1.0 / fi
+    if rule == "torch_default":
+        return 1.0 / (3.0 * fi)
+    if rule == "zero":
+        return 0.0
+    raise ValueError(f"unknown rule {rule!r}; choose one of {list(MATCH_RULES)}")
+
+
+def target_variance(target: Target, fans: Fans, gain: float | None = None) -> float:
+    """The variance ``target`` asks of a layer with these fans.
+
+    ``gain`` defaults to the scheme's usual one: 1 for Xavier and LeCun, √2 (ReLU)
+    for He.
+    """
+    if target == "xavier":
+        return (gain or 1.0) ** 2 * 2.0 / (fans.fan_in + fans.fan_out)
+    if target == "he":
+        return (gain or math.sqrt(2.0)) ** 2 / fans.fan_in
+    if target == "lecun":
+        return (gain or 1.0) ** 2 / fans.fan_in
+    raise ValueError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
+
+
+def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
+    """``torch.nn.init.calculate_gain``: the factor a nonlinearity asks the std to carry."""
+    if nonlinearity in ("linear", "sigmoid", "identity") or nonlinearity.startswith(("conv", "conv_transpose")):
+        return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3.0
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        slope = 0.01 if param is None else float(param)
+        return math.sqrt(2.0 / (1.0 + slope * slope))
+    if nonlinearity == "selu":
+        return 0.75
+    raise ValueError(f"unsupported nonlinearity {nonlinearity!r}")

@@ -1,0 +1,49 @@
+"""Build small ONNX models in memory for tests (onnx helper API, fixed seeds)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def xavier_uniform(rng: np.random.Generator, shape: Sequence[int], fan_in: int, fan_out: int,
+                   factor: float = 1.0) -> np.ndarray:
+    bound = math.sqrt(3.0 * factor * 2.0 / (fan_in + fan_out))
+    return rng.uniform(-bound, bound, shape).astype(np.float32)
+
+
+def tensor(name: str, values: np.ndarray) -> TensorProto:
+    return numpy_helper.from_array(np.asarray(values), name)
+
+
+def model(nodes: list, initializers: list[TensorProto], inputs: Sequence[tuple[str, int, list]] = (("x", 1, None),),
+          outputs: Sequence[str] = ("y",), opset: int = 17, functions: Sequence = (),
+          extra_opsets: Sequence = ()) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "test",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+        initializers,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), *extra_opsets],
+                          functions=list(functions), producer_name="initaudit-tests")
+    m.ir_version = 9
+    return m
+
+
+def save(m: onnx.ModelProto, folder: Path, name: str = "model.onnx") -> Path:
+    path = folder / name
+    onnx.save(m, path)
+    return path
+
+
+def single_op(op: str, weight: np.ndarray, weight_slot: int = 1, name: str = "w", **attrs) -> onnx.ModelProto:
+    """``y = op(x, w)`` (or with the weight at another slot)."""
+    inputs = ["x", "x"]
+    inputs[weight_slot] = name
+    node = helper.make_node(op, inputs, ["y"], name=f"{op}_0", **attrs)
+    return model([node], [tensor(name, weight)])

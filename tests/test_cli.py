@@ -1,0 +1,162 @@
+"""The command line end to end: JSON contract, exit codes, bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from initaudit.cli import main
+from modelkit import model, save, tensor, xavier_uniform
+from onnx import helper
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_fans_command(capsys):
+    code, out, _ = run(capsys, "fans", "5,5,3,6", "--layout", "HWIO")
+    assert code == 0 and "fan_in  75\n" in out and "fan_out 150\n" in out
+    code, out, _ = run(capsys, "fans", "400,120", "--layout", "IO")
+    assert code == 0 and "fan_in  400\n" in out and "fan_out 120\n" in out
+    code, out, _ = run(capsys, "fans", "32,1,3,3", "--layout", "OIHW", "--groups", "32")
+    assert "fan_in  9\n" in out and "fan_out 9\n" in out
+
+
+def test_fans_command_bad_layout(capsys):
+    code, out, err = run(capsys, "fans", "5,5,3", "--layout", "HWIO")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "has 4 axes" in err
+
+
+def test_clean_model_exit_0(capsys):
+    code, out, err = run(capsys, SAMPLES / "lenet_xavier.onnx")
+    assert code == 0 and err == ""
+    assert "5 weights — 5 ok, 0 warn, 0 fail" in out
+
+
+def test_failing_model_exit_1_and_fail_on(capsys):
+    assert run(capsys, SAMPLES / "lenet_std1.onnx")[0] == 1
+    assert run(capsys, SAMPLES / "lenet_std1.onnx", "--fail-on", "never")[0] == 0
+    # torch default: conv2 is a warn (0.61×), fc layers fail
+    assert run(capsys, SAMPLES / "lenet_xavier.onnx", "--fail-on", "warn")[0] == 0
+
+
+def test_json_contract(capsys):
+    code, out, _ = run(capsys, SAMPLES / "lenet_torch_default.onnx", "--format", "json")
+    data = json.loads(out)
+    assert data["initaudit"] and data["schema"] == 1
+    assert set(data["model"]) >= {"path", "opset", "producer", "ir_version"}
+    assert data["target"] == "xavier" and data["convention"] == "connectivity"
+    fields = {"name", "node", "op", "shape", "layout", "groups", "fan_in", "fan_out", "count", "mean", "std",
+              "var", "min", "max", "excess_kurtosis", "nonfinite", "zeros", "target", "target_var", "ratio",
+              "status", "matches", "distribution", "findings"}
+    by_name = {layer["name"]: layer for layer in data["layers"]}
+    for layer in data["layers"]:
+        assert fields <= set(layer)
+        assert "torch_default" in layer["matches"]
+        assert layer["distribution"] == "uniform" or layer["count"] < 64
+        assert set(layer["fans"]) == {"connectivity", "pytorch", "keras"}
+    conv1 = by_name["conv1.weight"]
+    assert conv1["shape"] == [6, 3, 5, 5] and conv1["layout"] == "OIHW"
+    assert (conv1["fan_in"], conv1["fan_out"]) == (75, 150)
+    assert conv1["target_var"] == pytest.approx(2 / 225)
+    assert conv1["ratio"] == pytest.approx(conv1["var"] / conv1["target_var"])
+    fc1 = by_name["fc1.weight"]
+    assert (fc1["fan_in"], fc1["fan_out"]) == (400, 120) and fc1["status"] == "fail"
+    assert fc1["findings"][0]["code"] == "IA101"
+    assert data["summary"] == {"layers": 5, "ok": 0, "warn": 1, "fail": 4, "skipped": 0}
+    assert code == 1 and data["exit_code"] == 1
+
+
+def test_json_several_models(capsys, tmp_path):
+    code, out, _ = run(capsys, SAMPLES / "lenet_xavier.onnx", SAMPLES / "lenet_dead_layer.onnx", "--format", "json")
+    data = json.loads(out)
+    assert data["schema"] == 1 and len(data["models"]) == 2 and code == 1
+    dead = {layer["name"]: layer for layer in data["models"][1]["layers"]}["conv2.weight"]
+    assert dead["status"] == "fail" and dead["findings"][0]["code"] == "IA202" and dead["matches"] == ["zero"]
+
+
+def test_folder_argument(capsys):
+    code, out, _ = run(capsys, SAMPLES, "--format", "json")
+    assert len(json.loads(out)["models"]) == len(list(SAMPLES.glob("*.onnx")))
+
+
+def test_select_and_ignore(capsys):
+    code, out, _ = run(capsys, SAMPLES / "lenet_dead_layer.onnx", "--ignore", "IA202")
+    assert code == 0
+    code, out, _ = run(capsys, SAMPLES / "lenet_std1.onnx", "--select", "IA2")
+    assert code == 0
+
+
+def test_output_file(capsys, tmp_path):
+    target = tmp_path / "report.json"
+    code, out, _ = run(capsys, SAMPLES / "lenet_xavier.onnx", "--format", "json", "-o", target)
+    assert code == 0 and out == "" and json.loads(target.read_text())["summary"]["ok"] == 5
+
+
+def test_config_from_pyproject(capsys, tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text('[tool.initaudit]\nfail-on = "never"\nformat = "json"\n')
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, SAMPLES / "lenet_std1.onnx")
+    assert code == 0 and json.loads(out)["summary"]["fail"] == 5
+    code, _, _ = run(capsys, SAMPLES / "lenet_std1.onnx", "--fail-on", "fail")
+    assert code == 1
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda d: d / "missing.onnx", "no such file"),
+    (lambda d: _write(d / "text.onnx", b"this is not a model\n" * 10), "not"),
+    (lambda d: _write(d / "empty.onnx", b""), "not an ONNX model"),
+    (lambda d: _write(d / "cut.onnx", (SAMPLES / "lenet_xavier.onnx").read_bytes()[:5000]), "ONNX"),
+    (lambda d: d, "no *.onnx"),
+])
+def test_bad_input_is_one_line_exit_2(capsys, tmp_path, make, needle):
+    code, out, err = run(capsys, make(tmp_path))
+    assert code == 2 and out == ""
+    assert err.startswith("initaudit: error: ") and err.count("\n") == 1 and needle in err
+
+
+def test_bad_option_is_one_line_exit_2(capsys):
+    code, out, err = run(capsys, SAMPLES / "lenet_xavier.onnx", "--target", "nope")
+    assert code == 2 and err.count("\n") == 1
+    code, out, err = run(capsys, SAMPLES / "lenet_xavier.onnx", "--select", "IA999")
+    assert code == 2 and "unknown rule code" in err
+
+
+def test_rules_command(capsys):
+    code, out, _ = run(capsys, "rules")
+    assert code == 0 and "IA101" in out and "IA901" in out
+    code, out, _ = run(capsys, "rules", "ia202")
+    assert code == 0 and "How to fix" in out
+    assert run(capsys, "rules", "IA000")[0] == 2
+
+
+def test_python_dash_m_smoke():
+    done = subprocess.run([sys.executable, "-m", "initaudit", str(SAMPLES / "lenet_dead_layer.onnx")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "IA202" in done.stdout and done.stderr == ""
+    version = subprocess.run([sys.executable, "-m", "initaudit", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("initaudit ")
+
+
+def test_nothing_written_next_to_the_model(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("w", xavier_uniform(rng, (64, 32), 64, 32))])
+    path = save(m, tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    mtime = path.stat().st_mtime_ns
+    assert run(capsys, path)[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and path.stat().st_mtime_ns == mtime
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path

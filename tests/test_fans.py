@@ -1,0 +1,113 @@
+"""Fan vectors of reference §10, for every row and every convention."""
+from __future__ import annotations
+
+import pytest
+
+from initaudit.fans import Fans, keras_fans, layout_fans, torch_fans
+from initaudit.ops import OpUse, UnsupportedUse, role_of
+
+
+def role_fans(op, shape, slot=1, **attrs):
+    role = role_of(OpUse(op, "", slot, tuple(shape), attrs))
+    return {k: (v.fan_in, v.fan_out) for k, v in role.fans.items()}
+
+
+# (op, shape, attrs, slot, connectivity, pytorch, keras) — rows of reference §10
+ROWS = [
+    pytest.param("Conv", (6, 3, 5, 5), {}, 1, (75, 150), (75, 150), (75, 150), id="3-conv-lenet"),
+    pytest.param("Conv", (32, 1, 3, 3), {"group": 32}, 1, (9, 9), (9, 288), (288, 9), id="4-depthwise"),
+    pytest.param("Conv", (64, 16, 3, 3), {"group": 4}, 1, (144, 144), (144, 576), (144, 576), id="5-grouped"),
+    pytest.param("ConvTranspose", (16, 8, 4, 4), {}, 1, (256, 128), (128, 256), (128, 256), id="6-convtranspose"),
+    pytest.param("Conv", (8, 4, 3), {}, 1, (12, 24), (12, 24), (12, 24), id="7-conv1d"),
+    pytest.param("Conv", (8, 4, 3, 3, 3), {}, 1, (108, 216), (108, 216), (108, 216), id="8-conv3d"),
+    pytest.param("Gemm", (120, 400), {"transB": 1}, 1, (400, 120), (400, 120), (400, 120), id="9-gemm-transB"),
+    pytest.param("MatMul", (400, 120), {}, 1, (400, 120), (400, 120), (400, 120), id="10-matmul-B"),
+    pytest.param("LSTM", (1, 80, 10), {"hidden_size": 20}, 1, (10, 20), (10, 80), (10, 80), id="11-lstm-W"),
+    pytest.param("LSTM", (1, 80, 20), {"hidden_size": 20}, 2, (20, 20), (20, 80), (20, 80), id="11-lstm-R"),
+    pytest.param("Einsum", (512, 8, 64), {"equation": "btd,dnh->btnh"}, 1, (512, 512), (512, 512), (512, 512),
+                 id="13-einsum-mha-query"),
+]
+
+
+@pytest.mark.parametrize("op,shape,attrs,slot,conn,torch,keras", ROWS)
+def test_reference_vectors(op, shape, attrs, slot, conn, torch, keras):
+    assert role_fans(op, shape, slot, **attrs) == {"connectivity": conn, "pytorch": torch, "keras": keras}
+
+
+def test_row1_and_row2_literal_framework_rules():
+    # Row 1: the SO filter [5,5,3,6] (w,h,in,out) — Keras reads it right, torch only on its own layout.
+    assert keras_fans([5, 5, 3, 6]) == Fans(75, 150)
+    assert torch_fans([5, 5, 3, 6]) == Fans(90, 90)
+    assert torch_fans([6, 3, 5, 5]) == Fans(75, 150)
+    # Row 2: FC [400,120] (in,out).
+    assert keras_fans([400, 120]) == Fans(400, 120)
+    assert torch_fans([400, 120]) == Fans(120, 400)
+    assert torch_fans([120, 400]) == Fans(400, 120)
+
+
+@pytest.mark.parametrize("shape,layout,groups,expected", [
+    ((5, 5, 3, 6), "HWIO", 1, (75, 150)),
+    ((400, 120), "IO", 1, (400, 120)),
+    ((120, 400), "OI", 1, (400, 120)),
+    ((6, 3, 5, 5), "OIHW", 1, (75, 150)),
+    ((32, 1, 3, 3), "OIHW", 32, (9, 9)),
+    ((64, 16, 3, 3), "OIHW", 4, (144, 144)),
+    ((16, 8, 4, 4), "IOHW", 1, (256, 128)),
+    ((16, 8, 4, 4), "IOHW", 2, (128, 128)),
+    ((8, 4, 3, 3, 3), "OIDHW", 1, (108, 216)),
+    ((3, 3, 16, 64), "HWIO", 4, (144, 144)),
+    ((4, 400, 120), "BIO", 1, (400, 120)),
+])
+def test_layout_calculator(shape, layout, groups, expected):
+    assert layout_fans(shape, layout, groups).as_list() == list(expected)
+
+
+@pytest.mark.parametrize("shape,layout,groups,message", [
+    ((5, 5, 3), "HWIO", 1, "has 4 axes"),
+    ((5, 5), "HW", 1, "exactly one 'I'"),
+    ((6, 3, 5, 5), "OIHW", 4, "not divisible"),
+    ((6, 3), "OI", 0, "positive"),
+])
+def test_layout_calculator_rejects(shape, layout, groups, message):
+    with pytest.raises(ValueError, match=message):
+        layout_fans(shape, layout, groups)
+
+
+def test_gemm_weight_as_A_and_untransposed_B():
+    assert role_fans("Gemm", (400, 120), slot=1)["connectivity"] == (400, 120)  # [K, N]
+    assert role_fans("Gemm", (120, 400), slot=0)["connectivity"] == (400, 120)  # A [M, K]: Y = A·X
+    assert role_fans("Gemm", (400, 120), slot=0, transA=1)["connectivity"] == (400, 120)
+
+
+def test_matmul_left_operand_and_batched():
+    assert role_fans("MatMul", (120, 400), slot=0)["connectivity"] == (400, 120)
+    role = role_of(OpUse("MatMul", "", 1, (8, 64, 32), {}))
+    assert role.layout == "BIO" and role.fans["connectivity"] == Fans(64, 32)
+
+
+def test_gru_and_rnn_per_gate_fans_and_parts():
+    gru = role_of(OpUse("GRU", "", 1, (2, 3 * 16, 8), {"hidden_size": 16, "direction": "bidirectional"}))
+    assert gru.fans["connectivity"] == Fans(8, 16)
+    assert [p.name for p in gru.parts] == ["forward.z", "forward.r", "forward.h",
+                                           "reverse.z", "reverse.r", "reverse.h"]
+    rnn = role_of(OpUse("RNN", "", 2, (1, 16, 16), {}))
+    assert rnn.fans["connectivity"] == Fans(16, 16)
+
+
+def test_einsum_variants():
+    assert role_fans("Einsum", (64, 32), equation="bi,ij->bj")["connectivity"] == (64, 32)
+    assert role_fans("Einsum", (32, 64), equation="ji,bi->bj", slot=0)["connectivity"] == (64, 32)
+    # heads as a batch axis shared with the activation: bhd,hde->bhe
+    role = role_of(OpUse("Einsum", "", 1, (8, 64, 16), {"equation": "bhd,hde->bhe"}))
+    assert role.layout == "BIO" and role.fans["connectivity"] == Fans(64, 16)
+    # implicit output and an ellipsis
+    assert role_fans("Einsum", (64, 32), equation="...i,ij")["connectivity"] == (64, 32)
+
+
+def test_unsupported_uses_raise():
+    with pytest.raises(UnsupportedUse):
+        role_of(OpUse("Conv", "", 1, (6, 75), {}))
+    with pytest.raises(UnsupportedUse):
+        role_of(OpUse("Einsum", "", 1, (8, 8), {"equation": "bi,ii->bi"}))
+    with pytest.raises(UnsupportedUse):
+        role_of(OpUse("Foo", "custom", 1, (8, 8), {}))
