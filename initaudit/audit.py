@@ -13,13 +13,13 @@ from onnx import TensorProto
 from . import __version__
 from .bands import PROFILES, Profile, bands_for
 from .checker import pathologies, verdict
-from .downstream import auto_target, follow_output
+from .downstream import auto_target, follow_output, packed_parts
 from .errors import InitauditError
 from .fans import CONVENTIONS, Convention, Fans
 from .graph import ModelGraph, Scope, attribute, node_label
 from .loader import LoadedModel, load_model
 from .measure import measure
-from .ops import OpUse, Role, UnsupportedUse, _canonical_domain, role_of
+from .ops import OpUse, Role, UnsupportedUse, _canonical_domain, axis_part, role_of
 from .report import (Consumer, Finding, LayerReport, ModelReport, PartReport, Report, Skipped,
                      worst_status)
 from .rules import RULES
@@ -175,6 +175,8 @@ def _layer(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], opts: A
                                 f"{primary.use.consumer.op_type}'s {list(followed.shape)}: layout shown as the consumer sees it"))
     findings.extend(_shared_conflicts(views, opts.convention))
 
+    if role is not None and not role.parts and role.fans and primary.use.consumer.op_type in PACKABLE:
+        role = _packed(graph, model, primary.use, role, followed)
     parts = role.parts if role is not None and _identity(followed, source.shape) else ()
     integer_units = primary.use.consumer.op_type in INTEGER_OPS and (
         followed.dequant is None or float(np.max(followed.dequant.scale)) == 1.0)
@@ -213,9 +215,7 @@ def _layer(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], opts: A
             part_reports.append(PartReport(part.name, pst, p_ratio, p_status))
         findings.extend(_part_findings(part_reports, findings))
         if role.parts and opts.convention == "connectivity":
-            findings.append(Finding("IA103", "info",
-                                    f"{len(role.parts)} packed parts ({', '.join(p.name for p in role.parts)}): fans "
-                                    f"are those of one part"))
+            findings.append(_packed_note(role, fans_all))
     elif stats.count:
         matches_ = ()
 
@@ -237,6 +237,35 @@ def _layer(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], opts: A
         if target_var and ratio and status != "ok" and stats.var > 0 else None,
         target_reason=target_reason, gain=gain, pool_area=pool_area, scale=role.scale if role else 1.0,
     )
+
+
+PACKABLE = {"MatMul", "Gemm"}
+
+
+def _packed(graph: ModelGraph, model: LoadedModel, use: WeightUse, role: Role, followed: Followed) -> Role:
+    """Split a packed projection's connectivity fans and statistics into its parts."""
+    axis = role.layout.find("O")
+    n_out = followed.shape[axis]
+    count = packed_parts(graph, use.scope, use.consumer, n_out, model.load_array)
+    if count == 1:
+        return role
+    size = n_out // count
+    names = ("q", "k", "v") if count == 3 else ("k", "v") if count == 2 else tuple(f"part{i}" for i in range(count))
+    conn = role.fans["connectivity"]
+    fans = {**role.fans, "connectivity": Fans(conn.fan_in, conn.fan_out // count)}
+    parts = tuple(axis_part(name, followed.shape, axis, i * size, (i + 1) * size) for i, name in enumerate(names))
+    return replace(role, fans=fans, parts=parts)
+
+
+def _packed_note(role: Role, fans_all: dict[str, Fans]) -> Finding:
+    part, whole = fans_all["connectivity"], fans_all["pytorch"]
+    names = ", ".join(p.name for p in role.parts)
+    message = f"{len(role.parts)} parts ({names}) used as separate matrices: fans are those of one part"
+    if whole != part:
+        ratio = (part.fan_in + part.fan_out) / (whole.fan_in + whole.fan_out)
+        message += (f"; a Xavier init of the packed tensor (fans {whole.fan_in}/{whole.fan_out}) holds "
+                    f"{ratio:.2g}× the per-part Xavier variance")
+    return Finding("IA103", "info", message)
 
 
 def _identity(followed: Followed, stored_shape: tuple[int, ...]) -> bool:

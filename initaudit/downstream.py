@@ -19,6 +19,7 @@ TRANSPARENT = {
     "Transpose", "Dropout", "InstanceNormalization", "QuantizeLinear", "DequantizeLinear",
 }
 POOLS = {"MaxPool", "AveragePool"}
+SHAPE_ONLY = {"Shape", "Size"}  # read a tensor's shape, not its values
 MAX_STEPS = 12
 
 
@@ -80,3 +81,61 @@ def auto_target(down: Downstream) -> tuple[str, float, str]:
     if down.activation is None:
         return "xavier", 1.0, "no nonlinearity follows"
     return "xavier", 1.0, f"followed by {down.activation}, which has no standard gain"
+
+
+def _constant_1d(graph: ModelGraph, scope: Scope, name: str, load) -> list[int] | None:
+    from .trace import constant_value
+    value = constant_value(graph, scope, name, load) if name else None
+    return None if value is None or value.ndim > 1 else [int(v) for v in value.ravel()]
+
+
+def _reshape_pieces(graph: ModelGraph, scope: Scope, node: NodeProto, load) -> list[int] | None:
+    """Trailing constant dims of a Reshape target, also when it is a Concat of run-time and constant pieces."""
+    if len(node.input) < 2:
+        return None
+    whole = _constant_1d(graph, scope, node.input[1], load)
+    if whole is not None:
+        return whole
+    producer = scope.producers.get(node.input[1])
+    if producer is None or producer[0].op_type != "Concat":
+        return None
+    constants = [_constant_1d(graph, scope, name, load) for name in producer[0].input]
+    for piece in reversed(constants):  # the last constant piece with ≥ 2 dims (legacy MHA: [3, E])
+        if piece is not None and len(piece) >= 2:
+            return piece
+    return None
+
+
+def packed_parts(graph: ModelGraph, scope: Scope, node: NodeProto, n_out: int, load) -> int:
+    """How many equal projections a MatMul/Gemm output packs (1 if none seen).
+
+    Recognised: a Split into equal parts covering all ``n_out`` features, and a
+    Reshape of the feature axis into ``[P, n_out/P]`` with P = 2 or 3 (packed
+    k/v or q/k/v, as PyTorch's MultiheadAttention exports), after an optional bias Add.
+    """
+    current = node
+    for _ in range(2):
+        users = [u for u in scope.consumers.get(current.output[0], []) if u[0].op_type not in SHAPE_ONLY] \
+            if current.output else []
+        if len(users) != 1:
+            return 1
+        nxt = users[0][0]
+        if nxt.op_type == "Add":
+            current = nxt
+            continue
+        if nxt.op_type == "Split":
+            sizes = attribute(nxt, "split") or (
+                _constant_1d(graph, scope, nxt.input[1], load) if len(nxt.input) > 1 else None)
+            count = len(nxt.output)
+            if sizes and len(set(sizes)) == 1 and sum(sizes) == n_out and len(sizes) > 1:
+                return len(sizes)
+            if not sizes and count > 1 and n_out % count == 0:
+                return count
+            return 1
+        if nxt.op_type == "Reshape":
+            dims = _reshape_pieces(graph, scope, nxt, load)
+            if dims and len(dims) >= 2 and dims[-2] in (2, 3) and dims[-2] * dims[-1] == n_out:
+                return dims[-2]
+            return 1
+        return 1
+    return 1
