@@ -94,7 +94,7 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None) 
     with load_model(path) as model:
         graph = ModelGraph(model.proto)
         grouped: dict[tuple[str, str], list[WeightUse]] = {}
-        for use in find_uses(graph):
+        for use in find_uses(graph, model.load_array):
             grouped.setdefault(use.source.key, []).append(use)
         layers = [_layer(model, graph, uses, opts) for uses in grouped.values()]
         extra_layers, skipped = _unclaimed(model, graph, set(grouped), opts)
@@ -146,6 +146,8 @@ def _stored_layout(view: _View) -> str:
         return ""
     letters = ["1"] * len(view.use.source.tensor.dims)
     for consumed, stored in enumerate(view.followed.axis_map):
+        if stored is None and view.followed.shape[consumed] == 1:
+            continue  # an axis Unsqueeze inserted
         if stored is None:
             return view.role.layout
         letters[stored] = view.role.layout[consumed]
@@ -269,7 +271,8 @@ def _packed_note(role: Role, fans_all: dict[str, Fans]) -> Finding:
 
 
 def _identity(followed: Followed, stored_shape: tuple[int, ...]) -> bool:
-    return followed.shape == stored_shape and list(followed.axis_map) == list(range(len(stored_shape)))
+    return (not followed.reordered and followed.shape == stored_shape
+            and list(followed.axis_map) == list(range(len(stored_shape))))
 
 
 def _target_for(target: str, down) -> tuple[str, float, str | None]:
@@ -315,7 +318,7 @@ def _unclaimed(model: LoadedModel, graph: ModelGraph, claimed: set[tuple[str, st
         for ref in _stored_tensors(scope):
             if ref.key in claimed or not _is_candidate(ref.tensor):
                 continue
-            op, domain, slot = _final_consumer(scope, ref.name)
+            op, domain, slot = _final_consumer(graph, scope, ref.name)
             if op is None:
                 continue
             if _canonical_domain(domain) == "" and op != "":
@@ -346,10 +349,11 @@ def _stored_tensors(scope: Scope) -> Iterable[SourceRef]:
                 yield SourceRef(scope.path, node.output[0], tensor, "constant")
 
 
-def _final_consumer(scope: Scope, name: str) -> tuple[str | None, str, int]:
-    """The first op that reads ``name`` other than a pass-through node."""
+def _final_consumer(graph: ModelGraph, scope: Scope, name: str) -> tuple[str | None, str, int]:
+    """The first op that reads ``name`` (here or in a nested body) other than a pass-through node."""
     for _ in range(32):
-        users = scope.consumers.get(name, [])
+        users = [(node, slot) for inner in graph.scopes for node, slot in inner.consumers.get(name, [])
+                 if inner is scope or graph.resolve(inner, name).scope is scope]
         if not users:
             return None, "", 0
         node, slot = users[0]

@@ -63,7 +63,7 @@ def constant_tensor(node: NodeProto) -> TensorProto | None:
 
 
 def trace(graph: ModelGraph, scope: Scope, name: str, steps: tuple[Step, ...] = (),
-          depth: int = 0) -> Iterator[tuple[SourceRef, tuple[Step, ...]]]:
+          depth: int = 0, load: LoadArray | None = None) -> Iterator[tuple[SourceRef, tuple[Step, ...]]]:
     """Every stored tensor that ``name`` is, through pass-through nodes."""
     if depth > 64 or not name:
         return
@@ -77,14 +77,65 @@ def trace(graph: ModelGraph, scope: Scope, name: str, steps: tuple[Step, ...] = 
             if tensor is not None:
                 yield SourceRef(found.scope.path, name, tensor, "constant"), steps
         elif node.op_type in PASS_THROUGH and found.index == 0 and node.input:
-            yield from trace(graph, found.scope, node.input[0], (Step(node, found.scope), *steps), depth + 1)
+            yield from trace(graph, found.scope, node.input[0], (Step(node, found.scope), *steps), depth + 1, load)
+        elif node.op_type == "Concat" and load is not None:
+            source = _reordered_source(graph, found.scope, node, load)
+            if source is not None:
+                yield from trace(graph, found.scope, source, (Step(node, found.scope), *steps), depth + 1, load)
     elif found.kind == "formal":
         for caller, call in found.scope.call_sites:
             if found.index < len(call.input):
-                yield from trace(graph, caller, call.input[found.index], steps, depth + 1)
+                yield from trace(graph, caller, call.input[found.index], steps, depth + 1, load)
 
 
-def find_uses(graph: ModelGraph) -> list[WeightUse]:
+def _slice_range(graph: ModelGraph, scope: Scope, node: NodeProto, load: LoadArray) -> tuple[int, int, int] | None:
+    """(axis, start, end) of a one-axis, step-1 Slice with constant bounds."""
+    def const(i: int) -> list[int] | None:
+        if i >= len(node.input) or not node.input[i]:
+            return None
+        value = constant_value(graph, scope, node.input[i], load)
+        return None if value is None else [int(v) for v in np.ravel(value)]
+    starts, ends = const(1), const(2)
+    axes, steps = const(3) or attribute(node, "axes") or [0], const(4) or [1]
+    if starts is None:
+        starts, ends = attribute(node, "starts"), attribute(node, "ends")
+    if not starts or not ends or len(starts) != 1 or len(axes) != 1 or steps != [1]:
+        return None
+    return axes[0], starts[0], ends[0]
+
+
+def _reordered_source(graph: ModelGraph, scope: Scope, node: NodeProto, load: LoadArray) -> str | None:
+    """The tensor a Concat rebuilds from slices of itself (a gate reordering), if that is what it does.
+
+    PyTorch's exporter, without constant folding, turns ``weight_ih`` into the ONNX
+    gate order as Concat(Slice(w, i), Slice(w, o), …): same values, rows permuted.
+    """
+    pieces = []
+    for name in node.input:
+        producer = scope.producers.get(name)
+        if producer is None or producer[0].op_type != "Slice":
+            return None
+        piece = _slice_range(graph, scope, producer[0], load)
+        if piece is None:
+            return None
+        pieces.append((producer[0].input[0], *piece))
+    sources = {p[0] for p in pieces}
+    axes = {p[1] for p in pieces}
+    if len(sources) != 1 or len(axes) != 1 or axes != {int(attribute(node, "axis", 0))}:
+        return None
+    source = sources.pop()
+    defined = [(start, end) for _, _, start, end in pieces]
+    tensors = [s for s, _ in trace(graph, scope, source, (), 0)]
+    if len(tensors) != 1:
+        return None
+    size = list(tensors[0].tensor.dims)[axes.pop()] if tensors[0].tensor.dims else 0
+    covered = sorted((max(0, s if s >= 0 else s + size), min(size, e if e >= 0 else e + size)) for s, e in defined)
+    if covered[0][0] != 0 or covered[-1][1] != size or any(a[1] != b[0] for a, b in zip(covered, covered[1:])):
+        return None
+    return source
+
+
+def find_uses(graph: ModelGraph, load: LoadArray | None = None) -> list[WeightUse]:
     """Every (stored tensor, consumer, slot) where a weight-carrying op reads a constant."""
     uses = []
     for scope in graph.scopes:
@@ -92,7 +143,7 @@ def find_uses(graph: ModelGraph) -> list[WeightUse]:
             slots = weight_slots(node.domain, node.op_type)
             for slot in slots:
                 if slot < len(node.input):
-                    for source, steps in trace(graph, scope, node.input[slot]):
+                    for source, steps in trace(graph, scope, node.input[slot], load=load):
                         uses.append(WeightUse(source, steps, node, scope, slot))
     return uses
 
@@ -121,6 +172,7 @@ class Followed:
     axis_map: tuple[int | None, ...]     # consumed axis → stored axis (None: merged or split)
     dequant: Dequant | None
     problems: tuple[str, ...]            # steps whose effect on axes or values is unknown
+    reordered: bool = False              # slices along an axis were permuted (gate reordering)
 
     @property
     def followable(self) -> bool:
@@ -133,9 +185,14 @@ def follow(graph: ModelGraph, use: WeightUse, stored_shape: tuple[int, ...], loa
     axes: list[int | None] = list(range(len(shape)))
     dequant: Dequant | None = None
     problems: list[str] = []
+    reordered = False
     for step in use.steps:
         node, op = step.node, step.node.op_type
         if op in VALUE_PRESERVING:
+            continue
+        if op == "Concat":  # a reordering of slices of the same tensor: shape kept, rows permuted
+            problems.append(f"Concat {node.name!r} reorders slices of the weight: per-part statistics unavailable")
+            reordered = True
             continue
         if op == "DequantizeLinear":
             dequant, problem = _dequant(graph, step, shape, axes, load)
@@ -145,7 +202,7 @@ def follow(graph: ModelGraph, use: WeightUse, stored_shape: tuple[int, ...], loa
         new_shape = _moved_shape(graph, step, shape, load)
         if new_shape is None:
             problems.append(f"{op} {node.name!r} has a shape computed at run time")
-            return Followed(tuple(shape), tuple(axes), dequant, tuple(problems))
+            return Followed(tuple(shape), tuple(axes), dequant, tuple(problems), reordered)
         if op == "Transpose":
             perm = attribute(node, "perm") or list(reversed(range(len(shape))))
             axes = [axes[p] for p in perm]
@@ -157,7 +214,7 @@ def follow(graph: ModelGraph, use: WeightUse, stored_shape: tuple[int, ...], loa
         dequant, problem = _implicit_dequant(graph, use, implicit[use.slot], shape, axes, load)
         if problem:
             problems.append(problem)
-    return Followed(tuple(shape), tuple(axes), dequant, tuple(problems))
+    return Followed(tuple(shape), tuple(axes), dequant, tuple(problems), reordered)
 
 
 def _moved_shape(graph: ModelGraph, step: Step, shape: list[int], load: LoadArray) -> list[int] | None:
