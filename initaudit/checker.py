@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from .bands import Profile, bands_for, consistent
 from .fans import Fans
 from .report import Finding
@@ -117,3 +119,20 @@ def verdict(stats: TensorStats, fans: Fans, target: Target, gain: float | None =
                     f"variance {ratio:.3g}× the {target} target, {direction} the "
                     f"{'fail' if status == 'fail' else 'ok'} band {band[0]:.2f}–{band[1]:.2f} for n={stats.count}"))
     return Verdict(target_var, ratio, tuple(found), matches(stats, fans, scale), distribution(stats))
+
+
+def orthogonal_gain(matrix: np.ndarray, tolerance: float = 1e-3) -> float | None:
+    """The gain g when the rows (or columns, whichever are fewer) are orthogonal with norm g.
+
+    Checks the Gram matrix of the shorter side against g²·I (Saxe et al. 2013;
+    torch's orthogonal_, Keras' Orthogonal): relative Frobenius error below ``tolerance``.
+    """
+    rows, cols = matrix.shape
+    if min(rows, cols) < 2:
+        return None
+    gram = matrix @ matrix.T if rows <= cols else matrix.T @ matrix
+    scale = float(np.mean(np.diag(gram)))
+    if scale <= 0:
+        return None
+    error = np.linalg.norm(gram / scale - np.eye(gram.shape[0])) / math.sqrt(gram.shape[0])
+    return math.sqrt(scale) if error < tolerance else None

@@ -7,7 +7,8 @@ import sys
 from typing import NoReturn, Sequence
 
 from . import __version__
-from .audit import FAIL_ON, audit
+from .audit import audit
+from .options import FAIL_ON
 from .bands import PROFILES
 from .config import load_config
 from .errors import InitauditError
@@ -40,6 +41,8 @@ def audit_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-aware", action="store_true", default=None,
                    help="divide a conv's fan_out by the area of a pooling that follows (Theano/LeNet convention)")
     p.add_argument("--fp16", action="store_true", default=None, help="flag values that overflow float16")
+    p.add_argument("--drift-limit", type=float, metavar="FACTOR",
+                   help="flag a model whose activation variance is estimated to grow or shrink by more (default 100)")
     p.add_argument("--format", choices=sorted(REPORTERS), help="output format (default: table)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
     p.add_argument("--fail-on", choices=FAIL_ON, help="lowest status that makes the exit code 1 (default: fail)")
@@ -110,7 +113,7 @@ def run_audit(argv: Sequence[str]) -> int:
     args = audit_parser().parse_args(argv)
     config = load_config(args.config)
     options = {key: value for key, value in config.items() if key not in ("format", "jobs")}
-    for key in ("target", "convention", "profile", "pool_aware", "fail_on", "select", "ignore", "fp16"):
+    for key in ("target", "convention", "profile", "pool_aware", "fail_on", "select", "ignore", "fp16", "drift_limit"):
         value = getattr(args, key)
         if value is not None:
             options[key] = value

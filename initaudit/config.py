@@ -7,7 +7,8 @@ from typing import Any
 
 from .errors import InitauditError
 
-KEYS = {"target", "convention", "profile", "pool_aware", "fail_on", "select", "ignore", "format", "fp16", "jobs"}
+KEYS = {"target", "convention", "profile", "pool_aware", "fail_on", "select", "ignore", "format", "fp16", "jobs",
+        "drift_limit"}
 
 
 def find_pyproject(start: Path) -> Path | None:

@@ -139,3 +139,15 @@ def packed_parts(graph: ModelGraph, scope: Scope, node: NodeProto, n_out: int, l
             return 1
         return 1
     return 1
+
+
+def activation_factor(down: Downstream) -> float:
+    """How a nonlinearity scales the second moment it passes on: 1/gain² (ReLU halves it).
+
+    The He/Xavier derivations pick the gain so that ``fan_in · Var(W) · factor = 1``.
+    SELU's self-normalizing fixed point keeps the variance (factor 1 with LeCun init).
+    """
+    if down.activation in ("Relu", "LeakyRelu", "PRelu", "Tanh"):
+        _, nonlinearity = AUTO_TARGETS[down.activation]
+        return 1.0 / calculate_gain(nonlinearity, down.alpha) ** 2
+    return 1.0

@@ -80,6 +80,7 @@ class LayerReport:
     gain: float = 1.0
     pool_area: int = 1
     scale: float = 1.0                 # the consumer multiplies the weight by this (Gemm alpha)
+    forward_gain: float | None = None  # estimated output/input activation variance of this layer
 
 
 @dataclass(frozen=True)

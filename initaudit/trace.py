@@ -171,7 +171,7 @@ class Followed:
     shape: tuple[int, ...]               # as the consumer receives it
     axis_map: tuple[int | None, ...]     # consumed axis → stored axis (None: merged or split)
     dequant: Dequant | None
-    problems: tuple[str, ...]            # steps whose effect on axes or values is unknown
+    problems: tuple[tuple[str, str], ...]  # (rule code, message): steps whose effect is unknown
     reordered: bool = False              # slices along an axis were permuted (gate reordering)
 
     @property
@@ -191,17 +191,18 @@ def follow(graph: ModelGraph, use: WeightUse, stored_shape: tuple[int, ...], loa
         if op in VALUE_PRESERVING:
             continue
         if op == "Concat":  # a reordering of slices of the same tensor: shape kept, rows permuted
-            problems.append(f"Concat {node.name!r} reorders slices of the weight: per-part statistics unavailable")
+            problems.append(("IA303", f"Concat {node.name!r} reorders slices of the weight: per-part statistics "
+                                      "unavailable"))
             reordered = True
             continue
         if op == "DequantizeLinear":
             dequant, problem = _dequant(graph, step, shape, axes, load)
             if problem:
-                problems.append(problem)
+                problems.append(("IA304", problem))
             continue
         new_shape = _moved_shape(graph, step, shape, load)
         if new_shape is None:
-            problems.append(f"{op} {node.name!r} has a shape computed at run time")
+            problems.append(("IA303", f"{op} {node.name!r} has a shape computed at run time"))
             return Followed(tuple(shape), tuple(axes), dequant, tuple(problems), reordered)
         if op == "Transpose":
             perm = attribute(node, "perm") or list(reversed(range(len(shape))))
@@ -213,7 +214,7 @@ def follow(graph: ModelGraph, use: WeightUse, stored_shape: tuple[int, ...], loa
     if use.slot in implicit and dequant is None:
         dequant, problem = _implicit_dequant(graph, use, implicit[use.slot], shape, axes, load)
         if problem:
-            problems.append(problem)
+            problems.append(("IA304", problem))
     return Followed(tuple(shape), tuple(axes), dequant, tuple(problems), reordered)
 
 

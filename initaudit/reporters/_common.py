@@ -38,3 +38,11 @@ def hint(layer: LayerReport) -> str:
     if layer.suggestion is None:
         return ""
     return f"×{layer.suggestion.scale:.3g}"
+
+
+def chosen_target(layer: LayerReport) -> str:
+    """``he×1.41`` style: the scheme a layer is held to, with a gain other than the scheme's usual one."""
+    if layer.target is None:
+        return "-"
+    usual = math.sqrt(2.0) if layer.target == "he" else 1.0
+    return layer.target if abs(layer.gain - usual) < 1e-12 else f"{layer.target} g={layer.gain:.3g}"

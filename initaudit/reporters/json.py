@@ -60,6 +60,7 @@ def layer_dict(layer: LayerReport) -> dict[str, Any]:
         "target_reason": layer.target_reason,
         "pool_area": layer.pool_area,
         "scale": layer.scale,
+        "forward_gain": _clean(layer.forward_gain),
         "consumers": [
             {"node": c.node, "op": c.op, "graph": c.graph, "input": c.slot, "layout": c.layout,
              "fan_in": c.fans.fan_in if c.fans else None, "fan_out": c.fans.fan_out if c.fans else None}

@@ -4,7 +4,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from ..report import Report
-from ._common import hint, num, shape, std, summary_line, target_std
+from ._common import chosen_target, hint, num, shape, std, summary_line, target_std
 
 HEADERS = ["layer", "op", "shape", "layout", "fan_in", "fan_out", "std", "target std", "ratio", "status"]
 COLORS = {"ok": "\033[32m", "warn": "\033[33m", "fail": "\033[31;1m"}
@@ -15,18 +15,22 @@ def render(report: Report, color: bool = False) -> str:
     blocks = []
     for model in report.models:
         with_hint = any(layer.suggestion for layer in model.layers)
+        with_target = model.target == "auto"
         rows = []
         for layer in model.layers:
             status = f"{COLORS[layer.status]}{layer.status}{RESET}" if color else layer.status
             row = [layer.name, layer.op, shape(layer.shape), layer.layout or "-",
                    num(layer.fan_in, 9), num(layer.fan_out, 9), num(std(layer)), num(target_std(layer)),
                    num(layer.ratio), status]
+            if with_target:
+                row.insert(-2, chosen_target(layer))
             if with_hint:
                 row.append(hint(layer))
             rows.append(row)
         lines = []
         if rows:
-            lines.append(tabulate(rows, headers=HEADERS + (["fix"] if with_hint else []),
+            headers = HEADERS[:-2] + (["target"] if with_target else []) + HEADERS[-2:] + (["fix"] if with_hint else [])
+            lines.append(tabulate(rows, headers=headers,
                                   tablefmt="simple", disable_numparse=True))
         notes = [f"  {layer.name}: {f.code} {f.severity}: {f.message}"
                  for layer in model.layers for f in layer.findings if f.severity != "info"]

@@ -1,0 +1,244 @@
+"""One weight tensor from its uses to a ``LayerReport``: roles, statistics, verdict."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from .bands import bands_for
+from .checker import distribution, orthogonal_gain, pathologies, verdict
+from .downstream import Downstream, activation_factor, auto_target, follow_output, packed_parts
+from .fans import Fans
+from .graph import ModelGraph, Scope, node_label
+from .loader import LoadedModel
+from .measure import measure
+from .ops import OpUse, Role, UnsupportedUse, axis_part, role_of
+from .options import AuditOptions
+from .report import STATUS_ORDER, Consumer, Finding, LayerReport, PartReport, worst_status
+from .rules import RULES
+from .suggest import suggestion
+from .tensors import FLOAT_TYPES
+from .trace import Followed, WeightUse, follow
+
+INTEGER_OPS = {"ConvInteger", "MatMulInteger"}
+PACKABLE = {"MatMul", "Gemm"}
+#: Orthogonality is checked on matrices up to this many elements (a Gram matrix of ≤ 1024²).
+ORTHOGONAL_MAX = 1 << 20
+
+
+@dataclass
+class View:
+    """A weight as one consumer reads it."""
+
+    use: WeightUse
+    followed: Followed
+    role: Role | None
+    problem: str | None
+    layout: str = ""
+
+    @property
+    def node_name(self) -> str:
+        node = self.use.consumer
+        return node.name or node_label(node, list(self.use.scope.nodes).index(node))
+
+
+def _attrs(node) -> dict[str, object]:
+    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
+
+
+def make_view(model: LoadedModel, graph: ModelGraph, use: WeightUse, stored_shape: tuple[int, ...]) -> View:
+    followed = follow(graph, use, stored_shape, model.load_array)
+    node = use.consumer
+    try:
+        role = role_of(OpUse(node.op_type, node.domain, use.slot, followed.shape, _attrs(node)))
+        if not role.parts and role.fans and node.op_type in PACKABLE:
+            role = _packed(graph, model, use, role, followed)
+        view = View(use, followed, role, None)
+    except UnsupportedUse as exc:
+        view = View(use, followed, None, str(exc))
+    view.layout = _stored_layout(view)
+    return view
+
+
+def _stored_layout(view: View) -> str:
+    """The consumer's axis roles written on the stored tensor's axes."""
+    if view.role is None:
+        return ""
+    letters = ["1"] * len(view.use.source.tensor.dims)
+    for consumed, stored in enumerate(view.followed.axis_map):
+        if stored is None and view.followed.shape[consumed] == 1:
+            continue  # an axis Unsqueeze inserted
+        if stored is None:
+            return view.role.layout
+        letters[stored] = view.role.layout[consumed]
+    return "".join(letters)
+
+
+def _packed(graph: ModelGraph, model: LoadedModel, use: WeightUse, role: Role, followed: Followed) -> Role:
+    """Split a packed projection's connectivity fans and statistics into its parts."""
+    axis = role.layout.find("O")
+    n_out = followed.shape[axis]
+    count = packed_parts(graph, use.scope, use.consumer, n_out, model.load_array)
+    if count == 1:
+        return role
+    size = n_out // count
+    names = {3: ("q", "k", "v"), 2: ("k", "v")}.get(count, tuple(f"part{i}" for i in range(count)))
+    conn = role.fans["connectivity"]
+    fans = {**role.fans, "connectivity": Fans(conn.fan_in, conn.fan_out // count)}
+    parts = tuple(axis_part(name, followed.shape, axis, i * size, (i + 1) * size) for i, name in enumerate(names))
+    return replace(role, fans=fans, parts=parts)
+
+
+def _unmodified(followed: Followed, stored_shape: tuple[int, ...]) -> bool:
+    """The consumer sees the stored tensor as stored (parts can be cut from it)."""
+    return (not followed.reordered and followed.shape == stored_shape
+            and list(followed.axis_map) == list(range(len(stored_shape))))
+
+
+def _structure_findings(primary: View, views: list[View], stored_shape: tuple[int, ...],
+                        convention: str) -> list[Finding]:
+    findings = []
+    followed = primary.followed
+    if primary.problem:
+        findings.append(Finding("IA301", "warn", f"read by {primary.use.consumer.op_type} in a way initaudit "
+                                                 f"cannot map: {primary.problem}"))
+    for code, problem in followed.problems:
+        findings.append(Finding(code, RULES[code].severity, problem))
+    merged = any(a is None and d != 1 for a, d in zip(followed.axis_map, followed.shape))
+    if primary.role is not None and merged and not followed.problems:
+        findings.append(Finding("IA303", "info", f"a Reshape merges or splits axes between the stored "
+                                                 f"{list(stored_shape)} and the {primary.use.consumer.op_type}'s "
+                                                 f"{list(followed.shape)}: layout shown as the consumer sees it"))
+    seen = {(v.layout, v.role.fans[convention] if v.role.fans else None) for v in views if v.role is not None}
+    if len(seen) > 1:
+        described = "; ".join(
+            f"{v.use.consumer.op_type} {v.node_name!r}: {v.layout or '?'}"
+            + (f" fans {v.role.fans[convention].fan_in}/{v.role.fans[convention].fan_out}" if v.role.fans else "")
+            for v in views if v.role is not None)
+        findings.append(Finding("IA302", "warn", f"shared by consumers that read it differently: {described}"))
+    return findings
+
+
+def _target(opts: AuditOptions, down: Downstream) -> tuple[str, float, str | None]:
+    if opts.target == "auto":
+        return auto_target(down)
+    return opts.target, (math.sqrt(2.0) if opts.target == "he" else 1.0), None
+
+
+def _packed_note(role: Role) -> Finding:
+    part, whole = role.fans["connectivity"], role.fans["pytorch"]
+    message = (f"{len(role.parts)} parts ({', '.join(p.name for p in role.parts)}) used as separate matrices: "
+               "fans are those of one part")
+    if whole != part:
+        ratio = (part.fan_in + part.fan_out) / (whole.fan_in + whole.fan_out)
+        message += (f"; a Xavier init of the packed tensor (fans {whole.fan_in}/{whole.fan_out}) holds "
+                    f"{ratio:.2g}× the per-part Xavier variance")
+    return Finding("IA103", "info", message)
+
+
+def _parts(parts, part_stats, target_var: float, profile: str, whole: list[Finding]) -> tuple[list[PartReport], list[Finding]]:
+    reports, findings = [], []
+    worst = STATUS_ORDER[worst_status(whole)]
+    for part, stats in zip(parts, part_stats):
+        ratio = stats.var / target_var if stats.count else None
+        status = "ok" if ratio is None else bands_for(stats.count, stats.excess_kurtosis, profile).status(ratio)
+        reports.append(PartReport(part.name, stats, ratio, status))
+        if STATUS_ORDER[status] > worst:  # a single bad gate, hidden in the tensor's average
+            code = "IA101" if status == "fail" else "IA102"
+            findings.append(Finding(code, status, f"part {part.name}: variance {ratio:.3g}× the target"))
+    return reports, findings
+
+
+def analyze(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], opts: AuditOptions) -> LayerReport:
+    """Everything initaudit says about one stored tensor, from all its uses."""
+    ref = uses[0].source
+    source = model.source(ref.tensor, ref.name, constant=ref.kind == "constant")
+    views = [make_view(model, graph, use, source.shape) for use in uses]
+    primary = next((v for v in views if v.role is not None), views[0])
+    role, followed, consumer = primary.role, primary.followed, primary.use.consumer
+    findings = _structure_findings(primary, views, source.shape, opts.convention)
+
+    parts = role.parts if role is not None and _unmodified(followed, source.shape) else ()
+    stats, part_stats = measure(source, followed.dequant, parts)
+    findings.extend(pathologies(stats, opts.profile, opts.fp16))
+    integer_units = consumer.op_type in INTEGER_OPS and (followed.dequant is None or followed.dequant.scale.size == 1
+                                                        and float(followed.dequant.scale) == 1.0)
+    integer_units |= not source.is_float and followed.dequant is None
+
+    fans_all = role.fans if role is not None else None
+    fans = fans_all[opts.convention] if fans_all else None
+    down = follow_output(graph, primary.use.scope, consumer)
+    pool_area = down.pool_area if opts.pool_aware and fans and consumer.op_type.endswith("Conv") else 1
+    if fans is not None and pool_area > 1:
+        fans = Fans(fans.fan_in, max(1, fans.fan_out // pool_area))
+
+    checked = fans is not None and not integer_units and role.kind == "layer"
+    target, gain, reason = _target(opts, down) if checked else (None, 1.0, None)
+    target_var = ratio = forward = None
+    matches: tuple[str, ...] = ()
+    part_reports: list[PartReport] = []
+    if role is not None and role.kind == "embedding":
+        findings.append(Finding("IA901", "info", "embedding table read by Gather: not held to a fan-based target"))
+    elif fans is not None and integer_units:
+        findings.append(Finding("IA305", "info", "integer weights without a scale: statistics in integer units"))
+    elif checked:
+        result = verdict(stats, fans, target, gain, opts.profile, role.scale)
+        target_var, ratio = result.target_var, result.ratio
+        matches = result.matches + _orthogonal(source, followed, stats)
+        findings.extend(result.status_findings)
+        part_reports, part_findings = _parts(parts, part_stats, target_var, opts.profile, findings)
+        findings.extend(part_findings)
+        if role.parts and opts.convention == "connectivity":
+            findings.append(_packed_note(role))
+        if stats.count:
+            connectivity = fans_all["connectivity"]
+            forward = connectivity.fan_in * stats.var * role.scale ** 2 * activation_factor(down)
+
+    kept = tuple(f for f in findings if opts.keeps(f.code))
+    status = worst_status(kept)
+    return LayerReport(
+        name=ref.name, graph=ref.scope, node=primary.node_name, op=consumer.op_type, shape=source.shape,
+        dtype=source.dtype, storage=source.location, layout=primary.layout, groups=role.groups if role else 1,
+        fans=dict(fans_all) if fans_all else None, fan_in=fans.fan_in if fans else None,
+        fan_out=fans.fan_out if fans else None, stats=stats, target=target, target_var=target_var, ratio=ratio,
+        status=status, matches=matches, distribution=distribution(stats), findings=kept,
+        consumers=tuple(Consumer(v.node_name, v.use.consumer.op_type, v.use.scope.path, v.use.slot, v.layout,
+                                 v.role.fans[opts.convention] if v.role and v.role.fans else None) for v in views),
+        parts=tuple(part_reports),
+        suggestion=suggestion(target, gain, target_var, stats, fans_all, opts.convention, role.scale)
+        if ratio and status != "ok" and stats.var > 0 else None,
+        target_reason=reason, gain=gain, pool_area=pool_area, scale=role.scale if role else 1.0,
+        forward_gain=forward,
+    )
+
+
+def _orthogonal(source, followed: Followed, stats) -> tuple[str, ...]:
+    """``("orthogonal",)`` when the (small) matrix has orthonormal rows or columns up to a gain."""
+    if stats.count > ORTHOGONAL_MAX or stats.count < 4 or len(source.shape) < 2 or followed.dequant is not None:
+        return ()
+    values = source.to_array().astype(np.float64)
+    matrix = values.reshape(values.shape[0], -1) if len(values.shape) != 3 else values.reshape(-1, values.shape[-1])
+    return ("orthogonal",) if orthogonal_gain(matrix) is not None else ()
+
+
+def is_candidate(tensor: TensorProto) -> bool:
+    """Floating point with at least two non-trivial axes: looks like a weight matrix."""
+    return tensor.data_type in FLOAT_TYPES and len([d for d in tensor.dims if d > 1]) >= 2
+
+
+def unclaimed_layer(model: LoadedModel, ref, op: str, domain: str, opts: AuditOptions) -> LayerReport:
+    """A weight-like tensor read only by an op whose layout initaudit does not know."""
+    source = model.source(ref.tensor, ref.name, constant=ref.kind == "constant")
+    stats, _ = measure(source)
+    findings = [Finding("IA301", "warn", f"read by {domain}.{op}, an op whose weight layout is unknown")]
+    findings += pathologies(stats, opts.profile, opts.fp16)
+    kept = tuple(f for f in findings if opts.keeps(f.code))
+    return LayerReport(
+        name=ref.name, graph=ref.scope, node="", op=f"{domain}.{op}", shape=source.shape, dtype=source.dtype,
+        storage=source.location, layout="", groups=1, fans=None, fan_in=None, fan_out=None, stats=stats,
+        target=None, target_var=None, ratio=None, status=worst_status(kept), matches=(),
+        distribution=distribution(stats), findings=kept)
+

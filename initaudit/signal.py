@@ -1,0 +1,75 @@
+"""Model-level signal propagation: does the activation variance explode or vanish?
+
+Approximation (documented in the README): each checked layer multiplies the
+second moment of its input by ``fan_in · Var(W) · f``, where ``f = 1/gain²`` of
+the nonlinearity that follows (½ for ReLU, 1 when none follows) — the quantity
+He and Glorot set to 1.  Along the chain of weight layers with the most layers,
+from an input or a normalization (which resets the scale) to an output, these
+factors multiply.  Residual sums, attention softmax and pooling are ignored.
+"""
+from __future__ import annotations
+
+import math
+
+from onnx import NodeProto
+
+from .graph import ModelGraph, Scope
+from .report import Finding, LayerReport
+from .trace import WeightUse
+
+NORMALIZATIONS = {
+    "BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization",
+    "RMSNormalization", "LpNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization", "Softmax",
+}
+MAX_VISITS = 200_000
+
+
+def signal_drift(graph: ModelGraph, grouped: dict[tuple[str, str], list[WeightUse]],
+                 layers: list[LayerReport], limit: float) -> tuple[float | None, list[Finding]]:
+    gains: dict[int, tuple[Scope, NodeProto, float, str]] = {}
+    for layer, uses in zip(layers, grouped.values()):
+        if layer.forward_gain and layer.forward_gain > 0:
+            for use in uses:
+                gains.setdefault(id(use.consumer), (use.scope, use.consumer, layer.forward_gain, layer.name))
+    if not gains:
+        return None, []
+    chains: dict[int, tuple[int, float, str]] = {}
+    visits = [0]
+
+    def predecessors(scope: Scope, node: NodeProto) -> list[NodeProto]:
+        found, seen, stack = [], set(), list(node.input)
+        while stack and visits[0] < MAX_VISITS:
+            name = stack.pop()
+            if name in seen or name not in scope.producers:
+                continue
+            seen.add(name)
+            visits[0] += 1
+            producer = scope.producers[name][0]
+            if id(producer) in gains:
+                found.append(producer)
+            elif producer.op_type not in NORMALIZATIONS:
+                stack.extend(producer.input)
+        return found
+
+    def chain(node_id: int) -> tuple[int, float, str]:
+        if node_id in chains:
+            return chains[node_id]
+        scope, node, gain, name = gains[node_id]
+        chains[node_id] = (1, math.log(gain), name)  # guards against cycles
+        before = [chain(id(p)) for p in predecessors(scope, node)]
+        length, log_gain, first = max(before, key=lambda c: (c[0], abs(c[1])), default=(0, 0.0, name))
+        chains[node_id] = (length + 1, log_gain + math.log(gain), first)
+        return chains[node_id]
+
+    length, log_gain, first = max((chain(k) for k in gains), key=lambda c: (c[0], abs(c[1])))
+    drift = math.exp(log_gain)
+    findings = []
+    if abs(log_gain) > math.log(limit):
+        direction = "grow" if drift > 1 else "shrink"
+        factor = drift if drift > 1 else 1 / drift
+        findings.append(Finding(
+            "IA104", "warn",
+            f"along a chain of {length} layers from {first!r}, the activation variance is estimated to {direction} "
+            f"by {factor:.3g}× (limit {limit:g}×)"))
+    return drift, findings
