@@ -7,6 +7,7 @@ to what the tensor's type and shape need: reference §8.9) and then streamed by
 """
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
 from .errors import InitauditError
+from .protoscan import Stripped, strip_payloads
 from .tensors import MemoryPayload, FilePayload, TensorSource, storage_nbytes, typed_field_source
 
 
@@ -25,6 +27,8 @@ from .tensors import MemoryPayload, FilePayload, TensorSource, storage_nbytes, t
 class LoadedModel:
     path: Path
     proto: onnx.ModelProto
+    self_fd: int | None = None           # the model file, for payloads left in it
+    self_marker: str | None = None       # external-data location meaning "the model file itself"
     _fds: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -35,6 +39,9 @@ class LoadedModel:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        if self.self_fd is not None:
+            os.close(self.self_fd)
+            self.self_fd = None
 
     def __enter__(self) -> "LoadedModel":
         return self
@@ -48,10 +55,12 @@ class LoadedModel:
         shape = tuple(int(d) for d in tensor.dims)
         if any(d < 0 for d in shape):
             raise InitauditError(f"tensor {name!r} has a negative dimension {list(shape)}")
-        if tensor.data_location == TensorProto.EXTERNAL:
-            return TensorSource(name, tensor.data_type, shape, self._external_payload(tensor, name, shape),
-                                location="external")
         location = "constant" if constant else "inline"
+        if tensor.data_location == TensorProto.EXTERNAL:
+            in_model = self.self_marker is not None and any(
+                e.key == "location" and e.value == self.self_marker for e in tensor.external_data)
+            return TensorSource(name, tensor.data_type, shape, self._external_payload(tensor, name, shape),
+                                location=location if in_model else "external")
         if tensor.HasField("raw_data"):
             expected = storage_nbytes(tensor.data_type, int(np.prod(shape, dtype=np.int64)))
             if len(tensor.raw_data) != expected:
@@ -67,7 +76,10 @@ class LoadedModel:
     def _external_payload(self, tensor: TensorProto, name: str, shape: tuple[int, ...]) -> FilePayload:
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
-        fd = self._open_inside_folder(location, name)
+        if self.self_marker is not None and location == self.self_marker:
+            fd, location = self.self_fd, self.path.name
+        else:
+            fd = self._open_inside_folder(location, name)
         size = os.fstat(fd).st_size
         try:
             offset = int(info.get("offset", 0))
@@ -116,21 +128,43 @@ class LoadedModel:
 
 
 def load_model(path: str | os.PathLike[str]) -> LoadedModel:
-    """Parse ``path`` without its external data; any problem is an InitauditError."""
+    """Parse ``path`` without its external data, and without copying large inline payloads.
+
+    Any problem is an InitauditError with a one-line message.
+    """
     path = Path(path)
     if not path.exists():
         raise InitauditError(f"{path}: no such file")
     if path.is_dir():
         raise InitauditError(f"{path}: is a folder, not an ONNX file")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, TypeError) as exc:
-        raise InitauditError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise InitauditError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    try:
+        proto, stripped = _parse(path, fd)
+    except BaseException:
+        os.close(fd)
+        raise
     if proto.ir_version <= 0 or not proto.HasField("graph") or not proto.opset_import:
+        os.close(fd)
         raise InitauditError(f"{path}: not an ONNX model (no IR version, graph or opset), or the file is truncated")
-    return LoadedModel(path, proto)
+    return LoadedModel(path, proto, fd, stripped.marker if stripped else None)
+
+
+def _parse(path: Path, fd: int) -> tuple[onnx.ModelProto, Stripped | None]:
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return onnx.ModelProto(), None
+    try:
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:
+            stripped = strip_payloads(mapped)
+    except InitauditError as exc:
+        raise InitauditError(f"{path}: not a readable ONNX model ({exc})") from None
+    try:
+        return onnx.load_model_from_string(stripped.data), stripped
+    except (DecodeError, ValueError, RuntimeError, TypeError) as exc:
+        raise InitauditError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
 
 
 def _first_line(exc: Exception) -> str:

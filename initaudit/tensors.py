@@ -1,13 +1,13 @@
 """Where a weight's bytes are and how to stream them as numbers, chunk by chunk.
 
-A tensor is never decoded whole when it lives in a file: its byte range is read
-window by window into one reused buffer (``pread``), which also gives numpy an
-aligned buffer whatever the payload's offset in the file.
+A tensor is never decoded whole when it lives in a file: its byte range is
+memory-mapped window by window and handed on in chunks small enough to stay in
+the CPU cache.
 """
 from __future__ import annotations
 
 import math
-import os
+import mmap
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
@@ -75,7 +75,7 @@ def decode_raw(buf: memoryview | bytes, data_type: int, count: int) -> np.ndarra
 
 
 class Payload(Protocol):
-    def iter_bytes(self, chunk_bytes: int) -> Iterator[memoryview]: ...
+    def iter_bytes(self, chunk_bytes: int, itemsize: int = 1) -> Iterator[memoryview]: ...
 
 
 @dataclass(frozen=True)
@@ -84,31 +84,56 @@ class MemoryPayload:
 
     data: bytes
 
-    def iter_bytes(self, chunk_bytes: int) -> Iterator[memoryview]:
+    def iter_bytes(self, chunk_bytes: int, itemsize: int = 1) -> Iterator[memoryview]:
         view = memoryview(self.data)
         for start in range(0, len(view), chunk_bytes):
             yield view[start:start + chunk_bytes]
 
 
+#: Bytes of a file mapped at a time: the process's resident set grows by at most this much.
+WINDOW_BYTES = 16 << 20
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0) if hasattr(mmap, "MAP_SHARED") else 0
+
+
 @dataclass(frozen=True)
 class FilePayload:
-    """A byte range of an already validated, already open file."""
+    """A byte range of an already validated, already open file, mapped window by window.
+
+    Chunks are views into the mapping (no copy) when the payload's offset suits
+    the element size; otherwise each chunk is copied into one reused aligned
+    buffer.  A window is unmapped as soon as the last chunk taken from it is
+    released, so memory stays bounded whatever the tensor's size.
+    """
 
     fd: int
     offset: int
     length: int
 
-    def iter_bytes(self, chunk_bytes: int) -> Iterator[memoryview]:
-        buffer = bytearray(min(chunk_bytes, self.length))
-        view = memoryview(buffer)
+    def iter_bytes(self, chunk_bytes: int, itemsize: int = 1) -> Iterator[memoryview]:
+        aligned = self.offset % max(itemsize, 1) == 0
+        copy_buffer = None if aligned else memoryview(bytearray(chunk_bytes))
+        per_window = max(chunk_bytes, WINDOW_BYTES // chunk_bytes * chunk_bytes)
         done = 0
         while done < self.length:
-            want = min(chunk_bytes, self.length - done)
-            got = os.preadv(self.fd, [view[:want]], self.offset + done)
-            if got != want:
-                raise InitauditError(f"file ended early while reading a tensor ({got} of {want} bytes)")
-            yield view[:want]
-            done += want
+            start = self.offset + done
+            base = start - start % mmap.ALLOCATIONGRANULARITY
+            size = min(per_window, self.length - done)
+            try:
+                mapping = mmap.mmap(self.fd, start - base + size, flags=_MAP_FLAGS, prot=mmap.PROT_READ,
+                                    offset=base)
+            except (OSError, ValueError) as exc:
+                raise InitauditError(f"cannot map tensor data ({exc})") from None
+            window = memoryview(mapping)[start - base:]
+            del mapping  # unmapped when the last view of it is released
+            for at in range(0, size, chunk_bytes):
+                piece = window[at:at + chunk_bytes]
+                if copy_buffer is None:
+                    yield piece
+                else:
+                    copy_buffer[:len(piece)] = piece
+                    yield copy_buffer[:len(piece)]
+            del window, piece
+            done += size
 
 
 @dataclass(frozen=True)
@@ -146,8 +171,9 @@ class TensorSource:
         if self.data_type in _PACKED_BITS:
             chunk_elems -= chunk_elems % (8 // _PACKED_BITS[self.data_type])
         chunk_bytes = storage_nbytes(self.data_type, chunk_elems)
+        itemsize = 1 if self.data_type in _PACKED_BITS else storage_nbytes(self.data_type, 1)
         remaining = self.count
-        for buf in self.payload.iter_bytes(chunk_bytes):
+        for buf in self.payload.iter_bytes(chunk_bytes, itemsize):
             n = min(chunk_elems, remaining)
             yield decode_raw(buf, self.data_type, n)
             remaining -= n
