@@ -1,14 +1,17 @@
 """The library entry point: model file(s) in, ``Report`` out."""
 from __future__ import annotations
 
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from . import __version__
 from .errors import InitauditError
 from .graph import ModelGraph, Scope
-from .layers import analyze, is_candidate, unclaimed_layer
+from .layers import finish, is_candidate, plan, plan_unsupported
+from .measure import default_jobs, measure_all
 from .loader import load_model
 from .ops import _canonical_domain
 from .options import FAIL_ON, AuditOptions
@@ -19,19 +22,44 @@ from .trace import PASS_THROUGH, SourceRef, WeightUse, constant_tensor, find_use
 __all__ = ["audit", "audit_model", "expand_paths", "AuditOptions", "FAIL_ON"]
 
 
-def audit(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **options: object) -> Report:
+def audit(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], jobs: int | None = None,
+          **options: object) -> Report:
     """Audit one model, several, or every ``*.onnx`` below a folder.
 
     Keyword options are the fields of ``AuditOptions`` (target, convention,
-    profile, pool_aware, fail_on, select, ignore, fp16, drift_limit).
+    profile, pool_aware, fail_on, select, ignore, fp16, drift_limit).  ``jobs``
+    (default: the number of cores) processes share the work: several models are
+    spread over them, a single large model's tensors too.
 
     Raises:
         InitauditError: a bad option, or a model that cannot be read.
     """
     opts = AuditOptions(**options)  # type: ignore[arg-type]
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs < 1:
+        raise InitauditError(f"jobs must be at least 1, got {jobs}")
     files = expand_paths([paths] if isinstance(paths, (str, os.PathLike)) else list(paths))
-    models = tuple(audit_model(path, opts) for path in files)
+    if len(files) > 1 and jobs > 1:
+        models = tuple(_audit_in_processes(files, opts, jobs))
+    else:
+        models = tuple(audit_model(path, opts, jobs) for path in files)
     return Report(models, opts.fail_on, {"version": __version__})
+
+
+def _audit_one(args: tuple[Path, AuditOptions]) -> ModelReport | InitauditError:
+    try:
+        return audit_model(args[0], args[1])
+    except InitauditError as exc:  # carried back and raised in order
+        return exc
+
+
+def _audit_in_processes(files: list[Path], opts: AuditOptions, jobs: int) -> Iterable[ModelReport]:
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=context) as pool:
+        for result in pool.map(_audit_one, [(f, opts) for f in files]):
+            if isinstance(result, InitauditError):
+                raise result
+            yield result
 
 
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -50,14 +78,15 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
-def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None) -> ModelReport:
+def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, jobs: int = 1) -> ModelReport:
+    """Audit one model; with ``jobs`` > 1 a large model's tensors are read by that many processes."""
     opts = opts or AuditOptions()
     with load_model(path) as model:
         graph = ModelGraph(model.proto)
         grouped: dict[tuple[str, str], list[WeightUse]] = {}
         for use in find_uses(graph, model.load_array):
             grouped.setdefault(use.source.key, []).append(use)
-        layers = [analyze(model, graph, uses, opts) for uses in grouped.values()]
+        planned = [plan(model, graph, uses, opts) for uses in grouped.values()]
         skipped = []
         for scope in graph.scopes:
             for ref in _stored_tensors(scope):
@@ -69,7 +98,9 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None) 
                 if _canonical_domain(domain) == "":
                     skipped.append(Skipped(ref.name, scope.path, op, f"input {slot} of {op}, not a layer weight"))
                 else:
-                    layers.append(unclaimed_layer(model, ref, op, domain, opts))
+                    planned.append(plan_unsupported(model, ref, op, domain))
+        measured = measure_all([p.task for p in planned], jobs)
+        layers = [finish(p, stats, parts, opts) for p, (stats, parts) in zip(planned, measured)]
         drift, findings = signal_drift(graph, grouped, layers, opts.drift_limit)
     proto = model.proto
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)

@@ -48,6 +48,8 @@ def audit_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-on", choices=FAIL_ON, help="lowest status that makes the exit code 1 (default: fail)")
     p.add_argument("--select", type=_codes, metavar="CODES", help="comma-separated rule codes (or prefixes) to keep")
     p.add_argument("--ignore", type=_codes, metavar="CODES", help="comma-separated rule codes (or prefixes) to drop")
+    p.add_argument("-j", "--jobs", type=int, metavar="N",
+                   help="worker processes for several models or one large one (default: the number of cores)")
     p.add_argument("--config", metavar="FILE", help="TOML file with a [tool.initaudit] table "
                                                     "(default: the nearest pyproject.toml)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the table")
@@ -123,7 +125,8 @@ def run_audit(argv: Sequence[str]) -> int:
     fmt = args.format or config.get("format", "table")
     if fmt not in REPORTERS:
         raise InitauditError(f"unknown format {fmt!r}; choose one of {', '.join(sorted(REPORTERS))}")
-    report = audit(args.models, **options)
+    jobs = args.jobs if args.jobs is not None else config.get("jobs")
+    report = audit(args.models, jobs=jobs, **options)
     if fmt == "table":
         color = args.color == "always" or (
             args.color == "auto" and args.output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ)

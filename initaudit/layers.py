@@ -13,14 +13,15 @@ from .downstream import Downstream, activation_factor, auto_target, follow_outpu
 from .fans import Fans
 from .graph import ModelGraph, Scope, node_label
 from .loader import LoadedModel
-from .measure import measure
+from .measure import MeasureTask
 from .ops import OpUse, Role, UnsupportedUse, axis_part, role_of
 from .options import AuditOptions
 from .report import STATUS_ORDER, Consumer, Finding, LayerReport, PartReport, worst_status
 from .rules import RULES
 from .suggest import suggestion
-from .tensors import FLOAT_TYPES
-from .trace import Followed, WeightUse, follow
+from .stats import TensorStats
+from .tensors import FLOAT_TYPES, TensorSource
+from .trace import Followed, SourceRef, WeightUse, follow
 
 INTEGER_OPS = {"ConvInteger", "MatMulInteger"}
 PACKABLE = {"MatMul", "Gemm"}
@@ -152,65 +153,95 @@ def _parts(parts, part_stats, target_var: float, profile: str, whole: list[Findi
     return reports, findings
 
 
-def analyze(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], opts: AuditOptions) -> LayerReport:
-    """Everything initaudit says about one stored tensor, from all its uses."""
+@dataclass
+class Planned:
+    """What is known of a weight before its values are read."""
+
+    ref: SourceRef
+    source: TensorSource
+    views: list[View]
+    primary: View
+    findings: list[Finding]
+    task: MeasureTask
+    down: Downstream | None = None
+    fans: Fans | None = None          # under the convention in use, pool-aware if asked
+    pool_area: int = 1
+    integer_units: bool = False
+    unsupported_op: str | None = None  # "domain.Op" of an op that reads it with an unknown layout
+
+
+def plan(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], opts: AuditOptions) -> Planned:
+    """Roles, layout, fans and what to measure, from every use of one stored tensor."""
     ref = uses[0].source
     source = model.source(ref.tensor, ref.name, constant=ref.kind == "constant")
     views = [make_view(model, graph, use, source.shape) for use in uses]
     primary = next((v for v in views if v.role is not None), views[0])
     role, followed, consumer = primary.role, primary.followed, primary.use.consumer
-    findings = _structure_findings(primary, views, source.shape, opts.convention)
-
     parts = role.parts if role is not None and _unmodified(followed, source.shape) else ()
-    stats, part_stats = measure(source, followed.dequant, parts)
-    findings.extend(pathologies(stats, opts.profile, opts.fp16))
-    integer_units = consumer.op_type in INTEGER_OPS and (followed.dequant is None or followed.dequant.scale.size == 1
-                                                        and float(followed.dequant.scale) == 1.0)
-    integer_units |= not source.is_float and followed.dequant is None
+    planned = Planned(ref, source, views, primary, _structure_findings(primary, views, source.shape, opts.convention),
+                      MeasureTask(source, followed.dequant, tuple(parts)))
+    planned.integer_units = (consumer.op_type in INTEGER_OPS and (
+        followed.dequant is None or followed.dequant.scale.size == 1 and float(followed.dequant.scale) == 1.0)
+    ) or (not source.is_float and followed.dequant is None)
+    if role is not None and role.fans:
+        planned.down = follow_output(graph, primary.use.scope, consumer)
+        fans = role.fans[opts.convention]
+        if opts.pool_aware and consumer.op_type.endswith("Conv") and planned.down.pool_area > 1:
+            planned.pool_area = planned.down.pool_area
+            fans = Fans(fans.fan_in, max(1, fans.fan_out // planned.pool_area))
+        planned.fans = fans
+    return planned
 
-    fans_all = role.fans if role is not None else None
-    fans = fans_all[opts.convention] if fans_all else None
-    down = follow_output(graph, primary.use.scope, consumer)
-    pool_area = down.pool_area if opts.pool_aware and fans and consumer.op_type.endswith("Conv") else 1
-    if fans is not None and pool_area > 1:
-        fans = Fans(fans.fan_in, max(1, fans.fan_out // pool_area))
 
-    checked = fans is not None and not integer_units and role.kind == "layer"
-    target, gain, reason = _target(opts, down) if checked else (None, 1.0, None)
+def plan_unsupported(model: LoadedModel, ref: SourceRef, op: str, domain: str) -> Planned:
+    """A weight-like tensor read only by an op whose layout initaudit does not know."""
+    source = model.source(ref.tensor, ref.name, constant=ref.kind == "constant")
+    finding = Finding("IA301", "warn", f"read by {domain}.{op}, an op whose weight layout is unknown")
+    return Planned(ref, source, [], None, [finding], MeasureTask(source), unsupported_op=f"{domain}.{op}")
+
+
+def finish(p: Planned, stats: TensorStats, part_stats: list[TensorStats], opts: AuditOptions) -> LayerReport:
+    """The verdict on a measured weight."""
+    findings = p.findings + pathologies(stats, opts.profile, opts.fp16)
+    role = p.primary.role if p.primary else None
+    target, gain, reason = None, 1.0, None
     target_var = ratio = forward = None
     matches: tuple[str, ...] = ()
     part_reports: list[PartReport] = []
     if role is not None and role.kind == "embedding":
         findings.append(Finding("IA901", "info", "embedding table read by Gather: not held to a fan-based target"))
-    elif fans is not None and integer_units:
+    elif p.fans is not None and p.integer_units:
         findings.append(Finding("IA305", "info", "integer weights without a scale: statistics in integer units"))
-    elif checked:
-        result = verdict(stats, fans, target, gain, opts.profile, role.scale)
+    elif p.fans is not None:
+        target, gain, reason = _target(opts, p.down)
+        result = verdict(stats, p.fans, target, gain, opts.profile, role.scale)
         target_var, ratio = result.target_var, result.ratio
-        matches = result.matches + _orthogonal(source, followed, stats)
+        matches = result.matches + _orthogonal(p.source, p.primary.followed, stats)
         findings.extend(result.status_findings)
-        part_reports, part_findings = _parts(parts, part_stats, target_var, opts.profile, findings)
+        part_reports, part_findings = _parts(p.task.parts, part_stats, target_var, opts.profile, findings)
         findings.extend(part_findings)
         if role.parts and opts.convention == "connectivity":
             findings.append(_packed_note(role))
         if stats.count:
-            connectivity = fans_all["connectivity"]
-            forward = connectivity.fan_in * stats.var * role.scale ** 2 * activation_factor(down)
+            forward = role.fans["connectivity"].fan_in * stats.var * role.scale ** 2 * activation_factor(p.down)
 
     kept = tuple(f for f in findings if opts.keeps(f.code))
     status = worst_status(kept)
+    views = p.views
     return LayerReport(
-        name=ref.name, graph=ref.scope, node=primary.node_name, op=consumer.op_type, shape=source.shape,
-        dtype=source.dtype, storage=source.location, layout=primary.layout, groups=role.groups if role else 1,
-        fans=dict(fans_all) if fans_all else None, fan_in=fans.fan_in if fans else None,
-        fan_out=fans.fan_out if fans else None, stats=stats, target=target, target_var=target_var, ratio=ratio,
-        status=status, matches=matches, distribution=distribution(stats), findings=kept,
+        name=p.ref.name, graph=p.ref.scope, node=p.primary.node_name if p.primary else "",
+        op=p.unsupported_op or p.primary.use.consumer.op_type, shape=p.source.shape, dtype=p.source.dtype,
+        storage=p.source.location, layout=p.primary.layout if p.primary else "",
+        groups=role.groups if role else 1, fans=dict(role.fans) if role and role.fans else None,
+        fan_in=p.fans.fan_in if p.fans else None, fan_out=p.fans.fan_out if p.fans else None, stats=stats,
+        target=target, target_var=target_var, ratio=ratio, status=status, matches=matches,
+        distribution=distribution(stats), findings=kept,
         consumers=tuple(Consumer(v.node_name, v.use.consumer.op_type, v.use.scope.path, v.use.slot, v.layout,
                                  v.role.fans[opts.convention] if v.role and v.role.fans else None) for v in views),
         parts=tuple(part_reports),
-        suggestion=suggestion(target, gain, target_var, stats, fans_all, opts.convention, role.scale)
+        suggestion=suggestion(target, gain, target_var, stats, role.fans, opts.convention, role.scale)
         if ratio and status != "ok" and stats.var > 0 else None,
-        target_reason=reason, gain=gain, pool_area=pool_area, scale=role.scale if role else 1.0,
+        target_reason=reason, gain=gain, pool_area=p.pool_area, scale=role.scale if role else 1.0,
         forward_gain=forward,
     )
 
@@ -227,18 +258,3 @@ def _orthogonal(source, followed: Followed, stats) -> tuple[str, ...]:
 def is_candidate(tensor: TensorProto) -> bool:
     """Floating point with at least two non-trivial axes: looks like a weight matrix."""
     return tensor.data_type in FLOAT_TYPES and len([d for d in tensor.dims if d > 1]) >= 2
-
-
-def unclaimed_layer(model: LoadedModel, ref, op: str, domain: str, opts: AuditOptions) -> LayerReport:
-    """A weight-like tensor read only by an op whose layout initaudit does not know."""
-    source = model.source(ref.tensor, ref.name, constant=ref.kind == "constant")
-    stats, _ = measure(source)
-    findings = [Finding("IA301", "warn", f"read by {domain}.{op}, an op whose weight layout is unknown")]
-    findings += pathologies(stats, opts.profile, opts.fp16)
-    kept = tuple(f for f in findings if opts.keeps(f.code))
-    return LayerReport(
-        name=ref.name, graph=ref.scope, node="", op=f"{domain}.{op}", shape=source.shape, dtype=source.dtype,
-        storage=source.location, layout="", groups=1, fans=None, fan_in=None, fan_out=None, stats=stats,
-        target=None, target_var=None, ratio=None, status=worst_status(kept), matches=(),
-        distribution=distribution(stats), findings=kept)
-

@@ -1,16 +1,32 @@
-"""One streaming pass over a tensor: dequantize chunk by chunk, accumulate the
-whole tensor's statistics and every part's."""
+"""The statistics pass: dequantize chunk by chunk, accumulate the whole tensor's
+moments and every part's, in this process or spread over worker processes."""
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from .ops import Part
-from .stats import MomentAccumulator, TensorStats
-from .tensors import CHUNK_ELEMS, TensorSource
+from .stats import MomentAccumulator, Moments, TensorStats
+from .tensors import CHUNK_ELEMS, FilePayload, TensorSource
 from .trace import Dequant
+
+#: Below this many payload bytes in all, worker start-up costs more than it saves.
+PARALLEL_MIN_BYTES = 64 << 20
+#: Elements per task handed to a worker (a multiple of the chunk size).
+PIECE_ELEMS = 64 * CHUNK_ELEMS
+
+
+@dataclass(frozen=True)
+class MeasureTask:
+    source: TensorSource
+    dequant: Dequant | None = None
+    parts: tuple[Part, ...] = ()
 
 
 def dequantize(values: np.ndarray, start: int, dq: Dequant, shape: Sequence[int]) -> np.ndarray:
@@ -31,7 +47,7 @@ def dequantize(values: np.ndarray, start: int, dq: Dequant, shape: Sequence[int]
     return (q - zero) * dq.scale[index]
 
 
-def _chunk_size(parts: Sequence[Part]) -> int:
+def chunk_size(parts: Sequence[Part]) -> int:
     """A chunk length that is a whole number of part rows when rows are short."""
     if not parts:
         return CHUNK_ELEMS
@@ -51,17 +67,76 @@ def _part_values(chunk: np.ndarray, start: int, part: Part) -> Iterable[np.ndarr
             yield chunk[lo - start:hi - start]
 
 
-def measure(source: TensorSource, dequant: Dequant | None = None,
-            parts: Sequence[Part] = ()) -> tuple[TensorStats, list[TensorStats]]:
+def measure_range(task: MeasureTask, start: int = 0, stop: int | None = None) -> tuple[Moments, list[Moments]]:
+    """Moments of elements ``[start, stop)`` of the task's tensor, and of each part's share of them."""
+    source, dequant, parts = task.source, task.dequant, task.parts
     whole = MomentAccumulator()
     per_part = [MomentAccumulator() for _ in parts]
-    start = 0
-    for chunk in source.iter_values(_chunk_size(parts)):
+    at = start
+    for chunk in source.iter_values(chunk_size(parts), start, stop):
         if dequant is not None:
-            chunk = dequantize(chunk, start, dequant, source.shape)
+            chunk = dequantize(chunk, at, dequant, source.shape)
         whole.add(chunk)
         for part, acc in zip(parts, per_part):
-            for values in _part_values(chunk, start, part):
+            for values in _part_values(chunk, at, part):
                 acc.add(values)
-        start += chunk.size
-    return whole.result(), [acc.result() for acc in per_part]
+        at += chunk.size
+    return whole.moments(), [acc.moments() for acc in per_part]
+
+
+def measure(source: TensorSource, dequant: Dequant | None = None,
+            parts: Sequence[Part] = ()) -> tuple[TensorStats, list[TensorStats]]:
+    whole, per_part = measure_range(MeasureTask(source, dequant, tuple(parts)))
+    return whole.stats(), [m.stats() for m in per_part]
+
+
+def _pieces(task: MeasureTask) -> list[tuple[int, int]]:
+    count = task.source.count
+    if not isinstance(task.source.payload, FilePayload) or count <= PIECE_ELEMS:
+        return [(0, count)]
+    chunk = chunk_size(task.parts)
+    step = max(chunk, PIECE_ELEMS - PIECE_ELEMS % chunk)
+    step -= step % task.source.per_byte
+    return [(s, min(s + step, count)) for s in range(0, count, step)]
+
+
+def _run_piece(args: tuple[int, int, int]) -> tuple[int, Moments, list[Moments]]:
+    index, start, stop = args
+    whole, parts = measure_range(_WORKER_TASKS[index], start, stop)
+    return index, whole, parts
+
+
+_WORKER_TASKS: list[MeasureTask] = []
+
+
+def default_jobs() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def measure_all(tasks: Sequence[MeasureTask], jobs: int = 1) -> list[tuple[TensorStats, list[TensorStats]]]:
+    """Statistics of every task; large file-backed models are spread over ``jobs`` forked processes."""
+    total = sum(_nbytes(t) for t in tasks)
+    if jobs <= 1 or total < PARALLEL_MIN_BYTES or "fork" not in multiprocessing.get_all_start_methods():
+        return [measure(t.source, t.dequant, t.parts) for t in tasks]
+    global _WORKER_TASKS
+    _WORKER_TASKS = list(tasks)  # inherited by the forked workers: nothing is pickled but indices
+    work = [(i, s, e) for i, task in enumerate(tasks) for s, e in _pieces(task)]
+    work.sort(key=lambda w: w[2] - w[1], reverse=True)  # largest first: even finish
+    merged: list[tuple[Moments, list[Moments]]] = [(Moments(), [Moments() for _ in t.parts]) for t in tasks]
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            for index, whole, parts in pool.map(_run_piece, work, chunksize=1):
+                acc_whole, acc_parts = merged[index]
+                merged[index] = (acc_whole.merge(whole), [a.merge(b) for a, b in zip(acc_parts, parts)])
+    finally:
+        _WORKER_TASKS = []
+    return [(whole.stats(), [p.stats() for p in parts]) for whole, parts in merged]
+
+
+def _nbytes(task: MeasureTask) -> int:
+    """Bytes a task reads from a file (in-memory tensors are not worth a worker)."""
+    payload = task.source.payload
+    return payload.length if isinstance(payload, FilePayload) else 0

@@ -3,7 +3,9 @@
 Moments are accumulated around a fixed shift (the mean of the first chunk), so
 that the variance of data whose mean is far from zero does not cancel away:
 ``var = E[(x-s)^2] - E[x-s]^2`` loses nothing when ``s`` is close to the mean.
-Non-finite values are counted and left out of the moments.
+Partial results (other chunks, other processes) combine exactly with the
+pairwise update formulas of Pébay (2008).  Non-finite values are counted and
+left out of the moments.
 """
 from __future__ import annotations
 
@@ -33,9 +35,52 @@ class TensorStats:
         return self.count + self.nonfinite
 
 
+@dataclass(frozen=True)
+class Moments:
+    """Count, mean and central moment sums M2, M3, M4 of finite values, plus counts and range."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    m3: float = 0.0
+    m4: float = 0.0
+    lo: float = math.inf
+    hi: float = -math.inf
+    nonfinite: int = 0
+    zeros: int = 0
+
+    def merge(self, other: "Moments") -> "Moments":
+        a, b = self, other
+        n = a.n + b.n
+        common = dict(lo=min(a.lo, b.lo), hi=max(a.hi, b.hi), nonfinite=a.nonfinite + b.nonfinite,
+                      zeros=a.zeros + b.zeros)
+        if a.n == 0 or b.n == 0:
+            src = b if a.n == 0 else a
+            return Moments(src.n, src.mean, src.m2, src.m3, src.m4, **common)
+        delta = b.mean - a.mean
+        na, nb = a.n, b.n
+        m2 = a.m2 + b.m2 + delta * delta * na * nb / n
+        m3 = (a.m3 + b.m3 + delta**3 * na * nb * (na - nb) / n**2
+              + 3 * delta * (na * b.m2 - nb * a.m2) / n)
+        m4 = (a.m4 + b.m4 + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
+              + 6 * delta**2 * (na * na * b.m2 + nb * nb * a.m2) / n**2
+              + 4 * delta * (na * b.m3 - nb * a.m3) / n)
+        return Moments(n, a.mean + delta * nb / n, m2, m3, m4, **common)
+
+    def stats(self) -> TensorStats:
+        n = self.n
+        if n == 0:
+            nan = math.nan
+            return TensorStats(0, nan, nan, nan, nan, None, self.nonfinite, self.zeros)
+        constant = self.lo == self.hi
+        var = 0.0 if constant else max(self.m2 / n, 0.0)
+        kurtosis = None if var == 0 else (self.m4 / n) / (var * var) - 3.0
+        return TensorStats(n, self.mean, var, self.lo, self.hi, kurtosis, self.nonfinite, self.zeros)
+
+
 @dataclass
 class MomentAccumulator:
-    """Sums of powers of (x - shift); ``add`` chunks in any order, then ``result``."""
+    """Sums of powers of (x - shift) over chunks; ``moments()`` turns them into central moments."""
 
     shift: float | None = None
     count: int = 0
@@ -47,14 +92,16 @@ class MomentAccumulator:
     hi: float = -math.inf
     nonfinite: int = 0
     zeros: int = 0
-    _buffers: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _buffers: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def add(self, chunk: np.ndarray) -> None:
         x = np.ravel(chunk)
         if x.size == 0:
             return
-        self.zeros += x.size - int(np.count_nonzero(x))
+        d, d2, ones = self._scratch(x.size)
+        np.copyto(d, x, casting="unsafe")  # the one pass that converts to float64
         lo, hi = x.min(), x.max()
+        self.zeros += int(np.count_nonzero(x == 0))
         # min/max propagate NaN and show Inf: a finite pair means a finite chunk.
         if not (math.isfinite(lo) and math.isfinite(hi)):
             finite = np.isfinite(x)
@@ -64,45 +111,39 @@ class MomentAccumulator:
                 return
             x = x[finite]
             lo, hi = x.min(), x.max()
+            d, d2, ones = d[:kept], d2[:kept], ones[:kept]
+            np.copyto(d, x, casting="unsafe")
         self.lo = min(self.lo, float(lo))
         self.hi = max(self.hi, float(hi))
         if self.shift is None:
-            self.shift = float(np.mean(x, dtype=np.float64))
-        d, d2 = self._scratch(x.size)
-        np.subtract(x, self.shift, out=d, dtype=np.float64, casting="unsafe")
+            self.shift = float(np.dot(d, ones)) / x.size
+        d -= self.shift
         np.multiply(d, d, out=d2)
+        # BLAS dot products: one pass each, float64 accumulation
         self.count += x.size
-        self.s1 += float(d.sum())
-        self.s2 += float(d2.sum())
+        self.s1 += float(np.dot(d, ones))
+        self.s2 += float(np.dot(d2, ones))
         self.s3 += float(np.dot(d2, d))
         self.s4 += float(np.dot(d2, d2))
 
-    def _scratch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _scratch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._buffers is None or self._buffers[0].size < n:
-            self._buffers = (np.empty(n, np.float64), np.empty(n, np.float64))
-        d, d2 = self._buffers
-        return d[:n], d2[:n]
+            self._buffers = (np.empty(n, np.float64), np.empty(n, np.float64), np.ones(n, np.float64))
+        d, d2, ones = self._buffers
+        return d[:n], d2[:n], ones[:n]
 
-    def result(self) -> TensorStats:
+    def moments(self) -> Moments:
         n = self.count
         if n == 0:
-            nan = math.nan
-            return TensorStats(0, nan, nan, nan, nan, None, self.nonfinite, self.zeros)
+            return Moments(nonfinite=self.nonfinite, zeros=self.zeros)
         m1 = self.s1 / n
-        e2, e3, e4 = self.s2 / n, self.s3 / n, self.s4 / n
-        var = max(e2 - m1 * m1, 0.0)
-        m4 = e4 - 4 * m1 * e3 + 6 * m1 * m1 * e2 - 3 * m1**4
-        kurtosis = None if var == 0 or self.lo == self.hi else m4 / (var * var) - 3.0
-        return TensorStats(
-            count=n,
-            mean=self.shift + m1,
-            var=0.0 if self.lo == self.hi else var,
-            min=self.lo,
-            max=self.hi,
-            excess_kurtosis=kurtosis,
-            nonfinite=self.nonfinite,
-            zeros=self.zeros,
-        )
+        m2 = self.s2 - n * m1 * m1
+        m3 = self.s3 - 3 * m1 * self.s2 + 2 * n * m1**3
+        m4 = self.s4 - 4 * m1 * self.s3 + 6 * m1 * m1 * self.s2 - 3 * n * m1**4
+        return Moments(n, self.shift + m1, m2, m3, m4, self.lo, self.hi, self.nonfinite, self.zeros)
+
+    def result(self) -> TensorStats:
+        return self.moments().stats()
 
 
 def stats_of(values: np.ndarray) -> TensorStats:

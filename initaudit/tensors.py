@@ -77,12 +77,17 @@ def decode_raw(buf: memoryview | bytes, data_type: int, count: int) -> np.ndarra
 class Payload(Protocol):
     def iter_bytes(self, chunk_bytes: int, itemsize: int = 1) -> Iterator[memoryview]: ...
 
+    def sub(self, offset: int, length: int) -> "Payload": ...
+
 
 @dataclass(frozen=True)
 class MemoryPayload:
     """Raw bytes already in memory (an inline ``raw_data`` the onnx package parsed)."""
 
     data: bytes
+
+    def sub(self, offset: int, length: int) -> "MemoryPayload":
+        return MemoryPayload(self.data[offset:offset + length])
 
     def iter_bytes(self, chunk_bytes: int, itemsize: int = 1) -> Iterator[memoryview]:
         view = memoryview(self.data)
@@ -108,6 +113,9 @@ class FilePayload:
     fd: int
     offset: int
     length: int
+
+    def sub(self, offset: int, length: int) -> "FilePayload":
+        return FilePayload(self.fd, self.offset + offset, length)
 
     def iter_bytes(self, chunk_bytes: int, itemsize: int = 1) -> Iterator[memoryview]:
         aligned = self.offset % max(itemsize, 1) == 0
@@ -159,21 +167,32 @@ class TensorSource:
     def dtype(self) -> str:
         return dtype_name(self.data_type)
 
-    def iter_values(self, chunk_elems: int = CHUNK_ELEMS) -> Iterator[np.ndarray]:
-        """Values in storage order, ``chunk_elems`` at a time (the last chunk shorter)."""
+    @property
+    def per_byte(self) -> int:
+        """Elements per byte of a packed sub-byte type (1 otherwise)."""
+        return 8 // _PACKED_BITS[self.data_type] if self.data_type in _PACKED_BITS else 1
+
+    def iter_values(self, chunk_elems: int = CHUNK_ELEMS, start: int = 0,
+                    stop: int | None = None) -> Iterator[np.ndarray]:
+        """Values ``[start, stop)`` in storage order, ``chunk_elems`` at a time (the last chunk shorter)."""
+        stop = self.count if stop is None else stop
         if self.payload is None:
-            values = self.to_array().reshape(-1)
+            values = self.to_array().reshape(-1)[start:stop]
             if self.is_float and values.dtype not in (np.float16, np.float32, np.float64):
                 values = values.astype(np.float32)  # bfloat16 / float8 from ml_dtypes
-            for start in range(0, values.size, chunk_elems):
-                yield values[start:start + chunk_elems]
+            for at in range(0, values.size, chunk_elems):
+                yield values[at:at + chunk_elems]
             return
-        if self.data_type in _PACKED_BITS:
-            chunk_elems -= chunk_elems % (8 // _PACKED_BITS[self.data_type])
+        if start % self.per_byte:
+            raise ValueError(f"start {start} splits a byte of packed {self.dtype} values")
+        chunk_elems -= chunk_elems % self.per_byte
         chunk_bytes = storage_nbytes(self.data_type, chunk_elems)
         itemsize = 1 if self.data_type in _PACKED_BITS else storage_nbytes(self.data_type, 1)
-        remaining = self.count
-        for buf in self.payload.iter_bytes(chunk_bytes, itemsize):
+        remaining = stop - start
+        offset = storage_nbytes(self.data_type, start)
+        payload = self.payload if (start, stop) == (0, self.count) else self.payload.sub(
+            offset, storage_nbytes(self.data_type, stop) - offset)
+        for buf in payload.iter_bytes(chunk_bytes, itemsize):
             n = min(chunk_elems, remaining)
             yield decode_raw(buf, self.data_type, n)
             remaining -= n

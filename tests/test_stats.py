@@ -77,3 +77,18 @@ def test_any_values_any_chunking(values, chunk):
     got = streamed(x, chunk)
     ref = float(np.var(x.astype(np.float64)))
     assert got.var == pytest.approx(ref, rel=1e-9, abs=1e-9 * float(np.mean(x.astype(np.float64) ** 2)) + 1e-30)
+
+
+@pytest.mark.parametrize("split", [1, 3, 1000, 49_999])
+def test_merged_partials_equal_one_pass(split):
+    rng = np.random.default_rng(9)
+    values = np.concatenate([rng.normal(5.0, 0.1, 50_000), rng.uniform(4.0, 7.0, 30_000)])
+    left, right = MomentAccumulator(), MomentAccumulator()
+    left.add(values[:split])
+    right.add(values[split:])
+    merged = left.moments().merge(right.moments()).stats()
+    ref = numpy_reference(values)
+    assert merged.var == pytest.approx(ref["var"], rel=1e-9)
+    assert merged.mean == pytest.approx(ref["mean"], rel=1e-12)
+    assert merged.excess_kurtosis == pytest.approx(ref["kurt"], rel=1e-7)
+    assert (merged.min, merged.max) == (ref["min"], ref["max"])

@@ -1,0 +1,114 @@
+"""The streaming pass against plain numpy: every dtype, inline / external / Constant storage,
+sequential and spread over worker processes."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import initaudit
+from initaudit import measure as measure_module
+from initaudit.measure import MeasureTask, measure_all
+from initaudit.ops import axis_part
+from initaudit.tensors import FilePayload, MemoryPayload, TensorSource
+from modelkit import model, save, tensor
+
+RNG = np.random.default_rng(11)
+DTYPES = {
+    "float32": (np.float32, TensorProto.FLOAT),
+    "float64": (np.float64, TensorProto.DOUBLE),
+    "float16": (np.float16, TensorProto.FLOAT16),
+}
+
+
+def _bf16_tensor(name: str, values: np.ndarray) -> tuple[TensorProto, np.ndarray]:
+    import ml_dtypes
+    b = values.astype(ml_dtypes.bfloat16)
+    return helper.make_tensor(name, TensorProto.BFLOAT16, b.shape, b.view(np.uint16).tobytes(), raw=True), \
+        b.astype(np.float64)
+
+
+def _external(m: onnx.ModelProto, folder, offset_pad: int = 0) -> None:
+    blob = bytearray(b"\0" * offset_pad)
+    for init in m.graph.initializer:
+        data = init.raw_data
+        init.ClearField("raw_data")
+        init.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", "w.bin"), ("offset", str(len(blob))), ("length", str(len(data)))):
+            init.external_data.add(key=key, value=value)
+        blob += data
+    (folder / "w.bin").write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("dtype", [*DTYPES, "bfloat16"])
+@pytest.mark.parametrize("storage", ["inline", "external", "external-unaligned", "constant"])
+def test_streamed_statistics_match_numpy(tmp_path, dtype, storage):
+    values = RNG.normal(0.003, 0.05, (96, 80))
+    if dtype == "bfloat16":
+        t, expected = _bf16_tensor("w", values)
+    else:
+        np_dtype, _ = DTYPES[dtype]
+        t, expected = tensor("w", values.astype(np_dtype)), values.astype(np_dtype).astype(np.float64)
+    if storage == "constant":
+        m = model([helper.make_node("Constant", [], ["w"], value=t), helper.make_node("MatMul", ["x", "w"], ["y"])], [])
+    else:
+        m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [t])
+        if storage.startswith("external"):
+            _external(m, tmp_path, offset_pad=3 if storage.endswith("unaligned") else 0)
+    layer = initaudit.audit(save(m, tmp_path)).models[0].layers[0]
+    assert layer.storage == ("inline" if storage == "inline" else "constant" if storage == "constant" else "external")
+    assert layer.stats.count == expected.size
+    assert layer.stats.var == pytest.approx(expected.var(), rel=1e-9)
+    assert layer.stats.mean == pytest.approx(expected.mean(), rel=1e-9)
+    assert (layer.stats.min, layer.stats.max) == (expected.min(), expected.max())
+
+
+def test_large_inline_payload_is_read_from_the_file(tmp_path):
+    values = RNG.normal(0, 0.02, (512, 256)).astype(np.float32)  # 512 KiB: stripped before parsing
+    m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("w", values)])
+    path = save(m, tmp_path)
+    loaded = initaudit.loader.load_model(path)
+    try:
+        assert loaded.proto.graph.initializer[0].data_location == TensorProto.EXTERNAL
+        source = loaded.source(loaded.proto.graph.initializer[0])
+        assert isinstance(source.payload, FilePayload) and source.location == "inline"
+        assert np.array_equal(source.to_array(), values)
+    finally:
+        loaded.close()
+
+
+def test_workers_give_the_same_statistics(tmp_path, monkeypatch):
+    values = RNG.normal(0.5, 0.1, (4, 200, 64)).astype(np.float32)
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"\0" * 5 + values.tobytes())
+    with open(path, "rb") as handle:
+        source = TensorSource("w", TensorProto.FLOAT, values.shape, FilePayload(handle.fileno(), 5, values.nbytes))
+        parts = tuple(axis_part(f"p{i}", values.shape, 1, 50 * i, 50 * (i + 1)) for i in range(4))
+        task = MeasureTask(source, None, parts)
+        sequential = measure_all([task], jobs=1)
+        monkeypatch.setattr(measure_module, "PARALLEL_MIN_BYTES", 0)
+        monkeypatch.setattr(measure_module, "PIECE_ELEMS", 3000)
+        monkeypatch.setattr(measure_module, "CHUNK_ELEMS", 1000)
+        assert len(measure_module._pieces(task)) == 18  # pieces cut across part rows
+        parallel = measure_all([task, MeasureTask(source)], jobs=2)
+    (whole, part_stats), (again, _) = parallel
+    assert whole.var == pytest.approx(values.astype(np.float64).var(), rel=1e-9)
+    assert whole.var == pytest.approx(sequential[0][0].var, rel=1e-12) and again.var == pytest.approx(whole.var)
+    for i, stats in enumerate(part_stats):
+        expected = values[:, 50 * i:50 * (i + 1), :].astype(np.float64)
+        assert stats.count == expected.size and stats.var == pytest.approx(expected.var(), rel=1e-9)
+
+
+def test_memory_payload_ranges():
+    values = np.arange(10, dtype=np.float32)
+    source = TensorSource("w", TensorProto.FLOAT, (10,), MemoryPayload(values.tobytes()))
+    got = np.concatenate(list(source.iter_values(3, 2, 9)))
+    assert np.array_equal(got, values[2:9])
+
+
+def test_int4_raw_decoding():
+    from initaudit.tensors import decode_raw
+    packed = bytes([0x21, 0xF8, 0x07])  # low nibble first: 1, 2, -8, -1, 7, 0
+    assert decode_raw(packed, TensorProto.INT4, 6).tolist() == [1, 2, -8, -1, 7, 0]
+    assert decode_raw(packed, TensorProto.UINT4, 5).tolist() == [1, 2, 8, 15, 7]
