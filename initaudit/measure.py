@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .ops import Part
 from .stats import MomentAccumulator, Moments, TensorStats
@@ -118,6 +119,13 @@ def default_jobs() -> int:
 
 def measure_all(tasks: Sequence[MeasureTask], jobs: int = 1) -> list[tuple[TensorStats, list[TensorStats]]]:
     """Statistics of every task; large file-backed models are spread over ``jobs`` forked processes."""
+    # The dot products are too short for BLAS threads to pay, and with worker
+    # processes they would fight over the cores: one BLAS thread per process.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _measure_all(tasks, jobs)
+
+
+def _measure_all(tasks: Sequence[MeasureTask], jobs: int) -> list[tuple[TensorStats, list[TensorStats]]]:
     total = sum(_nbytes(t) for t in tasks)
     if jobs <= 1 or total < PARALLEL_MIN_BYTES or "fork" not in multiprocessing.get_all_start_methods():
         return [measure(t.source, t.dequant, t.parts) for t in tasks]
