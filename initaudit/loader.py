@@ -67,6 +67,7 @@ class LoadedModel:
                 raise InitauditError(
                     f"tensor {name!r} holds {len(tensor.raw_data)} bytes, its shape {list(shape)} needs {expected}")
             return TensorSource(name, tensor.data_type, shape, MemoryPayload(tensor.raw_data), location=location)
+        _check_typed_fields(tensor, name, shape)
         return typed_field_source(tensor, name, location)
 
     def load_array(self, tensor: TensorProto) -> np.ndarray:
@@ -125,6 +126,25 @@ class LoadedModel:
             raise InitauditError(f"tensor {name!r}: external data {location!r} {what}; refusing to read it")
         self._fds[location] = fd
         return fd
+
+
+_TYPED_FIELD = {
+    TensorProto.FLOAT: "float_data", TensorProto.COMPLEX64: "float_data", TensorProto.DOUBLE: "double_data",
+    TensorProto.COMPLEX128: "double_data", TensorProto.INT64: "int64_data", TensorProto.UINT32: "uint64_data",
+    TensorProto.UINT64: "uint64_data", TensorProto.STRING: "string_data",
+}
+
+
+def _check_typed_fields(tensor: TensorProto, name: str, shape: tuple[int, ...]) -> None:
+    """Values in typed fields must be as many as the shape says (never trust dims alone)."""
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    field_name = _TYPED_FIELD.get(tensor.data_type, "int32_data")
+    held = len(getattr(tensor, field_name))
+    if tensor.data_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128):
+        held //= 2
+    packed = tensor.data_type in (TensorProto.INT4, TensorProto.UINT4)
+    if held != count and not (packed and held == (count + 1) // 2):
+        raise InitauditError(f"tensor {name!r} holds {held} values, its shape {list(shape)} needs {count}")
 
 
 def load_model(path: str | os.PathLike[str]) -> LoadedModel:
