@@ -125,6 +125,10 @@ def test_suggestions(tmp_path):
     assert fc1.suggestion.scale == pytest.approx(math.sqrt(fc1.target_var / fc1.stats.var))
     assert fc1.suggestion.pytorch == "torch.nn.init.xavier_uniform_(w)"
     assert fc1.suggestion.keras == "keras.initializers.GlorotUniform()"
+    assert fc1.suggestion.jax == "jax.nn.initializers.glorot_uniform()"
+    auto = initaudit.audit(SAMPLES / "lenet_torch_default.onnx", target="auto").models[0].layers[2].suggestion
+    assert auto.pytorch == "torch.nn.init.kaiming_uniform_(w, nonlinearity='relu')"
+    assert auto.jax == "jax.nn.initializers.he_uniform()"
     # depthwise: torch's own fans (9, 288) would not give the connectivity target, so an explicit bound
     rng = np.random.default_rng(8)
     m = model([helper.make_node("Conv", ["x", "w"], ["y"], group=32)],
