@@ -20,6 +20,10 @@ TRANSPARENT = {
 }
 POOLS = {"MaxPool", "AveragePool"}
 SHAPE_ONLY = {"Shape", "Size"}  # read a tensor's shape, not its values
+ELEMENTWISE_ACTIVATIONS = {
+    "Relu", "LeakyRelu", "PRelu", "Tanh", "Sigmoid", "Selu", "Elu", "Celu", "Gelu", "Clip", "Softplus",
+    "Softsign", "HardSigmoid", "HardSwish", "Mish", "ThresholdedRelu",
+}
 MAX_STEPS = 12
 
 
@@ -31,33 +35,42 @@ class Downstream:
 
 
 def follow_output(graph: ModelGraph, scope: Scope, node: NodeProto, load_scalar=None) -> Downstream:
+    """The first nonlinearity after ``node``, and a pooling met before or just after it."""
     pool_area = 1
+    activation: tuple[str, float | None] | None = None
     current = node
     for _ in range(MAX_STEPS):
-        if not current.output:
-            break
-        users = scope.consumers.get(current.output[0], [])
+        users = [u for u in scope.consumers.get(current.output[0], []) if u[0].op_type not in SHAPE_ONLY] \
+            if current.output else []
         if len(users) != 1:
             break
-        nxt, _slot = users[0]
+        nxt = users[0][0]
         op = nxt.op_type
-        if op in POOLS and pool_area == 1:
+        if op in POOLS:
             pool_area = math.prod(attribute(nxt, "kernel_shape", [1]))
-            current = nxt
-            continue
-        if op in TRANSPARENT:
-            current = nxt
-            continue
-        alpha = None
-        if op == "LeakyRelu":
-            alpha = float(attribute(nxt, "alpha", 0.01))
-        elif op == "PRelu":
-            alpha = load_scalar(scope, nxt.input[1]) if load_scalar and len(nxt.input) > 1 else None
-            alpha = 0.25 if alpha is None else alpha
-        elif op == "Clip":
-            op = "Relu"  # Clip(0, 6) is ReLU6: He's gain applies
-        return Downstream(op, alpha, pool_area)
-    return Downstream(None, None, pool_area)
+            break
+        if op not in TRANSPARENT:
+            if activation is not None:
+                break  # a second nonlinearity: the walk is over
+            activation = _activation(scope, nxt, load_scalar)
+            if op not in ELEMENTWISE_ACTIVATIONS:
+                break  # another layer: a pooling after it is not this layer's
+        current = nxt
+    if activation is None:
+        return Downstream(None, None, pool_area)
+    return Downstream(activation[0], activation[1], pool_area)
+
+
+def _activation(scope: Scope, node: NodeProto, load_scalar) -> tuple[str, float | None]:
+    op, alpha = node.op_type, None
+    if op == "LeakyRelu":
+        alpha = float(attribute(node, "alpha", 0.01))
+    elif op == "PRelu":
+        alpha = load_scalar(scope, node.input[1]) if load_scalar and len(node.input) > 1 else None
+        alpha = 0.25 if alpha is None else alpha
+    elif op == "Clip":
+        op = "Relu"  # Clip(0, 6) is ReLU6: He's gain applies
+    return op, alpha
 
 
 #: Nonlinearity → (target, nonlinearity name for torch's calculate_gain).
