@@ -21,7 +21,8 @@ from .rules import RULES
 from .suggest import suggestion
 from .stats import TensorStats
 from .tensors import FLOAT_TYPES, TensorSource
-from .trace import Followed, SourceRef, WeightUse, follow
+from .nbits import NBitsLayout, make_decoder
+from .trace import Followed, SourceRef, WeightUse, constant_value, follow
 
 INTEGER_OPS = {"ConvInteger", "MatMulInteger"}
 PACKABLE = {"MatMul", "Gemm"}
@@ -180,9 +181,13 @@ def plan(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], opts: Aud
     parts = role.parts if role is not None and _unmodified(followed, source.shape) else ()
     planned = Planned(ref, source, views, primary, _structure_findings(primary, views, source.shape, opts.convention),
                       MeasureTask(source, followed.dequant, tuple(parts)))
+    if role is not None and consumer.op_type == "MatMulNBits":
+        planned.task, problem = _nbits_task(model, graph, primary.use, source)
+        if problem:
+            planned.findings.append(Finding("IA304", "warn", problem))
     planned.integer_units = (consumer.op_type in INTEGER_OPS and (
         followed.dequant is None or followed.dequant.scale.size == 1 and float(followed.dequant.scale) == 1.0)
-    ) or (not source.is_float and followed.dequant is None)
+    ) or (not source.is_float and followed.dequant is None and planned.task.decoder is None)
     if role is not None and role.fans:
         planned.down = follow_output(graph, primary.use.scope, consumer)
         fans = role.fans[opts.convention]
@@ -191,6 +196,24 @@ def plan(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], opts: Aud
             fans = Fans(fans.fan_in, max(1, fans.fan_out // planned.pool_area))
         planned.fans = fans
     return planned
+
+
+def _nbits_task(model: LoadedModel, graph: ModelGraph, use: WeightUse,
+                source: TensorSource) -> tuple[MeasureTask, str | None]:
+    """Decode MatMulNBits' packed blocks with its scales and zero points."""
+    node = use.consumer
+    attrs = _attrs(node)
+    layout = NBitsLayout(int(attrs["N"]), int(attrs["K"]), int(attrs.get("bits", 4)), int(attrs["block_size"]))
+    value = lambda i: constant_value(graph, use.scope, node.input[i], model.load_array) \
+        if i < len(node.input) and node.input[i] else None
+    scales, zeros = value(2), value(3)
+    if scales is None or (len(node.input) > 3 and node.input[3] and zeros is None):
+        return MeasureTask(source), f"MatMulNBits {node.name!r}: scales or zero points are not constants"
+    try:
+        decoder = make_decoder(layout, scales, zeros)
+    except ValueError as exc:
+        return MeasureTask(source), f"MatMulNBits {node.name!r}: {exc}"
+    return MeasureTask(source, decoder=decoder, granularity=layout.row_bytes), None
 
 
 def plan_unsupported(model: LoadedModel, ref: SourceRef, op: str, domain: str) -> Planned:

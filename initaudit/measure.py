@@ -7,7 +7,7 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -28,6 +28,8 @@ class MeasureTask:
     source: TensorSource
     dequant: Dequant | None = None
     parts: tuple[Part, ...] = ()
+    decoder: Callable[[np.ndarray, int], np.ndarray] | None = None  # stored chunk (from element i) → weights
+    granularity: int = 1                                           # chunks are whole multiples of this
 
 
 def dequantize(values: np.ndarray, start: int, dq: Dequant, shape: Sequence[int]) -> np.ndarray:
@@ -48,12 +50,12 @@ def dequantize(values: np.ndarray, start: int, dq: Dequant, shape: Sequence[int]
     return (q - zero) * dq.scale[index]
 
 
-def chunk_size(parts: Sequence[Part]) -> int:
-    """A chunk length that is a whole number of part rows when rows are short."""
-    if not parts:
+def chunk_size(task: MeasureTask) -> int:
+    """A chunk length that is a whole number of part rows (or decoder units) when they are short."""
+    block = max([p.block for p in task.parts] + [task.granularity])
+    if task.decoder is None and block >= CHUNK_ELEMS:
         return CHUNK_ELEMS
-    block = max(p.block for p in parts)
-    return CHUNK_ELEMS if block >= CHUNK_ELEMS else max(1, CHUNK_ELEMS // block) * block
+    return max(1, CHUNK_ELEMS // block) * block
 
 
 def _part_values(chunk: np.ndarray, start: int, part: Part) -> Iterable[np.ndarray]:
@@ -74,28 +76,34 @@ def measure_range(task: MeasureTask, start: int = 0, stop: int | None = None) ->
     whole = MomentAccumulator()
     per_part = [MomentAccumulator() for _ in parts]
     at = start
-    for chunk in source.iter_values(chunk_size(parts), start, stop):
-        if dequant is not None:
+    for chunk in source.iter_values(chunk_size(task), start, stop):
+        size = chunk.size
+        if task.decoder is not None:
+            chunk = task.decoder(chunk, at)
+        elif dequant is not None:
             chunk = dequantize(chunk, at, dequant, source.shape)
         whole.add(chunk)
         for part, acc in zip(parts, per_part):
             for values in _part_values(chunk, at, part):
                 acc.add(values)
-        at += chunk.size
+        at += size
     return whole.moments(), [acc.moments() for acc in per_part]
+
+
+def _stats(whole: Moments, parts: list[Moments]) -> tuple[TensorStats, list[TensorStats]]:
+    return whole.stats(), [m.stats() for m in parts]
 
 
 def measure(source: TensorSource, dequant: Dequant | None = None,
             parts: Sequence[Part] = ()) -> tuple[TensorStats, list[TensorStats]]:
-    whole, per_part = measure_range(MeasureTask(source, dequant, tuple(parts)))
-    return whole.stats(), [m.stats() for m in per_part]
+    return _stats(*measure_range(MeasureTask(source, dequant, tuple(parts))))
 
 
 def _pieces(task: MeasureTask) -> list[tuple[int, int]]:
     count = task.source.count
     if not isinstance(task.source.payload, FilePayload) or count <= PIECE_ELEMS:
         return [(0, count)]
-    chunk = chunk_size(task.parts)
+    chunk = chunk_size(task)
     step = max(chunk, PIECE_ELEMS - PIECE_ELEMS % chunk)
     step -= step % task.source.per_byte
     return [(s, min(s + step, count)) for s in range(0, count, step)]
@@ -128,7 +136,7 @@ def measure_all(tasks: Sequence[MeasureTask], jobs: int = 1) -> list[tuple[Tenso
 def _measure_all(tasks: Sequence[MeasureTask], jobs: int) -> list[tuple[TensorStats, list[TensorStats]]]:
     total = sum(_nbytes(t) for t in tasks)
     if jobs <= 1 or total < PARALLEL_MIN_BYTES or "fork" not in multiprocessing.get_all_start_methods():
-        return [measure(t.source, t.dequant, t.parts) for t in tasks]
+        return [_stats(*measure_range(t)) for t in tasks]
     global _WORKER_TASKS
     _WORKER_TASKS = list(tasks)  # inherited by the forked workers: nothing is pickled but indices
     work = [(i, s, e) for i, task in enumerate(tasks) for s, e in _pieces(task)]
@@ -141,7 +149,7 @@ def _measure_all(tasks: Sequence[MeasureTask], jobs: int) -> list[tuple[TensorSt
                 merged[index] = (acc_whole.merge(whole), [a.merge(b) for a, b in zip(acc_parts, parts)])
     finally:
         _WORKER_TASKS = []
-    return [(whole.stats(), [p.stats() for p in parts]) for whole, parts in merged]
+    return [_stats(whole, parts) for whole, parts in merged]
 
 
 def _nbytes(task: MeasureTask) -> int:

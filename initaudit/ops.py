@@ -198,6 +198,21 @@ def _packed_attention(use: OpUse) -> Role:
     return Role("IO", fans, parts=parts)
 
 
+def _matmul_nbits(use: OpUse) -> Role:
+    """com.microsoft MatMulNBits: logical weight [N, K] (Y = A·Wᵀ), stored block-quantized."""
+    from .nbits import NBitsLayout
+    try:
+        layout = NBitsLayout(int(use.attrs["N"]), int(use.attrs["K"]), int(use.attrs.get("bits", 4)),
+                             int(use.attrs["block_size"]))
+    except KeyError as missing:
+        raise UnsupportedUse(f"MatMulNBits without attribute {missing}") from None
+    if int(use.attrs.get("weight_prepacked", 0)):
+        raise UnsupportedUse("MatMulNBits with a prepacked (execution-provider specific) weight")
+    if layout.bits not in (2, 4, 8) or layout.block_size < 1 or tuple(use.shape) != layout.stored_shape:
+        raise UnsupportedUse(f"MatMulNBits weight of shape {list(use.shape)}, expected {list(layout.stored_shape)}")
+    return Role("OII", same_fans(Fans(layout.k, layout.n)))
+
+
 def _embedding(use: OpUse) -> Role:
     if int(use.attrs.get("axis", 0)) != 0 or len(use.shape) != 2:
         raise UnsupportedUse("Gather on a constant that is not an embedding table")
@@ -227,6 +242,7 @@ WEIGHT_OPS: dict[tuple[str, str], tuple[tuple[int, ...], Any]] = {
     ("", "RNN"): ((1, 2), _recurrent),
     ("", "Einsum"): (tuple(range(8)), _einsum),
     (MS, "Attention"): ((1,), _packed_attention),
+    (MS, "MatMulNBits"): ((1,), _matmul_nbits),
     ("", "Gather"): ((0,), _embedding),
 }
 

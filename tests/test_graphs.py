@@ -263,3 +263,58 @@ def test_einsum_weight(tmp_path):
     m = model([helper.make_node("Einsum", ["x", "w"], ["y"], equation="btd,dnh->btnh")], [tensor("w", w)])
     layer = layers(save(m, tmp_path))["w"]
     assert layer.layout == "IOO" and (layer.fan_in, layer.fan_out) == (64, 64) and layer.status == "ok"
+
+
+@pytest.mark.parametrize("bits,block,k,zero_kind", [(4, 32, 100, "packed"), (4, 16, 64, None), (8, 16, 40, "float"),
+                                                    (2, 16, 48, "packed")])
+def test_matmul_nbits(tmp_path, bits, block, k, zero_kind):
+    from initaudit.nbits import NBitsLayout
+    n = 24
+    lay = NBitsLayout(n, k, bits, block)
+    codes = RNG.integers(0, 1 << bits, (n, lay.k_blocks * block)).astype(np.uint8)
+    per_byte = 8 // bits
+    packed = np.zeros((n, lay.k_blocks * block // per_byte), np.uint8)
+    for j in range(per_byte):
+        packed |= (codes[:, j::per_byte] << (bits * j)).astype(np.uint8)
+    scales = RNG.uniform(0.01, 0.02, (n, lay.k_blocks)).astype(np.float32)
+    zeros = RNG.integers(0, 1 << bits, (n, lay.k_blocks)).astype(np.uint8)
+    inputs, inits = ["x", "B", "scales"], [tensor("B", packed.reshape(lay.stored_shape)), tensor("scales", scales)]
+    if zero_kind == "packed":
+        per_row = -(-lay.k_blocks * bits // 8)
+        zp = np.zeros((n, per_row * per_byte), np.uint8)
+        zp[:, :lay.k_blocks] = zeros
+        zp_packed = np.zeros((n, per_row), np.uint8)
+        for j in range(per_byte):
+            zp_packed |= (zp[:, j::per_byte] << (bits * j)).astype(np.uint8)
+        inputs.append("zp")
+        inits.append(tensor("zp", zp_packed.ravel()))
+    elif zero_kind == "float":
+        inputs.append("zp")
+        inits.append(tensor("zp", zeros.astype(np.float32)))
+    else:
+        zeros = np.full((n, lay.k_blocks), 1 << (bits - 1), np.uint8)
+    m = model([helper.make_node("MatMulNBits", inputs, ["y"], domain="com.microsoft", K=k, N=n, bits=bits,
+                                block_size=block)], inits, extra_opsets=[helper.make_opsetid("com.microsoft", 1)])
+    layer = layers(save(m, tmp_path))["B"]
+    weights = ((codes.astype(np.float32).reshape(n, lay.k_blocks, block) - zeros[:, :, None])
+               * scales[:, :, None]).reshape(n, -1)[:, :k].astype(np.float64)
+    assert (layer.fan_in, layer.fan_out) == (k, n) and layer.op == "MatMulNBits"
+    assert layer.stats.count == n * k
+    assert layer.stats.var == pytest.approx(weights.var(), rel=1e-6)
+    assert layer.stats.mean == pytest.approx(weights.mean(), rel=1e-6, abs=1e-9)
+
+
+def test_gate_reordering_concat_of_slices(tmp_path):
+    w_ih = xavier_uniform(RNG, (80, 10), 10, 80)  # PyTorch weight_ih [4H, I], gates i f g o
+    consts = [tensor(n, np.array(v, np.int64)) for n, v in
+              (("s0", [0]), ("s1", [20]), ("s2", [40]), ("s3", [60]), ("s4", [80]), ("ax", [0]), ("u0", [0]))]
+    nodes = [helper.make_node("Slice", ["w_ih", a, b, "ax"], [f"g{i}"])
+             for i, (a, b) in enumerate((("s0", "s1"), ("s3", "s4"), ("s1", "s2"), ("s2", "s3")))]
+    nodes += [helper.make_node("Concat", ["g0", "g1", "g2", "g3"], ["w_iofc"], axis=0),
+              helper.make_node("Unsqueeze", ["w_iofc", "u0"], ["W"]),
+              helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=20)]
+    m = model(nodes, [tensor("w_ih", w_ih), tensor("R", xavier_uniform(RNG, (1, 80, 20), 20, 80)), *consts])
+    layer = layers(save(m, tmp_path))["w_ih"]
+    assert layer.op == "LSTM" and layer.layout == "OI" and (layer.fan_in, layer.fan_out) == (10, 20)
+    assert layer.stats.var == pytest.approx(float(w_ih.astype(np.float64).var()), rel=1e-9)
+    assert layer.parts == () and any(f.code == "IA303" for f in layer.findings)

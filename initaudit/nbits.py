@@ -1,0 +1,83 @@
+"""com.microsoft MatMulNBits: block-quantized weights decoded chunk by chunk (reference §8.7).
+
+B is uint8 ``[N, k_blocks, blob_size]`` with ``blob_size = block_size·bits/8``: row n holds
+the K input weights of output n, ``bits``-bit codes packed low bits first, padded to
+whole blocks.  ``W[n, k] = (code - zero_point[n, b]) · scale[n, b]`` with ``b = k // block_size``;
+zero points are packed codes ``[N, ceil(k_blocks·bits/8)]``, or unpacked floats
+``[N, k_blocks]``, or absent (then ``2^(bits-1)``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class NBitsLayout:
+    n: int
+    k: int
+    bits: int
+    block_size: int
+
+    @property
+    def k_blocks(self) -> int:
+        return math.ceil(self.k / self.block_size)
+
+    @property
+    def blob_size(self) -> int:
+        return self.block_size * self.bits // 8
+
+    @property
+    def row_bytes(self) -> int:
+        return self.k_blocks * self.blob_size
+
+    @property
+    def stored_shape(self) -> tuple[int, int, int]:
+        return (self.n, self.k_blocks, self.blob_size)
+
+
+def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
+    """uint8 bytes → codes, low bits first (2, 4 or 8 bits each)."""
+    if bits == 8:
+        return packed
+    shifts = np.arange(0, 8, bits, dtype=np.uint8)
+    return ((packed[..., None] >> shifts) & ((1 << bits) - 1)).reshape(*packed.shape[:-1], -1)
+
+
+@dataclass(frozen=True)
+class NBitsDecoder:
+    """Turns whole rows of B (as raw bytes, starting at byte ``start``) into float weights."""
+
+    layout: NBitsLayout
+    scales: np.ndarray          # [N, k_blocks] float32
+    zero_points: np.ndarray     # [N, k_blocks] float32
+
+    def __call__(self, raw: np.ndarray, start: int) -> np.ndarray:
+        lay = self.layout
+        first = start // lay.row_bytes
+        rows = raw.size // lay.row_bytes
+        codes = unpack_codes(raw.reshape(rows, lay.k_blocks, lay.blob_size), lay.bits).astype(np.float32)
+        scale = self.scales[first:first + rows, :, None]
+        zero = self.zero_points[first:first + rows, :, None]
+        return ((codes - zero) * scale).reshape(rows, -1)[:, :lay.k]
+
+
+def make_decoder(layout: NBitsLayout, scales: np.ndarray, zero_points: np.ndarray | None) -> NBitsDecoder:
+    """Raises ValueError when the scales or zero points do not fit the layout."""
+    shape = (layout.n, layout.k_blocks)
+    scales = np.asarray(scales, np.float32)
+    if scales.size != layout.n * layout.k_blocks:
+        raise ValueError(f"scales of size {scales.size}, expected {layout.n}×{layout.k_blocks}")
+    if zero_points is None:
+        zeros = np.full(shape, 2 ** (layout.bits - 1), np.float32)
+    elif zero_points.dtype == np.uint8 and zero_points.size != scales.size:
+        per_row = math.ceil(layout.k_blocks * layout.bits / 8)
+        if zero_points.size != layout.n * per_row:
+            raise ValueError(f"packed zero points of size {zero_points.size}, expected {layout.n}×{per_row}")
+        zeros = unpack_codes(zero_points.reshape(layout.n, per_row), layout.bits)[:, :layout.k_blocks]
+        zeros = zeros.astype(np.float32)
+    else:
+        zeros = np.asarray(zero_points, np.float32).reshape(shape)
+    return NBitsDecoder(layout, scales.reshape(shape), zeros)
