@@ -94,11 +94,6 @@ def _stats(whole: Moments, parts: list[Moments]) -> tuple[TensorStats, list[Tens
     return whole.stats(), [m.stats() for m in parts]
 
 
-def measure(source: TensorSource, dequant: Dequant | None = None,
-            parts: Sequence[Part] = ()) -> tuple[TensorStats, list[TensorStats]]:
-    return _stats(*measure_range(MeasureTask(source, dequant, tuple(parts))))
-
-
 def _pieces(task: MeasureTask) -> list[tuple[int, int]]:
     count = task.source.count
     if not isinstance(task.source.payload, FilePayload) or count <= PIECE_ELEMS:
