@@ -25,7 +25,7 @@ from .nbits import NBitsLayout, make_decoder
 from .trace import Followed, SourceRef, WeightUse, constant_value, follow
 
 INTEGER_OPS = {"ConvInteger", "MatMulInteger"}
-PACKABLE = {"MatMul", "Gemm"}
+PACKABLE = {"MatMul", "Gemm", "MatMulNBits"}
 #: Orthogonality is checked on matrices up to this many elements (a Gram matrix of ≤ 1024²).
 ORTHOGONAL_MAX = 1 << 20
 
@@ -181,7 +181,7 @@ def plan(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], opts: Aud
     parts = role.parts if role is not None and _unmodified(followed, source.shape) else ()
     planned = Planned(ref, source, views, primary, _structure_findings(primary, views, source.shape, opts.convention),
                       MeasureTask(source, followed.dequant, tuple(parts)))
-    if role is not None and consumer.op_type == "MatMulNBits":
+    if role is not None and consumer.op_type == "MatMulNBits":  # parts would cut packed bytes: whole only
         planned.task, problem = _nbits_task(model, graph, primary.use, source)
         if problem:
             planned.findings.append(Finding("IA304", "warn", problem))
@@ -278,6 +278,12 @@ def _orthogonal(source, followed: Followed, stats) -> tuple[str, ...]:
     return ("orthogonal",) if orthogonal_gain(matrix) is not None else ()
 
 
+#: Integer types that, in a matrix, are quantized weights (int32/int64 matrices are indices or shapes).
+QUANTIZED_TYPES = {TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4, TensorProto.UINT4,
+                   TensorProto.INT16, TensorProto.UINT16}
+
+
 def is_candidate(tensor: TensorProto) -> bool:
-    """Floating point with at least two non-trivial axes: looks like a weight matrix."""
-    return tensor.data_type in FLOAT_TYPES and len([d for d in tensor.dims if d > 1]) >= 2
+    """Floating point or quantized, with at least two non-trivial axes: looks like a weight matrix."""
+    return (tensor.data_type in FLOAT_TYPES or tensor.data_type in QUANTIZED_TYPES) and \
+        len([d for d in tensor.dims if d > 1]) >= 2

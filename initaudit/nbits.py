@@ -4,7 +4,7 @@ B is uint8 ``[N, k_blocks, blob_size]`` with ``blob_size = block_size·bits/8``:
 the K input weights of output n, ``bits``-bit codes packed low bits first, padded to
 whole blocks.  ``W[n, k] = (code - zero_point[n, b]) · scale[n, b]`` with ``b = k // block_size``;
 zero points are packed codes ``[N, ceil(k_blocks·bits/8)]``, or unpacked floats
-``[N, k_blocks]``, or absent (then ``2^(bits-1)``).
+``[N, k_blocks]`` of the scales' type, or absent (then ``2^(bits-1)``).
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def make_decoder(layout: NBitsLayout, scales: np.ndarray, zero_points: np.ndarra
         raise ValueError(f"scales of size {scales.size}, expected {layout.n}×{layout.k_blocks}")
     if zero_points is None:
         zeros = np.full(shape, 2 ** (layout.bits - 1), np.float32)
-    elif zero_points.dtype == np.uint8 and zero_points.size != scales.size:
+    elif zero_points.dtype == np.uint8:  # packed codes; zero points of the scales' type are unpacked
         per_row = math.ceil(layout.k_blocks * layout.bits / 8)
         if zero_points.size != layout.n * per_row:
             raise ValueError(f"packed zero points of size {zero_points.size}, expected {layout.n}×{per_row}")

@@ -100,7 +100,7 @@ def _matrix(shape: Sequence[int], right_operand: bool, batch_letter: str = "B") 
 def _gemm(use: OpUse) -> Role:
     if len(use.shape) != 2:
         raise UnsupportedUse(f"Gemm operand of rank {len(use.shape)}")
-    if use.slot == 1:  # B: stored [K, N], or [N, K] with transB
+    if use.slot in (1, 3):  # B (QGemm: input 3): stored [K, N], or [N, K] with transB
         right = not int(use.attrs.get("transB", 0))
         role = _matrix(use.shape, right_operand=right)
     else:  # A as the weight: Y = A'·X, A' is [M, K]
@@ -232,6 +232,7 @@ WEIGHT_OPS: dict[tuple[str, str], tuple[tuple[int, ...], Any]] = {
     ("", "ConvTranspose"): ((1,), _conv_transpose),
     ("", "Gemm"): ((0, 1), _gemm),
     (MS, "FusedGemm"): ((0, 1), _gemm),
+    (MS, "QGemm"): ((3,), _gemm),
     ("", "MatMul"): ((0, 1), _matmul),
     ("", "MatMulInteger"): ((0, 1), _matmul),
     ("", "QLinearMatMul"): ((0, 3), _matmul),
@@ -248,13 +249,14 @@ WEIGHT_OPS: dict[tuple[str, str], tuple[tuple[int, ...], Any]] = {
 
 #: Quantization parameters that a quantized op carries for its weight slot:
 #: slot → (scale slot, zero-point slot, axis of a per-channel scale).
-IMPLICIT_DEQUANT: dict[tuple[str, str], dict[int, tuple[int | None, int | None, int]]] = {
+IMPLICIT_DEQUANT: dict[tuple[str, str], dict[int, tuple[int | None, int | None, int | str]]] = {
     ("", "QLinearConv"): {3: (4, 5, 0)},
     (MS, "QLinearConv"): {3: (4, 5, 0)},
     ("", "QLinearMatMul"): {0: (1, 2, -2), 3: (4, 5, -1)},
     ("", "ConvInteger"): {1: (None, 3, 0)},
     ("", "MatMulInteger"): {0: (None, 2, -2), 1: (None, 3, -1)},
     (MS, "MatMulIntegerToFloat"): {0: (2, 4, -2), 1: (3, 5, -1)},
+    (MS, "QGemm"): {3: (4, 5, "N")},
 }
 
 

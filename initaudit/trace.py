@@ -303,11 +303,48 @@ def _implicit_dequant(graph: ModelGraph, use: WeightUse, slots: tuple[int | None
     zero = value(zero_slot)
     if scale_slot is not None and scale is None:
         return None, f"{node.op_type} {node.name!r} has a weight scale computed at run time"
+    if axis == "N":  # QGemm: per output column, whichever way B is stored
+        axis = 0 if int(attribute(node, "transB", 0)) else -1
+    if scale is None:
+        scale = _downstream_scale(graph, use.scope, node, load)
     if scale is None:
         if zero is None:
             return None, None
         scale = np.ones(1, np.float32)  # the integer op carries no scale: values stay in integer units
     return _make_dequant(scale, zero, axis, 0, shape, axes, f"{node.op_type} {node.name!r}")
+
+
+def _downstream_scale(graph: ModelGraph, scope: Scope, node: NodeProto, load: LoadArray) -> np.ndarray | None:
+    """The weight scale of ConvInteger / MatMulInteger, applied after it.
+
+    onnxruntime's dynamic quantizer writes ``Mul(Cast(op(x_q, w_q)), Mul(x_scale, w_scale))``
+    with ``x_scale`` computed at run time and ``w_scale`` a constant (its
+    ``quantization/operators/conv.py`` and ``matmul.py``).
+    """
+    name = node.output[0] if node.output else ""
+    for _ in range(2):
+        users = scope.consumers.get(name, [])
+        if len(users) != 1:
+            return None
+        user, slot = users[0]
+        if user.op_type == "Cast":
+            name = user.output[0]
+            continue
+        if user.op_type != "Mul" or len(user.input) != 2:
+            return None
+        other = user.input[1 - slot]
+        found = constant_value(graph, scope, other, load)
+        if found is not None:
+            return found
+        producer = scope.producers.get(other)
+        if producer is None or producer[0].op_type != "Mul":
+            return None
+        for factor in producer[0].input:
+            found = constant_value(graph, scope, factor, load)
+            if found is not None:
+                return found
+        return None
+    return None
 
 
 def _make_dequant(scale: np.ndarray, zero: np.ndarray | None, axis: int, block: int, shape: list[int],
