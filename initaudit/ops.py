@@ -148,6 +148,21 @@ def _recurrent(use: OpUse) -> Role:
     return Role("BOI", fans, parts=parts)
 
 
+def _dynamic_quantize_lstm(use: OpUse) -> Role:
+    """com.microsoft DynamicQuantizeLSTM: W ``[D, I, 4H]`` and R ``[D, H, 4H]`` (inputs × gates, i,o,f,c)."""
+    shape = use.shape
+    if len(shape) != 3 or shape[2] % 4:
+        raise UnsupportedUse(f"DynamicQuantizeLSTM weight of shape {list(shape)}; expected [D, I, 4·H]")
+    hidden = int(use.attrs.get("hidden_size", shape[2] // 4))
+    if 4 * hidden != shape[2]:
+        raise UnsupportedUse(f"DynamicQuantizeLSTM hidden_size={hidden} does not match {list(shape)}")
+    packed = Fans(shape[1], 4 * hidden)
+    fans: dict[Convention, Fans] = {"connectivity": Fans(shape[1], hidden), "pytorch": packed, "keras": packed}
+    parts = tuple(axis_part(gate, shape, 2, g * hidden, (g + 1) * hidden)
+                  for g, gate in enumerate(GATES["LSTM"])) if shape[0] == 1 else ()
+    return Role("BIO", fans, parts=parts)
+
+
 def _einsum(use: OpUse) -> Role:
     equation = str(use.attrs.get("equation", "")).replace(" ", "")
     inputs, _, output = equation.partition("->")
@@ -244,6 +259,7 @@ WEIGHT_OPS: dict[tuple[str, str], tuple[tuple[int, ...], Any]] = {
     ("", "Einsum"): (tuple(range(8)), _einsum),
     (MS, "Attention"): ((1,), _packed_attention),
     (MS, "MatMulNBits"): ((1,), _matmul_nbits),
+    (MS, "DynamicQuantizeLSTM"): ((1, 2), _dynamic_quantize_lstm),
     ("", "Gather"): ((0,), _embedding),
 }
 
@@ -257,6 +273,7 @@ IMPLICIT_DEQUANT: dict[tuple[str, str], dict[int, tuple[int | None, int | None, 
     ("", "MatMulInteger"): {0: (None, 2, -2), 1: (None, 3, -1)},
     (MS, "MatMulIntegerToFloat"): {0: (2, 4, -2), 1: (3, 5, -1)},
     (MS, "QGemm"): {3: (4, 5, "N")},
+    (MS, "DynamicQuantizeLSTM"): {1: (8, 9, 0), 2: (10, 11, 0)},
 }
 
 

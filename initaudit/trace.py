@@ -319,15 +319,16 @@ def _downstream_scale(graph: ModelGraph, scope: Scope, node: NodeProto, load: Lo
 
     onnxruntime's dynamic quantizer writes ``Mul(Cast(op(x_q, w_q)), Mul(x_scale, w_scale))``
     with ``x_scale`` computed at run time and ``w_scale`` a constant (its
-    ``quantization/operators/conv.py`` and ``matmul.py``).
+    ``quantization/operators/conv.py`` and ``matmul.py``); older versions add the
+    int32 bias between the op and the Cast.
     """
     name = node.output[0] if node.output else ""
-    for _ in range(2):
+    for _ in range(3):
         users = scope.consumers.get(name, [])
         if len(users) != 1:
             return None
         user, slot = users[0]
-        if user.op_type == "Cast":
+        if user.op_type in ("Cast", "Add"):  # older quantizers add the int32 bias before scaling
             name = user.output[0]
             continue
         if user.op_type != "Mul" or len(user.input) != 2:

@@ -318,3 +318,33 @@ def test_gate_reordering_concat_of_slices(tmp_path):
     assert layer.op == "LSTM" and layer.layout == "OI" and (layer.fan_in, layer.fan_out) == (10, 20)
     assert layer.stats.var == pytest.approx(float(w_ih.astype(np.float64).var()), rel=1e-9)
     assert layer.parts == () and any(f.code == "IA303" for f in layer.findings)
+
+
+def test_dynamic_quantize_lstm(tmp_path):
+    q = RNG.integers(-127, 128, (1, 10, 80)).astype(np.int8)  # [D, I, 4H], H = 20
+    scale = np.array([0.002], np.float32)
+    inputs = ["x", "W", "R", "", "", "", "", "", "ws", "wz", "rs", "rz"]
+    m = model([helper.make_node("DynamicQuantizeLSTM", inputs, ["y"], domain="com.microsoft", hidden_size=20)],
+              [tensor("W", q), tensor("R", RNG.integers(-127, 128, (1, 20, 80)).astype(np.int8)),
+               tensor("ws", scale), tensor("wz", np.array([0], np.int8)),
+               tensor("rs", scale), tensor("rz", np.array([0], np.int8))],
+              extra_opsets=[helper.make_opsetid("com.microsoft", 1)])
+    layer = layers(save(m, tmp_path))["W"]
+    assert (layer.fan_in, layer.fan_out) == (10, 20) and layer.fans["pytorch"].as_list() == [10, 80]
+    assert [p.name for p in layer.parts] == ["i", "o", "f", "c"]
+    assert layer.stats.var == pytest.approx(float((q.astype(np.float64) * 0.002).var()), rel=1e-5)
+
+
+def test_conv_integer_scale_after_an_int32_bias_add(tmp_path):
+    q = RNG.integers(-100, 100, (8, 4, 3, 3)).astype(np.int8)
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             helper.make_node("Mul", ["xs", "ws"], ["scales"]),
+             helper.make_node("ConvInteger", ["xq", "q", "xz", "wz"], ["acc"]),
+             helper.make_node("Add", ["acc", "bias"], ["acc_b"]),
+             helper.make_node("Cast", ["acc_b"], ["accf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["accf", "scales"], ["y"])]
+    m = model(nodes, [tensor("q", q), tensor("ws", np.array(0.01, np.float32)), tensor("wz", np.array(0, np.int8)),
+                      tensor("bias", np.zeros((1, 8, 1, 1), np.int32))])
+    layer = layers(save(m, tmp_path))["q"]
+    assert not any(f.code == "IA305" for f in layer.findings)
+    assert layer.stats.var == pytest.approx(float((q.astype(np.float64) * 0.01).var()), rel=1e-5)
