@@ -13,7 +13,7 @@ from .graph import ModelGraph, Scope
 from .layers import finish, is_candidate, plan, plan_unsupported
 from .measure import default_jobs, measure_all
 from .loader import load_model
-from .ops import WEIGHT_OPS, _canonical_domain
+from .ops import WEIGHT_OPS, canonical_domain
 from .options import FAIL_ON, AuditOptions
 from .report import Finding, ModelReport, Report, Skipped
 from .signal import signal_drift
@@ -95,7 +95,7 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
                 op, domain, slot = _final_consumer(graph, scope, ref.name)
                 if op is None:
                     continue
-                if _canonical_domain(domain) == "" or (_canonical_domain(domain), op) in WEIGHT_OPS:
+                if canonical_domain(domain) == "" or (canonical_domain(domain), op) in WEIGHT_OPS:
                     skipped.append(Skipped(ref.name, scope.path, op, f"input {slot} of {op}, not a layer weight"))
                 else:
                     planned.append(plan_unsupported(model, ref, op, domain))

@@ -278,17 +278,17 @@ IMPLICIT_DEQUANT: dict[tuple[str, str], dict[int, tuple[int | None, int | None, 
 
 
 def weight_slots(domain: str, op: str) -> tuple[int, ...]:
-    entry = WEIGHT_OPS.get((_canonical_domain(domain), op))
+    entry = WEIGHT_OPS.get((canonical_domain(domain), op))
     return entry[0] if entry else ()
 
 
 def role_of(use: OpUse) -> Role:
     """The role of a weight in its consumer; raises UnsupportedUse when it has none."""
-    entry = WEIGHT_OPS.get((_canonical_domain(use.domain), use.op))
+    entry = WEIGHT_OPS.get((canonical_domain(use.domain), use.op))
     if entry is None:
         raise UnsupportedUse(f"op {use.op} is not a supported weight-carrying op")
     return entry[1](use)
 
 
-def _canonical_domain(domain: str) -> str:
+def canonical_domain(domain: str) -> str:
     return "" if domain in ("", "ai.onnx") else domain

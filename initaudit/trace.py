@@ -18,7 +18,7 @@ import numpy as np
 from onnx import NodeProto, TensorProto
 
 from .graph import ModelGraph, Scope, attribute
-from .ops import IMPLICIT_DEQUANT, _canonical_domain, weight_slots
+from .ops import IMPLICIT_DEQUANT, canonical_domain, weight_slots
 
 LoadArray = Callable[[TensorProto], np.ndarray]
 
@@ -72,7 +72,7 @@ def trace(graph: ModelGraph, scope: Scope, name: str, steps: tuple[Step, ...] = 
         yield SourceRef(found.scope.path, name, found.tensor, "initializer"), steps
     elif found.kind == "node":
         node = found.node
-        if node.op_type == "Constant" and _canonical_domain(node.domain) == "":
+        if node.op_type == "Constant" and canonical_domain(node.domain) == "":
             tensor = constant_tensor(node)
             if tensor is not None:
                 yield SourceRef(found.scope.path, name, tensor, "constant"), steps
@@ -210,7 +210,7 @@ def follow(graph: ModelGraph, use: WeightUse, stored_shape: tuple[int, ...], loa
         else:
             axes = _reshaped_axes(shape, new_shape, axes)
         shape = new_shape
-    implicit = IMPLICIT_DEQUANT.get((_canonical_domain(use.consumer.domain), use.consumer.op_type), {})
+    implicit = IMPLICIT_DEQUANT.get((canonical_domain(use.consumer.domain), use.consumer.op_type), {})
     if use.slot in implicit and dequant is None:
         dequant, problem = _implicit_dequant(graph, use, implicit[use.slot], shape, axes, load)
         if problem:
@@ -350,20 +350,24 @@ def _downstream_scale(graph: ModelGraph, scope: Scope, node: NodeProto, load: Lo
 
 def _make_dequant(scale: np.ndarray, zero: np.ndarray | None, axis: int, block: int, shape: list[int],
                   axes: list[int | None], where: str) -> tuple[Dequant | None, str | None]:
+    """A dequantization expressed on the stored tensor's axes, or the reason it cannot be."""
     scale = np.asarray(scale, np.float32)
     zero = None if zero is None else np.asarray(zero)
     if scale.size == 1 and (zero is None or zero.size == 1):
         return Dequant(scale.reshape(()), None if zero is None else zero.reshape(()), None), None
-    if not shape:
-        return None, f"{where}: per-axis scale on a scalar"
-    stored = _stored_axis(axis, shape, axes)
-    if stored is None or any(a is None for a in axes) or sorted(axes) != list(range(len(axes))):
-        if block or scale.ndim > 1:
-            return None, f"{where}: blocked quantization through a transposed or reshaped weight"
+    stored = _stored_axis(axis, shape, axes) if shape else None
     if stored is None:
         return None, f"{where}: the quantization axis cannot be traced back to the stored tensor"
+    length = shape[axis % len(shape)]
     if block:
-        inverse = [axes.index(i) for i in range(len(axes))]  # stored axis → consumed axis
-        return Dequant(np.transpose(scale, inverse), None if zero is None else np.transpose(zero, inverse),
-                       stored, block), None
+        if list(axes) != list(range(len(axes))):
+            return None, f"{where}: blocked quantization through a transposed or reshaped weight"
+        expected = [-(-d // block) if i == stored else d for i, d in enumerate(shape)]
+        if list(scale.shape) != expected or (zero is not None and zero.shape != scale.shape):
+            return None, f"{where}: block scale of shape {list(scale.shape)}, expected {expected}"
+        return Dequant(scale, zero, stored, block), None
+    if scale.size != length or (zero is not None and zero.size not in (1, length)):
+        return None, f"{where}: per-axis scale of size {scale.size} for an axis of {length}"
+    if zero is not None and zero.size == 1:
+        zero = np.full(length, zero.reshape(()), zero.dtype)
     return Dequant(scale.ravel(), None if zero is None else zero.ravel(), stored), None
