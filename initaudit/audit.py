@@ -15,7 +15,7 @@ from .measure import default_jobs, measure_all
 from .loader import load_model
 from .ops import WEIGHT_OPS, canonical_domain
 from .options import FAIL_ON, AuditOptions
-from .report import Finding, ModelReport, Report, Skipped
+from .report import ModelReport, Report, Skipped
 from .signal import signal_drift
 from .trace import PASS_THROUGH, SourceRef, WeightUse, constant_tensor, find_uses
 

@@ -11,7 +11,7 @@ from .bands import bands_for
 from .checker import distribution, orthogonal_gain, pathologies, verdict
 from .downstream import Downstream, activation_factor, auto_target, follow_output, packed_parts
 from .fans import Fans
-from .graph import ModelGraph, Scope, node_label
+from .graph import ModelGraph, node_label
 from .loader import LoadedModel
 from .measure import MeasureTask
 from .ops import OpUse, Role, UnsupportedUse, axis_part, role_of

@@ -243,7 +243,7 @@ def test_integer_ops_and_qlinear(tmp_path):
     inits = [tensor("q", q), tensor("ws", np.array(scale)), tensor("wz", np.array(0, np.int8)),
              tensor("xs", np.array(0.1, np.float32)), tensor("xz", np.array(0, np.uint8)),
              tensor("ys", np.array(0.1, np.float32)), tensor("yz", np.array(0, np.uint8))]
-    found = layers(save(m := model(nodes, inits), tmp_path))
+    found = layers(save(model(nodes, inits), tmp_path))
     assert found["q"].stats.var == pytest.approx(float((q.astype(np.float64) * 0.01).var()), rel=1e-5)
     assert (found["q"].fan_in, found["q"].fan_out) == (36, 72)
     m2 = model([helper.make_node("ConvInteger", ["x", "q"], ["y"])], [tensor("q", q)])
