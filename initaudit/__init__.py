@@ -4,9 +4,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .audit import audit, audit_model  # noqa: E402
-from .options import AuditOptions  # noqa: E402
 from .errors import InitauditError  # noqa: E402
 from .fans import Fans, layout_fans  # noqa: E402
+from .options import AuditOptions  # noqa: E402
 from .report import Finding, LayerReport, ModelReport, Report  # noqa: E402
 
 __all__ = [

@@ -11,8 +11,8 @@ from . import __version__
 from .errors import InitauditError
 from .graph import ModelGraph, Scope
 from .layers import finish, is_candidate, plan, plan_unsupported
-from .measure import default_jobs, measure_all
 from .loader import load_model
+from .measure import default_jobs, measure_all
 from .ops import WEIGHT_OPS, canonical_domain
 from .options import FAIL_ON, AuditOptions
 from .report import ModelReport, Report, Skipped

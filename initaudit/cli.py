@@ -8,11 +8,11 @@ from typing import NoReturn, Sequence
 
 from . import __version__
 from .audit import audit
-from .options import FAIL_ON
 from .bands import PROFILES
 from .config import load_config
 from .errors import InitauditError
 from .fans import CONVENTIONS, layout_fans
+from .options import FAIL_ON
 from .reporters import REPORTERS, render
 from .rules import RULES
 from .schemes import TARGETS

@@ -9,19 +9,32 @@ from onnx import TensorProto, helper
 
 from .bands import bands_for
 from .checker import distribution, orthogonal_gain, pathologies, verdict
-from .downstream import Downstream, activation_factor, auto_target, follow_output, packed_parts
+from .downstream import (
+    Downstream,
+    activation_factor,
+    auto_target,
+    follow_output,
+    packed_parts,
+)
 from .fans import Fans
 from .graph import ModelGraph, node_label
 from .loader import LoadedModel
 from .measure import MeasureTask
+from .nbits import NBitsLayout, make_decoder
 from .ops import OpUse, Role, UnsupportedUse, axis_part, role_of
 from .options import AuditOptions
-from .report import STATUS_ORDER, Consumer, Finding, LayerReport, PartReport, worst_status
+from .report import (
+    STATUS_ORDER,
+    Consumer,
+    Finding,
+    LayerReport,
+    PartReport,
+    worst_status,
+)
 from .rules import RULES
-from .suggest import suggestion
 from .stats import TensorStats
+from .suggest import suggestion
 from .tensors import FLOAT_TYPES, TensorSource
-from .nbits import NBitsLayout, make_decoder
 from .trace import Followed, SourceRef, WeightUse, constant_value, follow
 
 INTEGER_OPS = {"ConvInteger", "MatMulInteger"}

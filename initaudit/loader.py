@@ -20,7 +20,13 @@ from onnx import TensorProto
 
 from .errors import InitauditError
 from .protoscan import Stripped, strip_payloads
-from .tensors import MemoryPayload, FilePayload, TensorSource, storage_nbytes, typed_field_source
+from .tensors import (
+    FilePayload,
+    MemoryPayload,
+    TensorSource,
+    storage_nbytes,
+    typed_field_source,
+)
 
 
 @dataclass

@@ -12,7 +12,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-from .fans import Convention, Fans, conv_fans, conv_transpose_fans, same_fans, spatial_letters
+from .fans import (
+    Convention,
+    Fans,
+    conv_fans,
+    conv_transpose_fans,
+    same_fans,
+    spatial_letters,
+)
 
 #: ONNX gate order of the recurrent ops (Operators.md): LSTM i,o,f,c; GRU z,r,h.
 GATES = {"LSTM": "iofc", "GRU": "zrh", "RNN": "h"}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from initaudit.cli import main
 from modelkit import model, save, tensor, xavier_uniform
 from onnx import helper
+
+from initaudit.cli import main
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from modelkit import model, save, tensor, xavier_uniform
 from onnx import TensorProto, helper
 
 import initaudit
 from initaudit.errors import InitauditError
-from modelkit import model, save, tensor, xavier_uniform
 
 RNG = np.random.default_rng(7)
 

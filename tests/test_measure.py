@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from modelkit import model, save, tensor
 from onnx import TensorProto, helper
 
 import initaudit
@@ -12,7 +13,6 @@ from initaudit import measure as measure_module
 from initaudit.measure import MeasureTask, measure_all
 from initaudit.ops import axis_part
 from initaudit.tensors import FilePayload, MemoryPayload, TensorSource
-from modelkit import model, save, tensor
 
 RNG = np.random.default_rng(11)
 DTYPES = {

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from modelkit import model, save, tensor
 from onnx import helper
 
 import initaudit
 from initaudit.reporters import REPORTERS, render
-from modelkit import model, save, tensor
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 NASTY = 'w<&>"\'ünï'

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from modelkit import model, save, tensor, xavier_uniform
 from onnx import helper
 
 import initaudit
@@ -13,7 +14,6 @@ from initaudit.checker import matches, orthogonal_gain, pathologies, verdict
 from initaudit.fans import Fans
 from initaudit.schemes import calculate_gain, rule_variance
 from initaudit.stats import stats_of
-from modelkit import model, save, tensor, xavier_uniform
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "torch"
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
