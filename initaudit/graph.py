@@ -24,9 +24,11 @@ class Scope:
     producers: dict[str, tuple[NodeProto, int]] = field(default_factory=dict)
     consumers: dict[str, list[tuple[NodeProto, int]]] = field(default_factory=dict)
     call_sites: list[tuple["Scope", NodeProto]] = field(default_factory=list)
+    positions: dict[int, int] = field(default_factory=dict)       # id(node) → index in nodes
 
     def __post_init__(self) -> None:
-        for node in self.nodes:
+        for position, node in enumerate(self.nodes):
+            self.positions[id(node)] = position
             for index, name in enumerate(node.output):
                 if name:
                     self.producers[name] = (node, index)
@@ -48,6 +50,11 @@ class Definition:
 
 def node_label(node: NodeProto, position: int) -> str:
     return node.name or f"{node.op_type}_{position}"
+
+
+def node_name(scope: Scope, node: NodeProto) -> str:
+    """A node's name, or ``Op_index`` for an unnamed one."""
+    return node_label(node, scope.positions.get(id(node), 0))
 
 
 def attribute(node: NodeProto, name: str, default=None):

@@ -17,7 +17,7 @@ from .downstream import (
     packed_parts,
 )
 from .fans import Fans
-from .graph import ModelGraph, node_label
+from .graph import ModelGraph, node_name
 from .loader import LoadedModel
 from .measure import MeasureTask
 from .nbits import NBitsLayout, make_decoder
@@ -55,8 +55,7 @@ class View:
 
     @property
     def node_name(self) -> str:
-        node = self.use.consumer
-        return node.name or node_label(node, list(self.use.scope.nodes).index(node))
+        return node_name(self.use.scope, self.use.consumer)
 
 
 def _attrs(node) -> dict[str, object]:

@@ -34,6 +34,7 @@ def signal_drift(graph: ModelGraph, grouped: dict[tuple[str, str], list[WeightUs
                 gains.setdefault(id(use.consumer), (use.scope, use.consumer, layer.forward_gain, layer.name))
     if not gains:
         return None, []
+    predecessors_of: dict[int, list[int]] = {}
     chains: dict[int, tuple[int, float, str]] = {}
     visits = [0]
 
@@ -52,24 +53,42 @@ def signal_drift(graph: ModelGraph, grouped: dict[tuple[str, str], list[WeightUs
                 stack.extend(producer.input)
         return found
 
-    def chain(node_id: int) -> tuple[int, float, str]:
-        if node_id in chains:
-            return chains[node_id]
-        scope, node, gain, name = gains[node_id]
-        chains[node_id] = (1, math.log(gain), name)  # guards against cycles
-        before = [chain(id(p)) for p in predecessors(scope, node)]
-        length, log_gain, first = max(before, key=lambda c: (c[0], abs(c[1])), default=(0, 0.0, name))
-        chains[node_id] = (length + 1, log_gain + math.log(gain), first)
-        return chains[node_id]
+    def chain(start: int) -> tuple[int, float, str]:
+        """(layers, log of the product, first layer's name) of the longest chain ending at ``start``."""
+        stack, on_stack = [start], {start}
+        while stack:  # iterative depth-first: a deep model must not hit the recursion limit
+            node_id = stack[-1]
+            if node_id in chains:
+                on_stack.discard(stack.pop())
+                continue
+            scope, node, gain, name = gains[node_id]
+            if node_id not in predecessors_of:
+                predecessors_of[node_id] = [id(p) for p in predecessors(scope, node)]
+            before = predecessors_of[node_id]
+            pending = [p for p in before if p not in chains and p not in on_stack]
+            if pending:
+                stack.extend(pending)
+                on_stack.update(pending)
+                continue
+            best = max((chains[p] for p in before if p in chains), key=lambda c: (c[0], abs(c[1])),
+                       default=(0, 0.0, name))
+            chains[node_id] = (best[0] + 1, best[1] + math.log(gain), best[2])
+            on_stack.discard(stack.pop())
+        return chains[start]
 
     length, log_gain, first = max((chain(k) for k in gains), key=lambda c: (c[0], abs(c[1])))
-    drift = math.exp(log_gain)
+    drift = math.exp(max(min(log_gain, 700.0), -700.0))
     findings = []
     if abs(log_gain) > math.log(limit):
-        direction = "grow" if drift > 1 else "shrink"
-        factor = drift if drift > 1 else 1 / drift
+        direction = "grow" if log_gain > 0 else "shrink"
         findings.append(Finding(
             "IA104", "warn",
             f"along a chain of {length} layers from {first!r}, the activation variance is estimated to {direction} "
-            f"by {factor:.3g}× (limit {limit:g}×)"))
+            f"by {_times(abs(log_gain))} (limit {limit:g}×)"))
     return drift, findings
+
+
+def _times(log_factor: float) -> str:
+    """``3.79e+03×`` — or ``10^2171×`` where a float would overflow."""
+    exponent = log_factor / math.log(10)
+    return f"{10 ** exponent:.3g}×" if exponent < 300 else f"10^{exponent:.0f}×"

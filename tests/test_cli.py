@@ -160,3 +160,18 @@ def test_nothing_written_next_to_the_model(capsys, tmp_path):
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_folder_with_a_bad_model_in_parallel(capsys, tmp_path):
+    for sample in SAMPLES.glob("*.onnx"):
+        (tmp_path / sample.name).write_bytes(sample.read_bytes())
+    (tmp_path / "zz_broken.onnx").write_bytes(b"\x08\x07garbage")
+    code, out, err = run(capsys, tmp_path, "--jobs", "2")
+    assert code == 2 and out == "" and "zz_broken.onnx" in err and err.count("\n") == 1
+
+
+def test_jobs_do_not_change_the_report(capsys):
+    one = run(capsys, SAMPLES, "--format", "json", "--jobs", "1")[1]
+    two = run(capsys, SAMPLES, "--format", "json", "--jobs", "2")[1]
+    assert one == two
+    assert run(capsys, SAMPLES, "--jobs", "0")[0] == 2

@@ -148,3 +148,16 @@ def test_signal_drift_flags_a_vanishing_model():
     assert initaudit.audit(SAMPLES / "lenet_torch_default.onnx", drift_limit=1e4).models[0].findings == ()
     he_like = initaudit.audit(FIXTURES / "resblock_kaiming.legacy.onnx").models[0]
     assert he_like.findings == ()
+
+
+def test_signal_drift_of_a_very_deep_model_does_not_overflow(tmp_path):
+    rng = np.random.default_rng(9)
+    nodes, inits, x = [], [], "x"
+    for i in range(400):  # each layer shrinks the signal ~100×: 10^-800 overall
+        inits.append(tensor(f"w{i}", rng.normal(0, 0.025, (16, 16)).astype(np.float32)))
+        nodes.append(helper.make_node("MatMul", [x, f"w{i}"], [f"h{i}"]))
+        x = f"h{i}"
+    report = initaudit.audit(save(model(nodes, inits, outputs=(x,)), tmp_path)).models[0]
+    (finding,) = report.findings
+    assert "chain of 400 layers" in finding.message and "10^" in finding.message
+    assert report.signal_gain is not None and report.signal_gain >= 0
