@@ -60,7 +60,7 @@ class View:
 
 def _attrs(node) -> dict[str, object]:
     values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
+    return {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v for k, v in values.items()}
 
 
 def make_view(model: LoadedModel, graph: ModelGraph, use: WeightUse, stored_shape: tuple[int, ...]) -> View:
@@ -285,9 +285,10 @@ def _orthogonal(source, followed: Followed, stats) -> tuple[str, ...]:
     """``("orthogonal",)`` when the (small) matrix has orthonormal rows or columns up to a gain."""
     if stats.count > ORTHOGONAL_MAX or stats.count < 4 or len(source.shape) < 2 or followed.dequant is not None:
         return ()
-    values = source.to_array().astype(np.float64)
-    matrix = values.reshape(values.shape[0], -1) if len(values.shape) != 3 else values.reshape(-1, values.shape[-1])
-    return ("orthogonal",) if orthogonal_gain(matrix) is not None else ()
+    with np.errstate(all="ignore"):
+        values = source.to_array().astype(np.float64)
+        matrix = values.reshape(values.shape[0], -1) if values.ndim != 3 else values.reshape(-1, values.shape[-1])
+        return ("orthogonal",) if orthogonal_gain(matrix) is not None else ()
 
 
 #: Integer types that, in a matrix, are quantized weights (int32/int64 matrices are indices or shapes).

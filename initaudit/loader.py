@@ -21,6 +21,7 @@ from onnx import TensorProto
 from .errors import InitauditError
 from .protoscan import Stripped, strip_payloads
 from .tensors import (
+    NUMERIC_TYPES,
     FilePayload,
     MemoryPayload,
     TensorSource,
@@ -61,6 +62,8 @@ class LoadedModel:
         shape = tuple(int(d) for d in tensor.dims)
         if any(d < 0 for d in shape):
             raise InitauditError(f"tensor {name!r} has a negative dimension {list(shape)}")
+        if tensor.data_type not in NUMERIC_TYPES:
+            raise InitauditError(f"tensor {name!r} has data type {tensor.data_type}, not a numeric ONNX type")
         location = "constant" if constant else "inline"
         if tensor.data_location == TensorProto.EXTERNAL:
             in_model = self.self_marker is not None and any(
@@ -175,7 +178,40 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     if proto.ir_version <= 0 or not proto.HasField("graph") or not proto.opset_import:
         os.close(fd)
         raise InitauditError(f"{path}: not an ONNX model (no IR version, graph or opset), or the file is truncated")
+    bad = _undecodable_name(proto)
+    if bad is not None:
+        os.close(fd)
+        raise InitauditError(f"{path}: not a readable ONNX model (a name is not valid UTF-8: {bad!r})")
     return LoadedModel(path, proto, fd, stripped.marker if stripped else None)
+
+
+def _names(model: onnx.ModelProto):
+    """Every name and op type of every graph, body and function of the model."""
+    yield from (model.producer_name, model.producer_version, model.domain)
+    yield from (opset.domain for opset in model.opset_import)
+    yield from (text for function in model.functions for text in (function.name, function.domain, *function.input))
+    graphs = [model.graph]
+    nodes = [node for function in model.functions for node in function.node]
+    while graphs or nodes:
+        if graphs:
+            graph = graphs.pop()
+            yield graph.name
+            yield from (tensor.name for tensor in graph.initializer)
+            yield from (value.name for value in graph.input)
+            nodes.extend(graph.node)
+            continue
+        node = nodes.pop()
+        yield from (node.op_type, node.name, node.domain, *node.input, *node.output)
+        for attr in node.attribute:
+            yield attr.name
+            if attr.HasField("g"):
+                graphs.append(attr.g)
+            graphs.extend(attr.graphs)
+
+
+def _undecodable_name(model: onnx.ModelProto) -> bytes | None:
+    """protobuf hands back invalid UTF-8 in string fields as bytes: such a file is corrupt."""
+    return next((name for name in _names(model) if isinstance(name, bytes)), None)
 
 
 def _parse(path: Path, fd: int) -> tuple[onnx.ModelProto, Stripped | None]:

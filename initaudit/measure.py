@@ -72,6 +72,11 @@ def _part_values(chunk: np.ndarray, start: int, part: Part) -> Iterable[np.ndarr
 
 def measure_range(task: MeasureTask, start: int = 0, stop: int | None = None) -> tuple[Moments, list[Moments]]:
     """Moments of elements ``[start, stop)`` of the task's tensor, and of each part's share of them."""
+    with np.errstate(all="ignore"):  # NaN and Inf are counted, not warned about
+        return _measure_range(task, start, stop)
+
+
+def _measure_range(task: MeasureTask, start: int, stop: int | None) -> tuple[Moments, list[Moments]]:
     source, dequant, parts = task.source, task.dequant, task.parts
     whole = MomentAccumulator()
     per_part = [MomentAccumulator() for _ in parts]

@@ -294,7 +294,10 @@ def role_of(use: OpUse) -> Role:
     entry = WEIGHT_OPS.get((canonical_domain(use.domain), use.op))
     if entry is None:
         raise UnsupportedUse(f"op {use.op} is not a supported weight-carrying op")
-    return entry[1](use)
+    try:
+        return entry[1](use)
+    except (TypeError, ValueError, ZeroDivisionError) as exc:  # an attribute of the wrong type or value
+        raise UnsupportedUse(f"{use.op} has a malformed attribute ({exc})") from None
 
 
 def canonical_domain(domain: str) -> str:

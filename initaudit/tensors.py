@@ -34,6 +34,8 @@ INTEGER_TYPES = {
     TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16,
     TensorProto.INT32, TensorProto.UINT32, TensorProto.INT4, TensorProto.UINT4,
 }
+NUMERIC_TYPES = FLOAT_TYPES | INTEGER_TYPES | set(_PACKED_BITS) | {TensorProto.INT64, TensorProto.UINT64,
+                                                                   TensorProto.BOOL}
 
 
 def dtype_name(data_type: int) -> str:

@@ -75,7 +75,7 @@ def _run(tmp_path, data: bytes, capsys) -> None:
     assert "Traceback" not in err and "internal error" not in err
 
 
-FUZZ = settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=int(__import__("os").environ.get("INITAUDIT_FUZZ_EXAMPLES", 60)), deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @FUZZ
