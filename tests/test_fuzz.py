@@ -111,3 +111,22 @@ def test_huge_claimed_dims_are_refused_without_allocating(tmp_path, capsys):
     onnx.save(model, path)
     assert main([str(path)]) == 2
     assert "needs" in capsys.readouterr().err
+
+
+def test_names_that_are_not_utf8(tmp_path, capsys):
+    data = SEEDS[0].read_bytes().replace(b"\x22\x04Gemm", b"\x22\x04G\xa8mm", 1)  # NodeProto.op_type
+    path = tmp_path / "bad_name.onnx"
+    path.write_bytes(data)
+    assert main([str(path)]) == 2
+    assert "not valid UTF-8" in capsys.readouterr().err
+
+
+def test_attribute_of_the_wrong_type_is_a_finding(tmp_path, capsys):
+    model = onnx.load(str(SEEDS[0]))
+    gemm = next(node for node in model.graph.node if node.op_type == "Gemm")
+    del gemm.attribute[:]
+    gemm.attribute.append(onnx.helper.make_attribute("transB", "yes"))
+    path = tmp_path / "bad_attr.onnx"
+    onnx.save(model, path)
+    assert main([str(path), "--format", "json"]) in (0, 1)
+    assert '"IA301"' in capsys.readouterr().out
