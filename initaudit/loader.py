@@ -16,7 +16,7 @@ from pathlib import Path, PurePath
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 from .errors import InitauditError
 from .protoscan import Stripped, strip_payloads
@@ -182,7 +182,40 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     if bad is not None:
         os.close(fd)
         raise InitauditError(f"{path}: not a readable ONNX model (a name is not valid UTF-8: {bad!r})")
+    try:
+        _densify_sparse(proto.graph)
+    except InitauditError as exc:
+        os.close(fd)
+        raise InitauditError(f"{path}: {exc}") from None
     return LoadedModel(path, proto, fd, stripped.marker if stripped else None)
+
+
+#: A sparse initializer is made dense (in memory) up to this many values.
+SPARSE_MAX_VALUES = 1 << 26
+
+
+def _densify_sparse(graph: onnx.GraphProto) -> None:
+    """Turn sparse initializers into ordinary ones in the parsed copy, so every weight is traced alike."""
+    for node in graph.node:
+        for attr in node.attribute:
+            for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _densify_sparse(body)
+    for sparse in graph.sparse_initializer:
+        name, dims = sparse.values.name, [int(d) for d in sparse.dims]
+        count = int(np.prod(dims, dtype=np.int64))
+        if count > SPARSE_MAX_VALUES or sparse.values.data_location == TensorProto.EXTERNAL:
+            raise InitauditError(f"sparse initializer {name!r} of {count} values is too large or external")
+        try:
+            values = numpy_helper.to_array(sparse.values).ravel()
+            indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
+            if indices.ndim == 2:  # one row of coordinates per value
+                indices = np.ravel_multi_index(tuple(indices.T), dims)
+            dense = np.zeros(count, values.dtype)
+            dense[indices.ravel()] = values
+        except (ValueError, IndexError, TypeError) as exc:
+            raise InitauditError(f"sparse initializer {name!r} is malformed ({exc})") from None
+        graph.initializer.append(numpy_helper.from_array(dense.reshape(dims), name))
+    del graph.sparse_initializer[:]
 
 
 def _names(model: onnx.ModelProto):

@@ -348,3 +348,17 @@ def test_conv_integer_scale_after_an_int32_bias_add(tmp_path):
     layer = layers(save(m, tmp_path))["q"]
     assert not any(f.code == "IA305" for f in layer.findings)
     assert layer.stats.var == pytest.approx(float((q.astype(np.float64) * 0.01).var()), rel=1e-5)
+
+
+def test_sparse_initializer(tmp_path):
+    dense = xavier_uniform(RNG, (32, 16), 32, 16)
+    dense[np.abs(dense) < 0.1] = 0
+    flat = np.flatnonzero(dense)
+    sparse = helper.make_sparse_tensor(tensor("w", dense.ravel()[flat]), tensor("w_idx", flat.astype(np.int64)),
+                                       [32, 16])
+    m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [])
+    m.graph.sparse_initializer.append(sparse)
+    layer = layers(save(m, tmp_path))["w"]
+    assert (layer.fan_in, layer.fan_out) == (32, 16)
+    assert layer.stats.zeros == dense.size - flat.size
+    assert layer.stats.var == pytest.approx(float(dense.astype(np.float64).var()), rel=1e-9)
