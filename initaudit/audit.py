@@ -1,9 +1,7 @@
 """The library entry point: model file(s) in, ``Report`` out."""
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -54,6 +52,9 @@ def _audit_one(args: tuple[Path, AuditOptions]) -> ModelReport | InitauditError:
 
 
 def _audit_in_processes(files: list[Path], opts: AuditOptions, jobs: int) -> Iterable[ModelReport]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=context) as pool:
         for result in pool.map(_audit_one, [(f, opts) for f in files]):

@@ -3,9 +3,7 @@ moments and every part's, in this process or spread over worker processes."""
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -134,8 +132,12 @@ def measure_all(tasks: Sequence[MeasureTask], jobs: int = 1) -> list[tuple[Tenso
 
 
 def _measure_all(tasks: Sequence[MeasureTask], jobs: int) -> list[tuple[TensorStats, list[TensorStats]]]:
-    total = sum(_nbytes(t) for t in tasks)
-    if jobs <= 1 or total < PARALLEL_MIN_BYTES or "fork" not in multiprocessing.get_all_start_methods():
+    if jobs <= 1 or sum(_nbytes(t) for t in tasks) < PARALLEL_MIN_BYTES:
+        return [_stats(*measure_range(t)) for t in tasks]
+    import multiprocessing  # only for large models: start-up time counts for small ones
+    from concurrent.futures import ProcessPoolExecutor
+
+    if "fork" not in multiprocessing.get_all_start_methods():
         return [_stats(*measure_range(t)) for t in tasks]
     global _WORKER_TASKS
     _WORKER_TASKS = list(tasks)  # inherited by the forked workers: nothing is pickled but indices
