@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 from .fans import (
@@ -61,7 +61,6 @@ class Role:
     parts: tuple[Part, ...] = ()
     kind: Literal["layer", "embedding"] = "layer"
     scale: float = 1.0                            # the op multiplies the weight by this (Gemm alpha)
-    notes: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,6 @@ class OpUse:
     slot: int
     shape: tuple[int, ...]
     attrs: dict[str, Any]
-    input_ranks: tuple[int | None, ...] = ()       # rank of every input, where known (Einsum)
 
 
 def _conv(use: OpUse) -> Role:
@@ -94,38 +92,35 @@ def _conv_transpose(use: OpUse) -> Role:
     return Role("IO" + spatial_letters(len(shape) - 2), conv_transpose_fans(shape, groups), groups)
 
 
-def _matrix(shape: Sequence[int], right_operand: bool, batch_letter: str = "B") -> Role:
-    """A matrix (or a stack of them) multiplied as ``x @ W`` or ``W @ x``."""
+def _matrix(shape: Sequence[int], right_operand: bool, scale: float = 1.0) -> Role:
+    """A matrix (or a stack of them) multiplied as ``x @ W`` (W is [in, out]) or ``W @ x`` ([out, in])."""
     if len(shape) == 1:
-        return Role("I", same_fans(Fans(shape[0], 1)))
+        return Role("I", same_fans(Fans(shape[0], 1)), scale=scale)
     rows, cols = shape[-2], shape[-1]
     letters = "IO" if right_operand else "OI"
     fans = Fans(rows, cols) if right_operand else Fans(cols, rows)
-    return Role(batch_letter * (len(shape) - 2) + letters, same_fans(fans))
+    return Role("B" * (len(shape) - 2) + letters, same_fans(fans), scale=scale)
 
 
 def _gemm(use: OpUse) -> Role:
+    """``Y = alpha·A'·B'``: B (QGemm: input 3) stored [K, N], or [N, K] with transB; A as the
+    weight is [M, K], or [K, M] with transA."""
     if len(use.shape) != 2:
         raise UnsupportedUse(f"Gemm operand of rank {len(use.shape)}")
-    if use.slot in (1, 3):  # B (QGemm: input 3): stored [K, N], or [N, K] with transB
+    if use.slot in (1, 3):
         right = not int(use.attrs.get("transB", 0))
-        role = _matrix(use.shape, right_operand=right)
-    else:  # A as the weight: Y = A'·X, A' is [M, K]
+    else:
         right = bool(int(use.attrs.get("transA", 0)))
-        role = _matrix(use.shape, right_operand=right)
-    alpha = float(use.attrs.get("alpha", 1.0))
-    return Role(role.layout, role.fans, scale=alpha)
+    return _matrix(use.shape, right, float(use.attrs.get("alpha", 1.0)))
 
 
 def _matmul(use: OpUse) -> Role:
     right = use.slot in (1, 3) if use.op == "QLinearMatMul" else use.slot == 1
-    if use.op == "FusedMatMul":
-        flag = "transB" if use.slot == 1 else "transA"
-        if int(use.attrs.get(flag, 0)):
+    if use.op == "FusedMatMul":  # alpha · transA(A) @ transB(B)
+        if int(use.attrs.get("transB" if use.slot == 1 else "transA", 0)):
             right = not right
-        role = _matrix(use.shape, right)
-        return Role(role.layout, role.fans, scale=float(use.attrs.get("alpha", 1.0)))
-    return _matrix(use.shape, right_operand=right)
+        return _matrix(use.shape, right, float(use.attrs.get("alpha", 1.0)))
+    return _matrix(use.shape, right)
 
 
 def _recurrent(use: OpUse) -> Role:
@@ -172,11 +167,11 @@ def _dynamic_quantize_lstm(use: OpUse) -> Role:
 
 def _einsum(use: OpUse) -> Role:
     equation = str(use.attrs.get("equation", "")).replace(" ", "")
-    inputs, _, output = equation.partition("->")
+    inputs, arrow, output = equation.partition("->")
     terms = inputs.split(",")
     if use.slot >= len(terms):
         raise UnsupportedUse(f"Einsum equation {equation!r} has no operand {use.slot}")
-    if not _:
+    if not arrow:  # implicit output: the letters used once, in alphabetical order
         letters = "".join(terms)
         output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c != "."))
     weight = _expand_ellipsis(terms[use.slot], len(use.shape))
