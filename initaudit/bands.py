@@ -31,6 +31,9 @@ Z_MATCH = 3.5
 #: Relative slack for `matches` beyond noise (float32 rounding of bounds, etc.).
 MATCH_SLACK = 0.02
 
+#: Cap on the kurtosis used for bands: beyond it the sample variance says nothing at any n we meet.
+HEAVIEST = 1e6
+
 FIXED_BANDS: dict[str, tuple[float, float, float, float]] = {
     # profile: (ok_lo, ok_hi, fail_lo, fail_hi)
     "init": (0.8, 1.25, 0.5, 2.0),
@@ -56,7 +59,9 @@ class Bands:
 def band_kurtosis(n: int, excess_kurtosis: float | None) -> float:
     """A conservative kurtosis for the noise band (upper confidence value, ≥ -1.2)."""
     estimate = 0.0 if excess_kurtosis is None else excess_kurtosis
-    return max(-1.2, estimate + 2.0 * math.sqrt(24.0 / max(n, 1)))
+    if not math.isfinite(estimate):  # moments overflowed: nothing is known of the tails
+        return HEAVIEST
+    return min(HEAVIEST, max(-1.2, estimate + 2.0 * math.sqrt(24.0 / max(n, 1))))
 
 
 def noise_quantile(n: int, kurtosis: float, z: float) -> float:

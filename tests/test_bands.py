@@ -99,3 +99,9 @@ def _truncated(rng, n):
 
 def test_constant_distribution():
     assert distribution(stats_of(np.full(100, 0.3))) == "constant"
+
+
+def test_overflowed_moments_do_not_break_the_bands():
+    for kurtosis in (math.inf, math.nan, 1e300):
+        bands = bands_for(48_000, kurtosis)
+        assert bands.fail_lo <= 0.5 and bands.fail_hi >= 2.0
