@@ -18,7 +18,7 @@ from .trace import Dequant
 #: Below this many payload bytes in all, worker start-up costs more than it saves.
 PARALLEL_MIN_BYTES = 64 << 20
 #: Elements per task handed to a worker (a multiple of the chunk size).
-PIECE_ELEMS = 64 * CHUNK_ELEMS
+PIECE_ELEMS = 256 * CHUNK_ELEMS
 
 
 @dataclass(frozen=True)
