@@ -13,8 +13,9 @@ Three conventions (reference §1):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 Convention = Literal["connectivity", "pytorch", "keras"]
 CONVENTIONS: tuple[Convention, ...] = ("connectivity", "pytorch", "keras")

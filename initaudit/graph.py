@@ -6,8 +6,8 @@ ONNX's scoping rules say for If/Loop/Scan bodies.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import onnx
 from onnx import AttributeProto, NodeProto, TensorProto
@@ -18,12 +18,12 @@ class Scope:
     path: str                                   # "main", "main/loop_1.body", "function:dom.Fn"
     nodes: list[NodeProto]
     initializers: dict[str, TensorProto]
-    parent: "Scope | None" = None
+    parent: Scope | None = None
     formals: tuple[str, ...] = ()               # inputs of a function body
     graph_inputs: frozenset[str] = frozenset()  # runtime inputs of a graph
     producers: dict[str, tuple[NodeProto, int]] = field(default_factory=dict)
     consumers: dict[str, list[tuple[NodeProto, int]]] = field(default_factory=dict)
-    call_sites: list[tuple["Scope", NodeProto]] = field(default_factory=list)
+    call_sites: list[tuple[Scope, NodeProto]] = field(default_factory=list)
     positions: dict[int, int] = field(default_factory=dict)       # id(node) → index in nodes
 
     def __post_init__(self) -> None:

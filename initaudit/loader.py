@@ -50,7 +50,7 @@ class LoadedModel:
             os.close(self.self_fd)
             self.self_fd = None
 
-    def __enter__(self) -> "LoadedModel":
+    def __enter__(self) -> LoadedModel:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -52,7 +52,7 @@ class Moments:
     nonfinite: int = 0
     zeros: int = 0
 
-    def merge(self, other: "Moments") -> "Moments":
+    def merge(self, other: Moments) -> Moments:
         a, b = self, other
         n = a.n + b.n
         common = dict(lo=min(a.lo, b.lo), hi=max(a.hi, b.hi), nonfinite=a.nonfinite + b.nonfinite,

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 import onnx
@@ -78,7 +79,7 @@ def decode_raw(buf: memoryview | bytes, data_type: int, count: int) -> np.ndarra
 class Payload(Protocol):
     def iter_bytes(self, chunk_bytes: int, itemsize: int = 1) -> Iterator[memoryview]: ...
 
-    def sub(self, offset: int, length: int) -> "Payload": ...
+    def sub(self, offset: int, length: int) -> Payload: ...
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class MemoryPayload:
 
     data: bytes
 
-    def sub(self, offset: int, length: int) -> "MemoryPayload":
+    def sub(self, offset: int, length: int) -> MemoryPayload:
         return MemoryPayload(self.data[offset:offset + length])
 
     def iter_bytes(self, chunk_bytes: int, itemsize: int = 1) -> Iterator[memoryview]:
@@ -111,7 +112,7 @@ class FilePayload:
     offset: int
     length: int
 
-    def sub(self, offset: int, length: int) -> "FilePayload":
+    def sub(self, offset: int, length: int) -> FilePayload:
         return FilePayload(self.fd, self.offset + offset, length)
 
     def iter_bytes(self, chunk_bytes: int, itemsize: int = 1) -> Iterator[memoryview]:

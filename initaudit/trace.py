@@ -11,8 +11,8 @@ axis came from, and how to dequantize.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 from onnx import NodeProto, TensorProto
