@@ -117,10 +117,9 @@ def _stored_tensors(scope: Scope) -> Iterable[SourceRef]:
     for name, tensor in scope.initializers.items():
         yield SourceRef(scope.path, name, tensor, "initializer")
     for node in scope.nodes:
-        if node.op_type == "Constant" and node.output:
-            tensor = constant_tensor(node)
-            if tensor is not None:
-                yield SourceRef(scope.path, node.output[0], tensor, "constant")
+        constant = constant_tensor(node) if node.op_type == "Constant" and node.output else None
+        if constant is not None:
+            yield SourceRef(scope.path, node.output[0], constant, "constant")
 
 
 def _final_consumer(graph: ModelGraph, scope: Scope, name: str) -> tuple[str | None, str, int]:

@@ -13,7 +13,7 @@ Three conventions (reference §1):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,7 +34,7 @@ class Fans:
         return [self.fan_in, self.fan_out]
 
 
-def receptive_field(shape: Sequence[int]) -> int:
+def receptive_field(shape: Iterable[int]) -> int:
     return math.prod(shape)
 
 

@@ -86,7 +86,7 @@ class LoadedModel:
     def _external_payload(self, tensor: TensorProto, name: str, shape: tuple[int, ...]) -> FilePayload:
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
-        if self.self_marker is not None and location == self.self_marker:
+        if self.self_marker is not None and self.self_fd is not None and location == self.self_marker:
             fd, location = self.self_fd, self.path.name
         else:
             fd = self._open_inside_folder(location, name)
@@ -137,7 +137,7 @@ class LoadedModel:
         return fd
 
 
-_TYPED_FIELD = {
+_TYPED_FIELD: dict[int, str] = {
     TensorProto.FLOAT: "float_data", TensorProto.COMPLEX64: "float_data", TensorProto.DOUBLE: "double_data",
     TensorProto.COMPLEX128: "double_data", TensorProto.INT64: "int64_data", TensorProto.UINT32: "uint64_data",
     TensorProto.UINT64: "uint64_data", TensorProto.STRING: "string_data",

@@ -34,18 +34,20 @@ def dequantize(values: np.ndarray, start: int, dq: Dequant, shape: Sequence[int]
     """``(q - zero_point) * scale`` for elements ``[start, start + len)`` of a C-order tensor."""
     q = values.astype(np.float32)
     if dq.axis is None:
-        zero = 0.0 if dq.zero_point is None else np.float32(dq.zero_point)
-        return (q - zero) * np.float32(dq.scale)
+        offset = np.float32(0.0 if dq.zero_point is None else dq.zero_point)
+        return (q - offset) * np.float32(dq.scale)
     flat = np.arange(start, start + values.size, dtype=np.int64)
+    index: tuple[np.ndarray, ...] | np.ndarray
     if dq.block_size:
-        index = list(np.unravel_index(flat, tuple(shape)))
-        index[dq.axis] //= dq.block_size
-        index = tuple(index)
+        coordinates = list(np.unravel_index(flat, tuple(shape)))
+        coordinates[dq.axis] //= dq.block_size
+        index = tuple(coordinates)
     else:
         inner = math.prod(shape[dq.axis + 1:])
         index = (flat // inner) % shape[dq.axis]
-    zero = 0.0 if dq.zero_point is None else dq.zero_point[index].astype(np.float32)
-    return (q - zero) * dq.scale[index]
+    if dq.zero_point is None:
+        return q * dq.scale[index]
+    return (q - dq.zero_point[index].astype(np.float32)) * dq.scale[index]
 
 
 def chunk_size(task: MeasureTask) -> int:

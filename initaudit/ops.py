@@ -211,8 +211,9 @@ def _packed_attention(use: OpUse) -> Role:
         raise UnsupportedUse(f"Attention qkv sizes {sizes} do not add up to {use.shape[1]}")
     bounds = [0, *itertools.accumulate(sizes)]
     parts = tuple(axis_part(n, use.shape, 1, bounds[i], bounds[i + 1]) for i, n in enumerate("qkv"))
-    fans = {"connectivity": Fans(use.shape[0], sizes[0]),
-            "pytorch": Fans(use.shape[0], use.shape[1]), "keras": Fans(use.shape[0], use.shape[1])}
+    fans: dict[Convention, Fans] = {"connectivity": Fans(use.shape[0], sizes[0]),
+                                    "pytorch": Fans(use.shape[0], use.shape[1]),
+                                    "keras": Fans(use.shape[0], use.shape[1])}
     return Role("IO", fans, parts=parts)
 
 
@@ -228,7 +229,7 @@ def _matmul_nbits(use: OpUse) -> Role:
         raise UnsupportedUse("MatMulNBits with a prepacked (execution-provider specific) weight")
     if layout.bits not in (2, 4, 8) or layout.block_size < 1 or tuple(use.shape) != layout.stored_shape:
         raise UnsupportedUse(f"MatMulNBits weight of shape {list(use.shape)}, expected {list(layout.stored_shape)}")
-    return Role("OII", same_fans(Fans(layout.k, layout.n)))
+    return Role("OII", same_fans(Fans(layout.k, layout.n)))  # logical [N, K] stored as blocks of K
 
 
 def _embedding(use: OpUse) -> Role:

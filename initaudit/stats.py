@@ -55,11 +55,11 @@ class Moments:
     def merge(self, other: Moments) -> Moments:
         a, b = self, other
         n = a.n + b.n
-        common = dict(lo=min(a.lo, b.lo), hi=max(a.hi, b.hi), nonfinite=a.nonfinite + b.nonfinite,
-                      zeros=a.zeros + b.zeros)
+        lo, hi = min(a.lo, b.lo), max(a.hi, b.hi)
+        nonfinite, zeros = a.nonfinite + b.nonfinite, a.zeros + b.zeros
         if a.n == 0 or b.n == 0:
             src = b if a.n == 0 else a
-            return Moments(src.n, src.mean, src.m2, src.m3, src.m4, **common)
+            return Moments(src.n, src.mean, src.m2, src.m3, src.m4, lo, hi, nonfinite, zeros)
         delta = b.mean - a.mean
         na, nb = a.n, b.n
         m2 = a.m2 + b.m2 + delta * delta * na * nb / n
@@ -68,7 +68,7 @@ class Moments:
         m4 = (a.m4 + b.m4 + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
               + 6 * delta**2 * (na * na * b.m2 + nb * nb * a.m2) / n**2
               + 4 * delta * (na * b.m3 - nb * a.m3) / n)
-        return Moments(n, a.mean + delta * nb / n, m2, m3, m4, **common)
+        return Moments(n, a.mean + delta * nb / n, m2, m3, m4, lo, hi, nonfinite, zeros)
 
     def stats(self) -> TensorStats:
         n = self.n
@@ -151,7 +151,7 @@ class MomentAccumulator:
         m2 = self.s2 - n * m1 * m1
         m3 = self.s3 - 3 * m1 * self.s2 + 2 * n * m1**3
         m4 = self.s4 - 4 * m1 * self.s3 + 6 * m1 * m1 * self.s2 - 3 * n * m1**4
-        return Moments(n, self.shift + m1, m2, m3, m4, self.lo, self.hi, self.nonfinite, self.zeros)
+        return Moments(n, (self.shift or 0.0) + m1, m2, m3, m4, self.lo, self.hi, self.nonfinite, self.zeros)
 
     def result(self) -> TensorStats:
         return self.moments().stats()

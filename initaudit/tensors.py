@@ -20,7 +20,7 @@ from .errors import InitauditError
 #: Element count per streamed chunk: 128 Ki values (512 KiB of float32, 1 MiB as float64) stay in L2.
 CHUNK_ELEMS = 1 << 17
 
-_PACKED_BITS = {TensorProto.INT4: 4, TensorProto.UINT4: 4}
+_PACKED_BITS: dict[int, int] = {TensorProto.INT4: 4, TensorProto.UINT4: 4}
 for _name, _bits in (("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2)):
     if hasattr(TensorProto, _name):
         _PACKED_BITS[getattr(TensorProto, _name)] = _bits

@@ -68,9 +68,9 @@ def trace(graph: ModelGraph, scope: Scope, name: str, steps: tuple[Step, ...] = 
     if depth > 64 or not name:
         return
     found = graph.resolve(scope, name)
-    if found.kind == "initializer":
+    if found.kind == "initializer" and found.tensor is not None:
         yield SourceRef(found.scope.path, name, found.tensor, "initializer"), steps
-    elif found.kind == "node":
+    elif found.kind == "node" and found.node is not None:
         node = found.node
         if node.op_type == "Constant" and canonical_domain(node.domain) == "":
             tensor = constant_tensor(node)
@@ -184,7 +184,7 @@ def follow(graph: ModelGraph, use: WeightUse, stored_shape: tuple[int, ...], loa
     shape = list(stored_shape)
     axes: list[int | None] = list(range(len(shape)))
     dequant: Dequant | None = None
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     reordered = False
     for step in use.steps:
         node, op = step.node, step.node.op_type
@@ -289,9 +289,9 @@ def _dequant(graph: ModelGraph, step: Step, shape: list[int], axes: list[int | N
     return _make_dequant(scale, zero, axis, block, shape, axes, f"DequantizeLinear {node.name!r}")
 
 
-def _implicit_dequant(graph: ModelGraph, use: WeightUse, slots: tuple[int | None, int | None, int],
+def _implicit_dequant(graph: ModelGraph, use: WeightUse, slots: tuple[int | None, int | None, int | str],
                       shape: list[int], axes: list[int | None], load: LoadArray) -> tuple[Dequant | None, str | None]:
-    scale_slot, zero_slot, axis = slots
+    scale_slot, zero_slot, axis_spec = slots
     node = use.consumer
 
     def value(slot: int | None) -> np.ndarray | None:
@@ -303,8 +303,10 @@ def _implicit_dequant(graph: ModelGraph, use: WeightUse, slots: tuple[int | None
     zero = value(zero_slot)
     if scale_slot is not None and scale is None:
         return None, f"{node.op_type} {node.name!r} has a weight scale computed at run time"
-    if axis == "N":  # QGemm: per output column, whichever way B is stored
+    if axis_spec == "N":  # QGemm: per output column, whichever way B is stored
         axis = 0 if int(attribute(node, "transB", 0)) else -1
+    else:
+        axis = int(axis_spec)
     if scale is None:
         scale = _downstream_scale(graph, use.scope, node, load)
     if scale is None:

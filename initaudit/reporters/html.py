@@ -30,7 +30,7 @@ svg text{font:11px system-ui,sans-serif}
 
 
 def _chart(model: ModelReport) -> str:
-    layers = [(i, layer) for i, layer in enumerate(model.layers, 1) if layer.ratio]
+    layers = [(i, layer, layer.ratio) for i, layer in enumerate(model.layers, 1) if layer.ratio]
     if not layers:
         return ""
     ok_lo, ok_hi, fail_lo, fail_hi = FIXED_BANDS[model.profile]
@@ -55,10 +55,10 @@ def _chart(model: ModelReport) -> str:
                      f'stroke="#bbb" stroke-width="{1 if tick == 1 else 0.5}"/>'
                      f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:g}×</text>')
     every = max(1, math.ceil(len(layers) * 18 / (width - left - 10)))  # keep the numbers apart
-    for position, (number, layer) in enumerate(layers):
+    for position, (number, layer, ratio) in enumerate(layers):
         cx = left + step * (position + 0.5)
-        parts.append(f'<circle cx="{cx:.1f}" cy="{y(layer.ratio):.1f}" r="4.5" fill="{COLOR[layer.status]}">'
-                     f'<title>#{number} {escape(layer.name)}: ratio {layer.ratio:.3g} ({layer.status})</title></circle>')
+        parts.append(f'<circle cx="{cx:.1f}" cy="{y(ratio):.1f}" r="4.5" fill="{COLOR[layer.status]}">'
+                     f'<title>#{number} {escape(layer.name)}: ratio {ratio:.3g} ({layer.status})</title></circle>')
         if position % every == 0:
             parts.append(f'<text x="{cx:.1f}" y="{height - 8}" text-anchor="middle">{number}</text>')
     parts.append("</svg>")
