@@ -74,7 +74,7 @@ def noise_quantile(n: int, kurtosis: float, z: float) -> float:
     return (n - 1) / n * max(base, 0.0) ** 3
 
 
-def bands_for(n: int, excess_kurtosis: float | None, profile: Profile = "init") -> Bands:
+def bands_for(n: int, excess_kurtosis: float | None, profile: str = "init") -> Bands:
     ok_lo, ok_hi, fail_lo, fail_hi = FIXED_BANDS[profile]
     k = band_kurtosis(n, excess_kurtosis)
     return Bands(

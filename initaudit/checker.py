@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bands import Profile, bands_for, consistent
+from .bands import bands_for, consistent
 from .fans import Fans
 from .report import Finding
-from .schemes import MATCH_RULES, Target, rule_variance, target_variance
+from .schemes import MATCH_RULES, rule_variance, target_variance
 from .stats import TensorStats
 
 FLOAT16_MAX = 65504.0
@@ -24,7 +24,7 @@ MIN_COUNT_FOR_FAMILY = 64
 
 @dataclass(frozen=True)
 class Verdict:
-    target_var: float | None
+    target_var: float
     ratio: float | None
     status_findings: tuple[Finding, ...]
     matches: tuple[str, ...]
@@ -35,7 +35,7 @@ def effective_var(stats: TensorStats, scale: float = 1.0) -> float:
     return stats.var * scale * scale
 
 
-def pathologies(stats: TensorStats, profile: Profile = "init", fp16: bool = False) -> list[Finding]:
+def pathologies(stats: TensorStats, profile: str = "init", fp16: bool = False) -> list[Finding]:
     """IA2xx: what is wrong with the values whatever the target."""
     findings = []
     total = stats.total
@@ -100,8 +100,8 @@ def distribution(stats: TensorStats) -> str:
     return "other"
 
 
-def verdict(stats: TensorStats, fans: Fans, target: Target, gain: float | None = None,
-            profile: Profile = "init", scale: float = 1.0) -> Verdict:
+def verdict(stats: TensorStats, fans: Fans, target: str, gain: float | None = None,
+            profile: str = "init", scale: float = 1.0) -> Verdict:
     """Ratio to the target and the IA1xx finding it earns."""
     target_var = target_variance(target, fans, gain)
     found: list[Finding] = []

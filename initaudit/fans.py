@@ -61,7 +61,7 @@ def keras_fans(shape: Sequence[int]) -> Fans:
     return Fans(shape[-2] * rf, shape[-1] * rf)
 
 
-def conv_fans(weight_shape: Sequence[int], groups: int) -> dict[Convention, Fans]:
+def conv_fans(weight_shape: Sequence[int], groups: int) -> dict[str, Fans]:
     """ONNX Conv ``W[M, C/g, k...]``.
 
     Connectivity divides the output channels by the groups (one input channel feeds
@@ -82,7 +82,7 @@ def conv_fans(weight_shape: Sequence[int], groups: int) -> dict[Convention, Fans
     }
 
 
-def conv_transpose_fans(weight_shape: Sequence[int], groups: int) -> dict[Convention, Fans]:
+def conv_transpose_fans(weight_shape: Sequence[int], groups: int) -> dict[str, Fans]:
     """ONNX ConvTranspose ``W[C, M/g, k...]`` (stride 1).
 
     Each output unit is fed by (C/g)·k inputs; each input reaches (M/g)·k outputs.
@@ -99,7 +99,7 @@ def conv_transpose_fans(weight_shape: Sequence[int], groups: int) -> dict[Conven
     }
 
 
-def same_fans(fans: Fans) -> dict[Convention, Fans]:
+def same_fans(fans: Fans) -> dict[str, Fans]:
     """For ops where every convention agrees (plain matrices, Einsum with known axes)."""
     return {name: fans for name in CONVENTIONS}
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import NodeProto, TensorProto, helper
 
 from .bands import bands_for
 from .checker import distribution, orthogonal_gain, pathologies, verdict
@@ -58,7 +59,7 @@ class View:
         return node_name(self.use.scope, self.use.consumer)
 
 
-def _attrs(node) -> dict[str, object]:
+def _attrs(node: NodeProto) -> dict[str, Any]:
     values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     return {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v for k, v in values.items()}
 
@@ -96,7 +97,7 @@ def _packed(graph: ModelGraph, model: LoadedModel, use: WeightUse, role: Role, f
     axis = role.layout.find("O")
     n_out = followed.shape[axis]
     count = packed_parts(graph, use.scope, use.consumer, n_out, model.load_array)
-    if count == 1:
+    if count == 1 or role.fans is None:
         return role
     size = n_out // count
     names = {3: ("q", "k", "v"), 2: ("k", "v")}.get(count, tuple(f"part{i}" for i in range(count)))
@@ -142,8 +143,8 @@ def _target(opts: AuditOptions, down: Downstream) -> tuple[str, float, str | Non
     return opts.target, (math.sqrt(2.0) if opts.target == "he" else 1.0), None
 
 
-def _packed_note(role: Role) -> Finding:
-    part, whole = role.fans["connectivity"], role.fans["pytorch"]
+def _packed_note(role: Role, fans: dict[str, Fans]) -> Finding:
+    part, whole = fans["connectivity"], fans["pytorch"]
     message = (f"{len(role.parts)} parts ({', '.join(p.name for p in role.parts)}) used as separate matrices: "
                "fans are those of one part")
     if whole != part:
@@ -173,7 +174,7 @@ class Planned:
     ref: SourceRef
     source: TensorSource
     views: list[View]
-    primary: View
+    primary: View | None               # None: read only by an op whose layout is unknown
     findings: list[Finding]
     task: MeasureTask
     down: Downstream | None = None
@@ -216,8 +217,10 @@ def _nbits_task(model: LoadedModel, graph: ModelGraph, use: WeightUse,
     node = use.consumer
     attrs = _attrs(node)
     layout = NBitsLayout(int(attrs["N"]), int(attrs["K"]), int(attrs.get("bits", 4)), int(attrs["block_size"]))
-    value = lambda i: constant_value(graph, use.scope, node.input[i], model.load_array) \
-        if i < len(node.input) and node.input[i] else None
+    def value(i: int) -> np.ndarray | None:
+        present = i < len(node.input) and node.input[i]
+        return constant_value(graph, use.scope, node.input[i], model.load_array) if present else None
+
     scales, zeros = value(2), value(3)
     if scales is None or (len(node.input) > 3 and node.input[3] and zeros is None):
         return MeasureTask(source), f"MatMulNBits {node.name!r}: scales or zero points are not constants"
@@ -235,55 +238,78 @@ def plan_unsupported(model: LoadedModel, ref: SourceRef, op: str, domain: str) -
     return Planned(ref, source, [], None, [finding], MeasureTask(source), unsupported_op=f"{domain}.{op}")
 
 
+@dataclass
+class Checked:
+    """A layer held to its target."""
+
+    target: str | None = None
+    gain: float = 1.0
+    reason: str | None = None
+    target_var: float | None = None
+    ratio: float | None = None
+    matches: tuple[str, ...] = ()
+    parts: list[PartReport] = field(default_factory=list)
+    forward_gain: float | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+
+def _check(p: Planned, role: Role, fans: Fans, down: Downstream, stats: TensorStats,
+           part_stats: list[TensorStats], opts: AuditOptions, prior: list[Finding]) -> Checked:
+    target, gain, reason = _target(opts, down)
+    result = verdict(stats, fans, target, gain, opts.profile, role.scale)
+    out = Checked(target, gain, reason, result.target_var, result.ratio,
+                  result.matches + _orthogonal(p.source, p.task, stats), findings=list(result.status_findings))
+    out.parts, part_findings = _parts(p.task.parts, part_stats, result.target_var, opts.profile,
+                                      prior + out.findings)
+    out.findings.extend(part_findings)
+    if role.parts and role.fans and opts.convention == "connectivity":
+        out.findings.append(_packed_note(role, role.fans))
+    if stats.count and role.fans:
+        out.forward_gain = role.fans["connectivity"].fan_in * stats.var * role.scale ** 2 * activation_factor(down)
+    return out
+
+
 def finish(p: Planned, stats: TensorStats, part_stats: list[TensorStats], opts: AuditOptions) -> LayerReport:
     """The verdict on a measured weight."""
     findings = p.findings + pathologies(stats, opts.profile, opts.fp16)
     role = p.primary.role if p.primary else None
-    target, gain, reason = None, 1.0, None
-    target_var = ratio = forward = None
-    matches: tuple[str, ...] = ()
-    part_reports: list[PartReport] = []
+    checked = Checked()
     if role is not None and role.kind == "embedding":
         findings.append(Finding("IA901", "info", "embedding table read by Gather: not held to a fan-based target"))
     elif p.fans is not None and p.integer_units:
         findings.append(Finding("IA305", "info", "integer weights without a scale: statistics in integer units"))
-    elif p.fans is not None:
-        target, gain, reason = _target(opts, p.down)
-        result = verdict(stats, p.fans, target, gain, opts.profile, role.scale)
-        target_var, ratio = result.target_var, result.ratio
-        matches = result.matches + _orthogonal(p.source, p.primary.followed, stats)
-        findings.extend(result.status_findings)
-        part_reports, part_findings = _parts(p.task.parts, part_stats, target_var, opts.profile, findings)
-        findings.extend(part_findings)
-        if role.parts and opts.convention == "connectivity":
-            findings.append(_packed_note(role))
-        if stats.count:
-            forward = role.fans["connectivity"].fan_in * stats.var * role.scale ** 2 * activation_factor(p.down)
+    elif role is not None and p.fans is not None and p.down is not None:
+        checked = _check(p, role, p.fans, p.down, stats, part_stats, opts, findings)
+        findings.extend(checked.findings)
 
     kept = tuple(f for f in findings if opts.keeps(f.code))
     status = worst_status(kept)
-    views = p.views
+    primary = p.primary
     return LayerReport(
-        name=p.ref.name, graph=p.ref.scope, node=p.primary.node_name if p.primary else "",
-        op=p.unsupported_op or p.primary.use.consumer.op_type, shape=p.source.shape, dtype=p.source.dtype,
-        storage=p.source.location, layout=p.primary.layout if p.primary else "",
+        name=p.ref.name, graph=p.ref.scope, node=primary.node_name if primary else "",
+        op=p.unsupported_op or (primary.use.consumer.op_type if primary else ""), shape=p.source.shape,
+        dtype=p.source.dtype, storage=p.source.location, layout=primary.layout if primary else "",
         groups=role.groups if role else 1, fans=dict(role.fans) if role and role.fans else None,
         fan_in=p.fans.fan_in if p.fans else None, fan_out=p.fans.fan_out if p.fans else None, stats=stats,
-        target=target, target_var=target_var, ratio=ratio, status=status, matches=matches,
-        distribution=distribution(stats), findings=kept,
+        target=checked.target, target_var=checked.target_var, ratio=checked.ratio, status=status,
+        matches=checked.matches, distribution=distribution(stats), findings=kept,
         consumers=tuple(Consumer(v.node_name, v.use.consumer.op_type, v.use.scope.path, v.use.slot, v.layout,
-                                 v.role.fans[opts.convention] if v.role and v.role.fans else None) for v in views),
-        parts=tuple(part_reports),
-        suggestion=suggestion(target, gain, target_var, stats, role.fans, opts.convention, role.scale)
-        if ratio and status != "ok" and stats.var > 0 else None,
-        target_reason=reason, gain=gain, pool_area=p.pool_area, scale=role.scale if role else 1.0,
-        forward_gain=forward,
+                                 v.role.fans[opts.convention] if v.role and v.role.fans else None)
+                        for v in p.views),
+        parts=tuple(checked.parts),
+        suggestion=suggestion(checked.target, checked.gain, checked.target_var, stats, role.fans, opts.convention,
+                              role.scale)
+        if role and checked.target and checked.target_var and checked.ratio and status != "ok" and stats.var > 0
+        else None,
+        target_reason=checked.reason, gain=checked.gain, pool_area=p.pool_area, scale=role.scale if role else 1.0,
+        forward_gain=checked.forward_gain,
     )
 
 
-def _orthogonal(source, followed: Followed, stats) -> tuple[str, ...]:
+def _orthogonal(source: TensorSource, task: MeasureTask, stats: TensorStats) -> tuple[str, ...]:
     """``("orthogonal",)`` when the (small) matrix has orthonormal rows or columns up to a gain."""
-    if stats.count > ORTHOGONAL_MAX or stats.count < 4 or len(source.shape) < 2 or followed.dequant is not None:
+    if (stats.count > ORTHOGONAL_MAX or stats.count < 4 or len(source.shape) < 2
+            or task.dequant is not None or task.decoder is not None or not source.is_float):
         return ()
     with np.errstate(all="ignore"):
         values = source.to_array().astype(np.float64)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .fans import (
-    Convention,
     Fans,
     conv_fans,
     conv_transpose_fans,
@@ -57,7 +56,7 @@ def axis_part(name: str, shape: Sequence[int], axis: int, start: int, stop: int)
 @dataclass(frozen=True)
 class Role:
     layout: str                                   # one letter per axis of the consumed shape
-    fans: dict[Convention, Fans] | None           # None: not a fan-based weight (embedding)
+    fans: dict[str, Fans] | None           # None: not a fan-based weight (embedding)
     groups: int = 1
     parts: tuple[Part, ...] = ()
     kind: Literal["layer", "embedding"] = "layer"
@@ -138,7 +137,7 @@ def _recurrent(use: OpUse) -> Role:
         directions = tuple(f"dir{d}" for d in range(shape[0]))
     n_in = shape[2]
     gate_packed = Fans(n_in, len(gates) * hidden)  # torch weight_ih [G·H, I]; Keras kernel (I, G·H)
-    fans: dict[Convention, Fans] = {
+    fans: dict[str, Fans] = {
         "connectivity": Fans(n_in, hidden), "pytorch": gate_packed, "keras": gate_packed,
     }
     block = hidden * n_in  # one gate of one direction, contiguous in [D, G·H, I]
@@ -160,7 +159,7 @@ def _dynamic_quantize_lstm(use: OpUse) -> Role:
     if 4 * hidden != shape[2]:
         raise UnsupportedUse(f"DynamicQuantizeLSTM hidden_size={hidden} does not match {list(shape)}")
     packed = Fans(shape[1], 4 * hidden)
-    fans: dict[Convention, Fans] = {"connectivity": Fans(shape[1], hidden), "pytorch": packed, "keras": packed}
+    fans: dict[str, Fans] = {"connectivity": Fans(shape[1], hidden), "pytorch": packed, "keras": packed}
     parts = tuple(axis_part(gate, shape, 2, g * hidden, (g + 1) * hidden)
                   for g, gate in enumerate(GATES["LSTM"])) if shape[0] == 1 else ()
     return Role("BIO", fans, parts=parts)
@@ -211,7 +210,7 @@ def _packed_attention(use: OpUse) -> Role:
         raise UnsupportedUse(f"Attention qkv sizes {sizes} do not add up to {use.shape[1]}")
     bounds = [0, *itertools.accumulate(sizes)]
     parts = tuple(axis_part(n, use.shape, 1, bounds[i], bounds[i + 1]) for i, n in enumerate("qkv"))
-    fans: dict[Convention, Fans] = {"connectivity": Fans(use.shape[0], sizes[0]),
+    fans: dict[str, Fans] = {"connectivity": Fans(use.shape[0], sizes[0]),
                                     "pytorch": Fans(use.shape[0], use.shape[1]),
                                     "keras": Fans(use.shape[0], use.shape[1])}
     return Role("IO", fans, parts=parts)

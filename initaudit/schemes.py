@@ -38,7 +38,7 @@ def rule_variance(rule: str, fans: Fans) -> float:
     raise ValueError(f"unknown rule {rule!r}; choose one of {list(MATCH_RULES)}")
 
 
-def target_variance(target: Target, fans: Fans, gain: float | None = None) -> float:
+def target_variance(target: str, fans: Fans, gain: float | None = None) -> float:
     """The variance ``target`` asks of a layer with these fans.
 
     ``gain`` defaults to the scheme's usual one: 1 for Xavier and LeCun, √2 (ReLU)
