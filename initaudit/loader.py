@@ -121,7 +121,8 @@ class LoadedModel:
         real = os.path.realpath(candidate)
         if os.path.commonpath([folder, real]) != folder or real != os.path.normpath(candidate):
             raise InitauditError(f"tensor {name!r}: external data {location!r} is a symlink or leaves the "
-                                 "model's folder; refusing to read it")
+                                 "model's folder; refusing to read it (for a symlinked cache such as Hugging "
+                                 "Face's, copy the folder with `cp -rL` first)")
         try:
             fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
@@ -132,7 +133,8 @@ class LoadedModel:
         if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
             os.close(fd)
             what = "is not a regular file" if not stat.S_ISREG(info.st_mode) else "has several hard links"
-            raise InitauditError(f"tensor {name!r}: external data {location!r} {what}; refusing to read it")
+            raise InitauditError(f"tensor {name!r}: external data {location!r} {what}; refusing to read it "
+                                 "(copy it to a file of its own first)")
         self._fds[location] = fd
         return fd
 
