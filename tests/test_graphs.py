@@ -2,6 +2,8 @@
 control flow, functions, shared and external tensors."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -362,3 +364,11 @@ def test_sparse_initializer(tmp_path):
     assert (layer.fan_in, layer.fan_out) == (32, 16)
     assert layer.stats.zeros == dense.size - flat.size
     assert layer.stats.var == pytest.approx(float(dense.astype(np.float64).var()), rel=1e-9)
+
+
+def test_external_data_with_a_second_hard_link_is_refused(tmp_path):
+    path, w = _external_model(tmp_path, "w.bin")
+    (path.parent / "w.bin").write_bytes(w.tobytes())
+    os.link(path.parent / "w.bin", tmp_path / "elsewhere.bin")
+    with pytest.raises(InitauditError, match="hard links"):
+        initaudit.audit(path)
