@@ -202,13 +202,21 @@ def plan(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], opts: Aud
         followed.dequant is None or followed.dequant.scale.size == 1 and float(followed.dequant.scale) == 1.0)
     ) or (not source.is_float and followed.dequant is None and planned.task.decoder is None)
     if role is not None and role.fans:
-        planned.down = follow_output(graph, primary.use.scope, consumer)
+        planned.down = follow_output(graph, primary.use.scope, consumer, _slope_reader(model, graph))
         fans = role.fans[opts.convention]
         if opts.pool_aware and consumer.op_type.endswith("Conv") and planned.down.pool_area > 1:
             planned.pool_area = planned.down.pool_area
             fans = Fans(fans.fan_in, max(1, fans.fan_out // planned.pool_area))
         planned.fans = fans
     return planned
+
+
+def _slope_reader(model: LoadedModel, graph: ModelGraph):
+    """Reads a PRelu slope: the mean of a per-channel one (the gain formula takes one number)."""
+    def read(scope, name: str) -> float | None:
+        value = constant_value(graph, scope, name, model.load_array)
+        return None if value is None or value.size == 0 else float(np.mean(value.astype(np.float64)))
+    return read
 
 
 def _nbits_task(model: LoadedModel, graph: ModelGraph, use: WeightUse,

@@ -72,7 +72,7 @@ def _mlp_with(activation: str | None, **attrs) -> object:
     out = "hb"
     inits = [tensor("w", xavier_uniform(rng, (32, 64), 64, 32)), tensor("b", np.zeros(32, np.float32))]
     if activation == "PRelu":
-        inits.append(tensor("slope", np.array([0.25], np.float32)))
+        inits.append(tensor("slope", np.array([0.1, 0.3], np.float32)))  # per channel: mean 0.2
         nodes.append(helper.make_node("PRelu", [out, "slope"], ["y"]))
     elif activation:
         nodes.append(helper.make_node(activation, [out], ["y"], **attrs))
@@ -84,7 +84,7 @@ def _mlp_with(activation: str | None, **attrs) -> object:
 @pytest.mark.parametrize("activation,attrs,target,gain", [
     ("Relu", {}, "he", math.sqrt(2)),
     ("LeakyRelu", {"alpha": 0.2}, "he", math.sqrt(2 / 1.04)),
-    ("PRelu", {}, "he", math.sqrt(2 / 1.0625)),
+    ("PRelu", {}, "he", math.sqrt(2 / 1.04)),
     ("Tanh", {}, "xavier", 5 / 3),
     ("Sigmoid", {}, "xavier", 1.0),
     ("Selu", {}, "lecun", 1.0),
