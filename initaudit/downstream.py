@@ -13,6 +13,7 @@ from onnx import NodeProto
 
 from .graph import ModelGraph, Scope, attribute
 from .schemes import calculate_gain
+from .trace import constant_value
 
 TRANSPARENT = {
     "Add", "Sub", "BatchNormalization", "Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
@@ -68,8 +69,12 @@ def _activation(scope: Scope, node: NodeProto, load_scalar) -> tuple[str, float 
     elif op == "PRelu":
         alpha = load_scalar(scope, node.input[1]) if load_scalar and len(node.input) > 1 else None
         alpha = 0.25 if alpha is None else alpha
-    elif op == "Clip":
-        op = "Relu"  # Clip(0, 6) is ReLU6: He's gain applies
+    elif op == "Clip":  # Clip(0, 6) is ReLU6, He's gain applies; Clip(-1, 1) is a hard tanh
+        low = attribute(node, "min")
+        if low is None and len(node.input) > 1 and node.input[1] and load_scalar:
+            low = load_scalar(scope, node.input[1])
+        if low is not None and float(low) == 0.0:
+            op = "Relu"
     return op, alpha
 
 
@@ -97,7 +102,6 @@ def auto_target(down: Downstream) -> tuple[str, float, str]:
 
 
 def _constant_1d(graph: ModelGraph, scope: Scope, name: str, load) -> list[int] | None:
-    from .trace import constant_value
     value = constant_value(graph, scope, name, load) if name else None
     return None if value is None or value.ndim > 1 else [int(v) for v in value.ravel()]
 

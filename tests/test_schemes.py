@@ -88,6 +88,8 @@ def _mlp_with(activation: str | None, **attrs) -> object:
     ("Tanh", {}, "xavier", 5 / 3),
     ("Sigmoid", {}, "xavier", 1.0),
     ("Selu", {}, "lecun", 1.0),
+    ("Clip", {"min": 0.0, "max": 6.0}, "he", math.sqrt(2)),
+    ("Clip", {"min": -1.0, "max": 1.0}, "xavier", 1.0),
     (None, {}, "xavier", 1.0),
 ])
 def test_auto_target_follows_the_activation(tmp_path, activation, attrs, target, gain):
