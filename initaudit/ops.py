@@ -74,22 +74,24 @@ class OpUse:
     attrs: dict[str, Any]
 
 
-def _conv(use: OpUse) -> Role:
+def _groups(use: OpUse, layout: str) -> int:
+    """The ``group`` of a (transposed) convolution whose weight is ``layout`` = [full, per-group, k...]."""
     shape, groups = use.shape, int(use.attrs.get("group", 1))
     if len(shape) < 3:
-        raise UnsupportedUse(f"{use.op} weight of rank {len(shape)}; expected [M, C/group, k...]")
+        raise UnsupportedUse(f"{use.op} weight of rank {len(shape)}; expected {layout}")
     if groups < 1 or shape[0] % groups:
-        raise UnsupportedUse(f"{use.op} output channels {shape[0]} not divisible by group={groups}")
-    return Role("OI" + spatial_letters(len(shape) - 2), conv_fans(shape, groups), groups)
+        raise UnsupportedUse(f"{use.op} weight axis 0 of {shape[0]} not divisible by group={groups}")
+    return groups
+
+
+def _conv(use: OpUse) -> Role:
+    groups = _groups(use, "[M, C/group, k...]")
+    return Role("OI" + spatial_letters(len(use.shape) - 2), conv_fans(use.shape, groups), groups)
 
 
 def _conv_transpose(use: OpUse) -> Role:
-    shape, groups = use.shape, int(use.attrs.get("group", 1))
-    if len(shape) < 3:
-        raise UnsupportedUse(f"ConvTranspose weight of rank {len(shape)}; expected [C, M/group, k...]")
-    if groups < 1 or shape[0] % groups:
-        raise UnsupportedUse(f"ConvTranspose input channels {shape[0]} not divisible by group={groups}")
-    return Role("IO" + spatial_letters(len(shape) - 2), conv_transpose_fans(shape, groups), groups)
+    groups = _groups(use, "[C, M/group, k...]")
+    return Role("IO" + spatial_letters(len(use.shape) - 2), conv_transpose_fans(use.shape, groups), groups)
 
 
 def _matrix(shape: Sequence[int], right_operand: bool, scale: float = 1.0) -> Role:
