@@ -13,7 +13,7 @@ from onnx import NodeProto
 
 from .graph import ModelGraph, Scope, attribute
 from .schemes import calculate_gain
-from .trace import constant_value
+from .trace import as_ints, constant_value
 
 TRANSPARENT = {
     "Add", "Sub", "BatchNormalization", "Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
@@ -103,7 +103,7 @@ def auto_target(down: Downstream) -> tuple[str, float, str]:
 
 def _constant_1d(graph: ModelGraph, scope: Scope, name: str, load) -> list[int] | None:
     value = constant_value(graph, scope, name, load) if name else None
-    return None if value is None or value.ndim > 1 else [int(v) for v in value.ravel()]
+    return None if value is None or value.ndim > 1 else as_ints(value)
 
 
 def _reshape_pieces(graph: ModelGraph, scope: Scope, node: NodeProto, load) -> list[int] | None:

@@ -36,7 +36,7 @@ from .rules import RULES
 from .stats import TensorStats
 from .suggest import suggestion
 from .tensors import FLOAT_TYPES, TensorSource
-from .trace import Followed, SourceRef, WeightUse, constant_value, follow
+from .trace import Followed, SourceRef, WeightUse, constant_input, constant_value, follow
 
 INTEGER_OPS = {"ConvInteger", "MatMulInteger"}
 PACKABLE = {"MatMul", "Gemm", "MatMulNBits"}
@@ -225,11 +225,8 @@ def _nbits_task(model: LoadedModel, graph: ModelGraph, use: WeightUse,
     node = use.consumer
     attrs = _attrs(node)
     layout = NBitsLayout(int(attrs["N"]), int(attrs["K"]), int(attrs.get("bits", 4)), int(attrs["block_size"]))
-    def value(i: int) -> np.ndarray | None:
-        present = i < len(node.input) and node.input[i]
-        return constant_value(graph, use.scope, node.input[i], model.load_array) if present else None
-
-    scales, zeros = value(2), value(3)
+    scales = constant_input(graph, use.scope, node, 2, model.load_array)
+    zeros = constant_input(graph, use.scope, node, 3, model.load_array)
     if scales is None or (len(node.input) > 3 and node.input[3] and zeros is None):
         return MeasureTask(source), f"MatMulNBits {node.name!r}: scales or zero points are not constants"
     try:

@@ -91,10 +91,7 @@ def trace(graph: ModelGraph, scope: Scope, name: str, steps: tuple[Step, ...] = 
 def _slice_range(graph: ModelGraph, scope: Scope, node: NodeProto, load: LoadArray) -> tuple[int, int, int] | None:
     """(axis, start, end) of a one-axis, step-1 Slice with constant bounds."""
     def const(i: int) -> list[int] | None:
-        if i >= len(node.input) or not node.input[i]:
-            return None
-        value = constant_value(graph, scope, node.input[i], load)
-        return None if value is None else [int(v) for v in np.ravel(value)]
+        return as_ints(constant_input(graph, scope, node, i, load))
     starts, ends = const(1), const(2)
     axes, steps = const(3) or attribute(node, "axes") or [0], const(4) or [1]
     if starts is None:
@@ -146,6 +143,18 @@ def find_uses(graph: ModelGraph, load: LoadArray | None = None) -> list[WeightUs
                     for source, steps in trace(graph, scope, node.input[slot], load=load):
                         uses.append(WeightUse(source, steps, node, scope, slot))
     return uses
+
+
+def as_ints(value: np.ndarray | None) -> list[int] | None:
+    return None if value is None else [int(v) for v in np.ravel(value)]
+
+
+def constant_input(graph: ModelGraph, scope: Scope, node: NodeProto, slot: int | None,
+                   load: LoadArray) -> np.ndarray | None:
+    """The constant fed to ``node``'s input ``slot``; None when absent or computed at run time."""
+    if slot is None or slot >= len(node.input) or not node.input[slot]:
+        return None
+    return constant_value(graph, scope, node.input[slot], load)
 
 
 def constant_value(graph: ModelGraph, scope: Scope, name: str, load: LoadArray) -> np.ndarray | None:
@@ -228,16 +237,13 @@ def _moved_shape(graph: ModelGraph, step: Step, shape: list[int], load: LoadArra
         axis = int(attribute(node, "axis", 1)) % (rank + 1) if rank else 0
         return [math.prod(shape[:axis]), math.prod(shape[axis:])]
     if op == "Reshape":
-        target = constant_value(graph, step.scope, node.input[1], load) if len(node.input) > 1 else None
-        if target is None:
-            return None
-        return _reshape_target(shape, [int(v) for v in np.ravel(target)], bool(attribute(node, "allowzero", 0)))
+        target = as_ints(constant_input(graph, step.scope, node, 1, load))
+        return None if target is None else _reshape_target(shape, target, bool(attribute(node, "allowzero", 0)))
     axes_value = attribute(node, "axes")
     if axes_value is None and len(node.input) > 1 and node.input[1]:
-        found = constant_value(graph, step.scope, node.input[1], load)
-        if found is None:
+        axes_value = as_ints(constant_input(graph, step.scope, node, 1, load))
+        if axes_value is None:
             return None
-        axes_value = [int(v) for v in np.ravel(found)]
     if op == "Squeeze":
         drop = {a % rank for a in axes_value} if axes_value else {i for i, d in enumerate(shape) if d == 1}
         return [d for i, d in enumerate(shape) if i not in drop]
@@ -278,12 +284,10 @@ def _stored_axis(axis: int, shape: list[int], axes: list[int | None]) -> int | N
 def _dequant(graph: ModelGraph, step: Step, shape: list[int], axes: list[int | None],
              load: LoadArray) -> tuple[Dequant | None, str | None]:
     node = step.node
-    scale = constant_value(graph, step.scope, node.input[1], load) if len(node.input) > 1 else None
+    scale = constant_input(graph, step.scope, node, 1, load)
     if scale is None:
         return None, f"DequantizeLinear {node.name!r} has a scale computed at run time"
-    zero = None
-    if len(node.input) > 2 and node.input[2]:
-        zero = constant_value(graph, step.scope, node.input[2], load)
+    zero = constant_input(graph, step.scope, node, 2, load)
     block = int(attribute(node, "block_size", 0))
     axis = int(attribute(node, "axis", 1))
     return _make_dequant(scale, zero, axis, block, shape, axes, f"DequantizeLinear {node.name!r}")
@@ -294,13 +298,8 @@ def _implicit_dequant(graph: ModelGraph, use: WeightUse, slots: tuple[int | None
     scale_slot, zero_slot, axis_spec = slots
     node = use.consumer
 
-    def value(slot: int | None) -> np.ndarray | None:
-        if slot is None or slot >= len(node.input) or not node.input[slot]:
-            return None
-        return constant_value(graph, use.scope, node.input[slot], load)
-
-    scale = value(scale_slot)
-    zero = value(zero_slot)
+    scale = constant_input(graph, use.scope, node, scale_slot, load)
+    zero = constant_input(graph, use.scope, node, zero_slot, load)
     if scale_slot is not None and scale is None:
         return None, f"{node.op_type} {node.name!r} has a weight scale computed at run time"
     if axis_spec == "N":  # QGemm: per output column, whichever way B is stored
