@@ -104,11 +104,6 @@ def same_fans(fans: Fans) -> dict[str, Fans]:
     return {name: fans for name in CONVENTIONS}
 
 
-def matrix_fans(rows: int, cols: int, weight_is_right_operand: bool) -> Fans:
-    """Fans of one matrix in ``x @ W`` (W is [in, out]) or ``W @ x`` (W is [out, in])."""
-    return Fans(rows, cols) if weight_is_right_operand else Fans(cols, rows)
-
-
 def layout_fans(shape: Sequence[int], layout: str, groups: int = 1) -> Fans:
     """Connectivity fans of a tensor whose axes are named by ``layout``.
 

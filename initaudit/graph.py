@@ -78,8 +78,7 @@ class ModelGraph:
 
     def __init__(self, model: onnx.ModelProto) -> None:
         self.scopes: list[Scope] = []
-        main = self._add_graph("main", model.graph, None)
-        self.main = main
+        self._add_graph("main", model.graph, None)
         by_key: dict[tuple[str, str], Scope] = {}
         for function in model.functions:
             path = f"function:{function.domain}.{function.name}" if function.domain else f"function:{function.name}"

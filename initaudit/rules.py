@@ -111,6 +111,3 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "Nothing, unless the pathologies (IA2xx) fire."),
 )}
 
-
-def rule(code: str) -> Rule:
-    return RULES[code]

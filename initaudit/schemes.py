@@ -10,11 +10,9 @@ Var(W) of each scheme, with fi = fan_in and fo = fan_out:
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 from .fans import Fans
 
-Target = Literal["xavier", "he", "lecun"]
 TARGETS: tuple[str, ...] = ("xavier", "he", "lecun", "auto")
 
 #: The `matches` vocabulary of the JSON contract, in report order.

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import InitauditError
@@ -193,6 +192,3 @@ class TensorSource:
 def typed_field_source(tensor: TensorProto, name: str, location: str) -> TensorSource:
     return TensorSource(name, tensor.data_type, tuple(tensor.dims), None, tensor, location)
 
-
-def describe(tensor: onnx.TensorProto) -> str:
-    return f"{tensor.name!r} ({dtype_name(tensor.data_type)}, shape {list(tensor.dims)})"

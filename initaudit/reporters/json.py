@@ -23,7 +23,7 @@ def _stats(stats: TensorStats) -> dict[str, Any]:
     return {
         "count": stats.total,
         "mean": _clean(stats.mean),
-        "std": _clean(math.sqrt(stats.var)) if stats.count else None,
+        "std": _clean(stats.std) if stats.count else None,
         "var": _clean(stats.var),
         "min": _clean(stats.min),
         "max": _clean(stats.max),
