@@ -198,9 +198,9 @@ def plan(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], opts: Aud
         planned.task, problem = _nbits_task(model, graph, primary.use, source)
         if problem:
             planned.findings.append(Finding("IA304", "warn", problem))
-    planned.integer_units = (consumer.op_type in INTEGER_OPS and (
-        followed.dequant is None or followed.dequant.scale.size == 1 and float(followed.dequant.scale) == 1.0)
-    ) or (not source.is_float and followed.dequant is None and planned.task.decoder is None)
+    dequant = followed.dequant
+    planned.integer_units = (dequant.unscaled if dequant is not None else
+                             consumer.op_type in INTEGER_OPS or (not source.is_float and planned.task.decoder is None))
     if role is not None and role.fans:
         planned.down = follow_output(graph, primary.use.scope, consumer, _slope_reader(model, graph))
         fans = role.fans[opts.convention]

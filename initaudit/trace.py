@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from onnx import NodeProto, TensorProto
@@ -173,6 +173,7 @@ class Dequant:
     zero_point: np.ndarray | None
     axis: int | None       # stored axis of a 1-D (or blocked) scale; None for a scalar
     block_size: int = 0
+    unscaled: bool = False  # only a zero point was found: values are in integer units
 
 
 @dataclass(frozen=True)
@@ -308,11 +309,13 @@ def _implicit_dequant(graph: ModelGraph, use: WeightUse, slots: tuple[int | None
         axis = int(axis_spec)
     if scale is None:
         scale = _downstream_scale(graph, use.scope, node, load)
-    if scale is None:
-        if zero is None:
-            return None, None
-        scale = np.ones(1, np.float32)  # the integer op carries no scale: values stay in integer units
-    return _make_dequant(scale, zero, axis, 0, shape, axes, f"{node.op_type} {node.name!r}")
+    where = f"{node.op_type} {node.name!r}"
+    if scale is not None:
+        return _make_dequant(scale, zero, axis, 0, shape, axes, where)
+    if zero is None:
+        return None, None
+    dequant, problem = _make_dequant(np.ones(1, np.float32), zero, axis, 0, shape, axes, where)
+    return (None if dequant is None else replace(dequant, unscaled=True)), problem
 
 
 def _downstream_scale(graph: ModelGraph, scope: Scope, node: NodeProto, load: LoadArray) -> np.ndarray | None:
