@@ -35,7 +35,8 @@ def audit_parser() -> argparse.ArgumentParser:
                 epilog="Other commands: `initaudit fans SHAPE --layout LAYOUT`, `initaudit rules [CODE]`. "
                        "Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or unreadable model.")
     p.add_argument("models", nargs="+", metavar="MODEL", help="ONNX files, or folders (every *.onnx below)")
-    p.add_argument("--target", choices=TARGETS, help="scheme each layer is held to (default: xavier)")
+    p.add_argument("--target", metavar="{" + ",".join(TARGETS) + ",std:VALUE}",
+                   help="scheme each layer is held to, or a fixed std such as std:0.02 (default: xavier)")
     p.add_argument("--convention", choices=CONVENTIONS, help="how fans are counted (default: connectivity)")
     p.add_argument("--profile", choices=PROFILES,
                    help="init: strict bands for a fresh export (default); trained: wide bands for trained weights")

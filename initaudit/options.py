@@ -7,14 +7,14 @@ from .bands import PROFILES, Profile
 from .errors import InitauditError
 from .fans import CONVENTIONS, Convention
 from .rules import RULES
-from .schemes import TARGETS
+from .schemes import normalize_target
 
 FAIL_ON = ("warn", "fail", "never")
 
 
 @dataclass(frozen=True)
 class AuditOptions:
-    target: str = "xavier"                 # xavier | he | lecun | auto
+    target: str = "xavier"                 # xavier | he | lecun | auto | std:VALUE
     convention: Convention = "connectivity"
     profile: Profile = "init"
     pool_aware: bool = False
@@ -25,8 +25,13 @@ class AuditOptions:
     drift_limit: float = 100.0             # IA104 when the activation variance drifts beyond this factor
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "target", normalize_target(self.target))
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise InitauditError(str(exc) if isinstance(exc, ValueError) else
+                                 f"target must be a string, got {self.target!r}") from None
         for value, allowed, what in (
-            (self.target, TARGETS, "target"), (self.convention, CONVENTIONS, "convention"),
+            (self.convention, CONVENTIONS, "convention"),
             (self.profile, PROFILES, "profile"), (self.fail_on, FAIL_ON, "fail-on"),
         ):
             if value not in allowed:

@@ -6,6 +6,7 @@ Var(W) of each scheme, with fi = fan_in and fo = fan_out:
 * He/Kaiming (He et al. 2015): gain²/fan with gain √2 for ReLU → 2/fi (fan_in mode)
 * LeCun (LeCun et al. 1998, SELU nets): 1/fi
 * PyTorch's default (kaiming_uniform_ with a=√5): gain² = 2/(1+5) → 1/(3·fi)
+* A fixed std σ (``std:0.02``, the Hugging Face ``initializer_range``): σ², whatever the fans
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import math
 from .fans import Fans
 
 TARGETS: tuple[str, ...] = ("xavier", "he", "lecun", "auto")
+#: How a fixed-std target is written: ``std:0.02``.
+STD_PREFIX = "std:"
 
 #: The `matches` vocabulary of the JSON contract, in report order.
 MATCH_RULES: tuple[str, ...] = ("xavier", "he_fan_in", "he_fan_out", "lecun", "torch_default", "zero")
@@ -36,12 +39,51 @@ def rule_variance(rule: str, fans: Fans) -> float:
     raise ValueError(f"unknown rule {rule!r}; choose one of {list(MATCH_RULES)}")
 
 
+def fixed_std(target: str) -> float | None:
+    """σ of a ``std:VALUE`` target; None for a fan-based scheme.
+
+    Raises:
+        ValueError: ``std:`` followed by something that is not a positive finite number.
+    """
+    if not target.startswith(STD_PREFIX):
+        return None
+    try:
+        value = float(target[len(STD_PREFIX):])
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"target {target!r}: write a positive standard deviation, e.g. std:0.02")
+    return value
+
+
+def std_target(value: float) -> str:
+    """The canonical spelling of a fixed-std target (``std:0.02``)."""
+    return f"{STD_PREFIX}{value:.6g}"
+
+
+def normalize_target(target: str) -> str:
+    """A scheme name as is, a fixed std spelled canonically (``std:2e-2`` → ``std:0.02``).
+
+    Raises:
+        ValueError: neither a known scheme nor ``std:VALUE``.
+    """
+    value = fixed_std(target)
+    if value is not None:
+        return std_target(value)
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)} or std:VALUE")
+    return target
+
+
 def target_variance(target: str, fans: Fans, gain: float | None = None) -> float:
     """The variance ``target`` asks of a layer with these fans.
 
-    ``gain`` defaults to the scheme's usual one: 1 for Xavier and LeCun, √2 (ReLU)
-    for He.
+    ``gain`` defaults to the scheme's usual one: 1 for Xavier, LeCun and a fixed
+    std, √2 (ReLU) for He.
     """
+    std = fixed_std(target)
+    if std is not None:
+        return (gain or 1.0) ** 2 * std * std
     if target == "xavier":
         return (gain or 1.0) ** 2 * 2.0 / (fans.fan_in + fans.fan_out)
     if target == "he":

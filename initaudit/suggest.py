@@ -4,7 +4,8 @@ that draws it there in PyTorch, Keras and JAX.
 A framework's named initializer is suggested only when that framework's own fan
 rule gives the same fans as the convention in use (e.g. not for a depthwise conv,
 where torch counts fan_out 288 instead of 9); otherwise an explicit uniform bound
-√(3·target) is, which is right whatever the framework counts.
+√(3·target) is, which is right whatever the framework counts.  A fixed-std target
+(``std:0.02``) is a normal draw of that std in every framework: no fans involved.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import math
 
 from .fans import Fans
 from .report import Suggestion
+from .schemes import fixed_std
 from .stats import TensorStats
 
 #: target → (mode of VarianceScaling, usual gain²)
@@ -50,7 +52,12 @@ def suggestion(target: str | None, gain: float, target_var: float, stats: Tensor
     keras_call = f"keras.initializers.RandomUniform(-{bound:.6g}, {bound:.6g})"
     jax_call = f"lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -{bound:.6g}, {bound:.6g})"
     ours = fans.get(convention) if fans else None
-    if fans and ours and op_scale == 1.0 and target in MODES:
+    if target is not None and fixed_std(target) is not None:
+        sigma = math.sqrt(target_var) / abs(op_scale)
+        torch_call = f"torch.nn.init.normal_(w, std={sigma:.6g})"
+        keras_call = f"keras.initializers.RandomNormal(stddev={sigma:.6g})"
+        jax_call = f"jax.nn.initializers.normal({sigma:.6g})"
+    elif fans and ours and op_scale == 1.0 and target in MODES:
         torch_call = _torch(target, gain, fans, ours) or torch_call
         named = _variance_scaling(target, gain, fans, ours)
         if named:
