@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
 from .errors import InitauditError
 from .graph import ModelGraph, Scope
+from .layerrules import dead_rules
 from .layers import finish, is_candidate, plan, plan_unsupported
 from .loader import load_model
 from .measure import default_jobs, measure_all
+from .modelpolicy import layer_specs
 from .ops import WEIGHT_OPS, canonical_domain
 from .options import FAIL_ON, AuditOptions
-from .report import ModelReport, Report, Skipped
+from .report import Finding, ModelReport, Report, Skipped
 from .signal import signal_drift
 from .trace import PASS_THROUGH, SourceRef, WeightUse, constant_tensor, find_uses
 
@@ -41,7 +44,12 @@ def audit(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], jobs
         models = tuple(_audit_in_processes(files, opts, jobs))
     else:
         models = tuple(audit_model(path, opts, jobs) for path in files)
-    return Report(models, opts.fail_on, {"version": __version__})
+    dead = dead_rules(opts.layers, {i for m in models for i in m.rules_matched})
+    warnings = tuple(f"{rule.label} matched no layer in any audited model" for rule in dead)
+    if warnings and opts.keeps("IA503"):
+        notes = tuple(Finding("IA503", "info", w) for w in warnings)
+        models = tuple(replace(m, findings=m.findings + notes) for m in models)
+    return Report(models, opts.fail_on, {"version": __version__}, warnings)
 
 
 def _audit_one(args: tuple[Path, AuditOptions]) -> ModelReport | InitauditError:
@@ -101,7 +109,8 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
                 else:
                     planned.append(plan_unsupported(model, ref, op, domain))
         measured = measure_all([p.task for p in planned], jobs)
-        layers = [finish(p, stats, parts, opts) for p, (stats, parts) in zip(planned, measured)]
+        specs, policy, matched = layer_specs(planned, measured, opts)
+        layers = [finish(p, stats, parts, opts, spec) for p, (stats, parts), spec in zip(planned, measured, specs)]
         drift, findings = signal_drift(graph, grouped, layers, opts.drift_limit)
     proto = model.proto
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -109,7 +118,7 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
         path=str(path), opset=opset, producer=" ".join(p for p in (proto.producer_name, proto.producer_version) if p),
         ir_version=proto.ir_version, target=opts.target, convention=opts.convention, profile=opts.profile,
         layers=tuple(layers), skipped=tuple(skipped), signal_gain=drift,
-        findings=tuple(f for f in findings if opts.keeps(f.code)),
+        findings=tuple(f for f in findings if opts.keeps(f.code)), policy=policy, rules_matched=matched,
     )
 
 

@@ -129,6 +129,8 @@ def run_audit(argv: Sequence[str]) -> int:
         raise InitauditError(f"unknown format {fmt!r}; choose one of {', '.join(sorted(REPORTERS))}")
     jobs = args.jobs if args.jobs is not None else config.get("jobs")
     report = audit(args.models, jobs=jobs, **options)
+    for warning in report.warnings:
+        print(f"initaudit: warning: {warning}", file=sys.stderr)
     if fmt == "table":
         color = args.color == "always" or (
             args.color == "auto" and args.output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ)

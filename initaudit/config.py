@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InitauditError
+from .layerrules import parse_rules
 
 KEYS = {"target", "convention", "profile", "pool_aware", "fail_on", "select", "ignore", "format", "fp16", "jobs",
-        "drift_limit"}
+        "drift_limit", "layers"}
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -42,4 +43,6 @@ def load_config(explicit: str | None, start: Path | None = None) -> dict[str, An
     for key in ("select", "ignore"):
         if isinstance(config.get(key), str):
             config[key] = [config[key]]
+    if "layers" in config:
+        config["layers"] = parse_rules(config["layers"], str(path))
     return config

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 from onnx import NodeProto, TensorProto, helper
 
-from .bands import bands_for
+from .bands import bands_for, consistent
 from .checker import distribution, orthogonal_gain, pathologies, verdict
 from .downstream import (
+    AUTO_TARGETS,
     Downstream,
     activation_factor,
     auto_target,
@@ -19,11 +20,13 @@ from .downstream import (
 )
 from .fans import Fans
 from .graph import ModelGraph, node_name
+from .layerrules import RuleChoice
 from .loader import LoadedModel
 from .measure import MeasureTask
 from .nbits import NBitsLayout, make_decoder
 from .ops import OpUse, Role, UnsupportedUse, axis_part, role_of
 from .options import AuditOptions
+from .policy import Policy, Sample, breach, policy_target, std_matches
 from .report import (
     STATUS_ORDER,
     Consumer,
@@ -33,6 +36,7 @@ from .report import (
     worst_status,
 )
 from .rules import RULES
+from .schemes import fixed_std
 from .stats import TensorStats
 from .suggest import suggestion
 from .tensors import FLOAT_TYPES, TensorSource
@@ -137,10 +141,28 @@ def _structure_findings(primary: View, views: list[View], stored_shape: tuple[in
     return findings
 
 
-def _target(opts: AuditOptions, down: Downstream) -> tuple[str, float, str | None]:
-    if opts.target == "auto":
-        return auto_target(down)
-    return opts.target, (math.sqrt(2.0) if opts.target == "he" else 1.0), None
+@dataclass(frozen=True)
+class LayerSpec:
+    """What config rules and the model's inferred policy say of one layer."""
+
+    choice: RuleChoice = field(default_factory=RuleChoice)
+    policy: Policy | None = None
+    sample: Sample | None = None       # this layer as the policy inference saw it
+
+
+def _target(opts: AuditOptions, down: Downstream, spec: LayerSpec) -> tuple[str, float, str | None, str | None]:
+    """(target, gain, reason, the fan convention of the target when not the one in use)."""
+    target = spec.choice.target or opts.target
+    chosen: tuple[str, float, str | None, str | None]
+    if target == "auto":
+        chosen = (*auto_target(down), None)
+        if spec.policy is not None and spec.sample is not None:
+            chosen = policy_target(spec.policy, spec.sample, down.activation in AUTO_TARGETS) or chosen
+    else:
+        chosen = target, (math.sqrt(2.0) if target == "he" else 1.0), spec.choice.reason, None
+    if spec.choice.gain is not None:
+        chosen = chosen[0], spec.choice.gain, spec.choice.reason, chosen[3]
+    return chosen
 
 
 def _packed_note(role: Role, fans: dict[str, Fans]) -> Finding:
@@ -258,13 +280,33 @@ class Checked:
     findings: list[Finding] = field(default_factory=list)
 
 
+def _std_matches(spec: LayerSpec, target: str, ratio: float | None, stats: TensorStats) -> tuple[str, ...]:
+    """``std:VALUE`` entries: the policy's fixed stds, and a fixed-std target, this layer is consistent with."""
+    found = list(std_matches(spec.policy, spec.sample)) if spec.sample is not None else []
+    if fixed_std(target) is not None and ratio is not None and stats.var > 0 and target not in found:
+        if consistent(ratio, stats.count, stats.excess_kurtosis):
+            found.append(target)
+    return tuple(found)
+
+
 def _check(p: Planned, role: Role, fans: Fans, down: Downstream, stats: TensorStats,
-           part_stats: list[TensorStats], opts: AuditOptions, prior: list[Finding]) -> Checked:
-    target, gain, reason = _target(opts, down)
-    result = verdict(stats, fans, target, gain, opts.profile, role.scale)
-    out = Checked(target, gain, reason, result.target_var, result.ratio,
-                  result.matches + _orthogonal(p.source, p.task, stats), findings=list(result.status_findings))
-    out.parts, part_findings = _parts(p.task.parts, part_stats, result.target_var, opts.profile,
+           part_stats: list[TensorStats], opts: AuditOptions, prior: list[Finding], spec: LayerSpec) -> Checked:
+    target, gain, reason, convention = _target(opts, down, spec)
+    if convention is not None and convention != opts.convention and role.fans:
+        fans = role.fans[convention]  # a policy that holds on another convention's fans
+    profile = spec.choice.profile or opts.profile
+    result = verdict(stats, fans, target, gain, profile, role.scale)
+    matches = result.matches + _orthogonal(p.source, p.task, stats)
+    fixed = _std_matches(spec, target, result.ratio, stats)
+    if fixed:
+        matches = tuple(m for m in matches if m != "other") + fixed
+    out = Checked(target, gain, reason, result.target_var, result.ratio, matches,
+                  findings=list(result.status_findings))
+    if spec.sample is not None:
+        broken = breach(spec.policy, spec.sample)
+        if broken is not None:
+            out.findings.append(broken)
+    out.parts, part_findings = _parts(p.task.parts, part_stats, result.target_var, profile,
                                       prior + out.findings)
     out.findings.extend(part_findings)
     if role.parts and role.fans and opts.convention == "connectivity":
@@ -274,20 +316,32 @@ def _check(p: Planned, role: Role, fans: Fans, down: Downstream, stats: TensorSt
     return out
 
 
-def finish(p: Planned, stats: TensorStats, part_stats: list[TensorStats], opts: AuditOptions) -> LayerReport:
+def checkable(p: Planned) -> bool:
+    """Held to a target: a fan-based layer with known fans and scaled values."""
+    role = p.primary.role if p.primary else None
+    return (role is not None and role.kind != "embedding" and p.fans is not None and not p.integer_units
+            and p.down is not None)
+
+
+def finish(p: Planned, stats: TensorStats, part_stats: list[TensorStats], opts: AuditOptions,
+           spec: LayerSpec | None = None) -> LayerReport:
     """The verdict on a measured weight."""
-    findings = p.findings + pathologies(stats, opts.profile, opts.fp16)
+    spec = spec or LayerSpec()
+    profile = spec.choice.profile or opts.profile
+    findings = p.findings + pathologies(stats, profile, opts.fp16)
     role = p.primary.role if p.primary else None
     checked = Checked()
-    if role is not None and role.kind == "embedding":
+    if spec.choice.ignore is not None:  # listed with its statistics and the reason, held to nothing
+        findings = [Finding("IA502", "info", spec.choice.ignore)]
+    elif role is not None and role.kind == "embedding":
         findings.append(Finding("IA901", "info", "embedding table read by Gather: not held to a fan-based target"))
     elif p.fans is not None and p.integer_units:
         findings.append(Finding("IA305", "info", "integer weights without a scale: statistics in integer units"))
     elif role is not None and p.fans is not None and p.down is not None:
-        checked = _check(p, role, p.fans, p.down, stats, part_stats, opts, findings)
+        checked = _check(p, role, p.fans, p.down, stats, part_stats, opts, findings, spec)
         findings.extend(checked.findings)
 
-    kept = tuple(f for f in findings if opts.keeps(f.code))
+    kept = tuple(f for f in findings if opts.keeps(f.code) or f.code == "IA502")
     status = worst_status(kept)
     primary = p.primary
     return LayerReport(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from .bands import PROFILES, Profile
 from .errors import InitauditError
 from .fans import CONVENTIONS, Convention
+from .layerrules import LayerRule, parse_rules
 from .rules import RULES
 from .schemes import normalize_target
 
@@ -23,6 +24,7 @@ class AuditOptions:
     ignore: tuple[str, ...] = ()
     fp16: bool = False
     drift_limit: float = 100.0             # IA104 when the activation variance drifts beyond this factor
+    layers: tuple[LayerRule, ...] = ()     # per-layer rules ([[tool.initaudit.layers]]), later ones win
 
     def __post_init__(self) -> None:
         try:
@@ -39,6 +41,7 @@ class AuditOptions:
         for code in (*self.select, *self.ignore):
             if not any(known.startswith(code) for known in RULES):
                 raise InitauditError(f"unknown rule code {code!r}; `initaudit rules` lists them")
+        object.__setattr__(self, "layers", parse_rules(list(self.layers), "layers"))
         if not self.drift_limit > 1:
             raise InitauditError(f"drift limit must be a factor above 1, got {self.drift_limit}")
 

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .fans import Fans
 from .stats import TensorStats
+
+if TYPE_CHECKING:
+    from .policy import Policy
 
 STATUS_ORDER = {"ok": 0, "warn": 1, "fail": 2}
 SEVERITY_STATUS = {"info": "ok", "warn": "warn", "fail": "fail"}
@@ -106,6 +110,8 @@ class ModelReport:
     skipped: tuple[Skipped, ...] = ()
     findings: tuple[Finding, ...] = ()       # model-level findings
     signal_gain: float | None = None         # estimated output/input activation variance
+    policy: Policy | None = None             #: the init most layers share (None: no dominant one)
+    rules_matched: tuple[int, ...] = ()      # indices of the config's layer rules that matched a layer here
 
     @property
     def status(self) -> str:
@@ -126,6 +132,7 @@ class Report:
     models: tuple[ModelReport, ...]
     fail_on: str = "fail"
     options: dict[str, object] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()           # about the run itself (a config rule that matched nothing)
 
     @property
     def exit_code(self) -> int:

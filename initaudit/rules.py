@@ -1,7 +1,7 @@
 """Rule codes: stable identifiers, each with a page (``initaudit rules CODE``).
 
 Families: IA1xx variance against the target, IA2xx pathologies, IA3xx structure,
-IA9xx information.  Codes are never renumbered or reused.
+IA5xx the model's own init policy, IA9xx information.  Codes are never renumbered or reused.
 """
 from __future__ import annotations
 
@@ -104,6 +104,28 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "The scale is applied by a later Mul together with the input's run-time scale.",
          "ConvInteger from onnxruntime's dynamic quantizer.",
          "Audit the float model before quantization."),
+    Rule("IA501", "breaks-model-policy", "fail",
+         "Most layers of the model share one init (a fixed std such as N(0, 0.02), or one fan-based scheme) and "
+         "this layer's variance is not consistent with it within sampling noise.",
+         "A custom `_init_weights` that handles nn.Linear but not nn.Conv1d, or an `apply()` that never reaches a "
+         "module created later, leaves one layer at the framework's default among layers that all follow the "
+         "authors' rule; against Xavier every layer looks wrong and the real defect is hidden.",
+         "GPT-2 style model, every weight N(0, 0.02) and residual projections 0.02/√8, except h.2.mlp.c_fc: "
+         "\"matches torch_default (std 0.102); the other 12 layers match std 0.02 (4) or std 0.00707 (8)\".",
+         "Make the init function reach that layer (check its isinstance tests and where it is applied), or set "
+         "the layer's own target in a [[tool.initaudit.layers]] rule if it is meant to differ."),
+    Rule("IA502", "ignored-by-config", "info",
+         "A [[tool.initaudit.layers]] rule with `ignore = \"reason\"` covers this layer: it is listed with its "
+         "statistics and the reason, and held to no target.",
+         "Some layers are deliberately initialized outside any scheme (a tied output head, a zero-init gate); "
+         "ignoring a rule code would switch the check off for every layer.",
+         "[[tool.initaudit.layers]] match = \"*lm_head*\", ignore = \"tied to the token embedding\".",
+         "Nothing; remove the rule when the layer should be checked again."),
+    Rule("IA503", "config-rule-unused", "info",
+         "A [[tool.initaudit.layers]] rule matched no layer of any audited model.",
+         "A glob that matches nothing usually means a renamed layer or a typo: the policy it states is not applied.",
+         "match = \"*.c_proj.wieght\".",
+         "Fix the glob (it is tried on tensor names, node names and the exporter's module paths), or remove it."),
     Rule("IA901", "embedding-table", "info",
          "A table read by Gather (an embedding): by convention not initialized from fans.",
          "PyTorch draws N(0, 1), Keras U(±0.05), Flax N(0, 1/dim): no Xavier target applies.",

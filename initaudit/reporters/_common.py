@@ -31,6 +31,8 @@ def summary_line(model: ModelReport) -> str:
             f"(target {model.target}, convention {model.convention}, profile {model.profile})")
     if s["skipped"]:
         text += f"; {s['skipped']} non-weight constant{'s' if s['skipped'] != 1 else ''} skipped"
+    if model.policy is not None:
+        text += f"; policy {model.policy.summary()}"
     return text
 
 

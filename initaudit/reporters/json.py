@@ -61,6 +61,7 @@ def layer_dict(layer: LayerReport) -> dict[str, Any]:
         "pool_area": layer.pool_area,
         "scale": layer.scale,
         "forward_gain": _clean(layer.forward_gain),
+        "ignored": next((f.message for f in layer.findings if f.code == "IA502"), None),
         "consumers": [
             {"node": c.node, "op": c.op, "graph": c.graph, "input": c.slot, "layout": c.layout,
              "fan_in": c.fans.fan_in if c.fans else None, "fan_out": c.fans.fan_out if c.fans else None}
@@ -90,11 +91,24 @@ def model_dict(model: ModelReport) -> dict[str, Any]:
         "findings": [{"code": f.code, "severity": f.severity, "message": f.message} for f in model.findings],
         "signal_gain": _clean(model.signal_gain),
         "skipped": [{"name": s.name, "graph": s.graph, "op": s.op, "reason": s.reason} for s in model.skipped],
+        "policy": policy_dict(model),
     }
+
+
+def policy_dict(model: ModelReport) -> dict[str, Any] | None:
+    """The init most layers share (policy.infer_policy), or null when none dominates."""
+    p = model.policy
+    if p is None:
+        return None
+    return {"kind": p.kind, "value": p.scheme if p.kind == "scheme" else [g.label for g in p.groups],
+            "label": p.label, "groups": [{"target": g.label, "std": g.std, "count": len(g.members)} for g in p.groups],
+            "count": len(p.followers), "of": p.layers, "layers": list(p.follower_names)}
 
 
 def report_dict(report: Report) -> dict[str, Any]:
     head = {"initaudit": __version__, "schema": SCHEMA}
+    if report.warnings:
+        head["warnings"] = list(report.warnings)
     if len(report.models) == 1:
         return {**head, **model_dict(report.models[0]), "exit_code": report.exit_code}
     return {**head, "models": [model_dict(m) for m in report.models], "exit_code": report.exit_code}

@@ -15,7 +15,7 @@ def render(report: Report, color: bool = False) -> str:
     blocks = []
     for model in report.models:
         with_hint = any(layer.suggestion for layer in model.layers)
-        with_target = model.target == "auto"
+        with_target = model.target == "auto" or any(layer.target not in (None, model.target) for layer in model.layers)
         rows = []
         for layer in model.layers:
             status = f"{COLORS[layer.status]}{layer.status}{RESET}" if color else layer.status
@@ -33,7 +33,7 @@ def render(report: Report, color: bool = False) -> str:
             lines.append(tabulate(rows, headers=headers,
                                   tablefmt="simple", disable_numparse=True))
         notes = [f"  {layer.name}: {f.code} {f.severity}: {f.message}"
-                 for layer in model.layers for f in layer.findings if f.severity != "info"]
+                 for layer in model.layers for f in layer.findings if f.severity != "info" or f.code == "IA502"]
         notes += [f"  model: {f.code} {f.severity}: {f.message}" for f in model.findings]
         if notes:
             lines.append("")
