@@ -177,11 +177,9 @@ def std_matches(policy: Policy | None, sample: Sample) -> tuple[str, ...]:
 
 
 def nearest_group(policy: Policy, sample: Sample) -> StdGroup:
-    """The group a layer belongs to (the closest it fits), else the largest one."""
-    fitting = [g for g in policy.groups if _fits(sample, g.std * g.std)]
-    if not fitting:
-        return policy.groups[0]
-    return min(fitting, key=lambda g: abs(math.log(sample.var / (g.std * g.std))))
+    """The group a layer belongs to: the closest std on a log scale (for a layer that fits none,
+    the std it most plausibly was meant to have)."""
+    return min(policy.groups, key=lambda g: abs(math.log(sample.var / (g.std * g.std))))
 
 
 def breach(policy: Policy | None, sample: Sample) -> Finding | None:

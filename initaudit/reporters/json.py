@@ -100,8 +100,9 @@ def policy_dict(model: ModelReport) -> dict[str, Any] | None:
     p = model.policy
     if p is None:
         return None
-    return {"kind": p.kind, "value": p.scheme if p.kind == "scheme" else [g.label for g in p.groups],
-            "label": p.label, "groups": [{"target": g.label, "std": g.std, "count": len(g.members)} for g in p.groups],
+    return {"kind": p.kind, "value": p.scheme if p.kind == "scheme" else p.groups[0].label,
+            "convention": p.convention, "label": p.label,
+            "groups": [{"value": g.label, "std": g.std, "count": len(g.members)} for g in p.groups],
             "count": len(p.followers), "of": p.layers, "layers": list(p.follower_names)}
 
 
