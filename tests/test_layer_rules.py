@@ -189,3 +189,15 @@ ignore = "RowParallelLinear keeps torch's default (tracked elsewhere)"
     ignored = {layer["name"] for layer in out["layers"] if layer["ignored"]}
     assert code == 0 and err == ""
     assert ignored == missed_tensors("llama_missed", exporter)
+
+
+def test_a_layer_whose_target_a_rule_sets_is_held_to_it_not_to_the_majority(tmp_path, capsys):
+    path = gpt2ish(tmp_path, wrong="h.1.mlp.c_fc.weight")
+    rules = GPT2_RULES + '''[[tool.initaudit.layers]]
+match = "h.1.mlp.c_fc.weight"
+target = "std:1"
+'''
+    code, out, _ = run_json(capsys, path, "--config", config(tmp_path, rules))
+    layer = next(layer for layer in out["layers"] if layer["name"] == "h.1.mlp.c_fc.weight")
+    assert code == 0 and layer["status"] == "ok" and layer["findings"] == []
+    assert "std:1" in layer["matches"] and "h.1.mlp.c_fc.weight" not in out["policy"]["layers"]
