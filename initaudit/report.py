@@ -110,7 +110,7 @@ class ModelReport:
     skipped: tuple[Skipped, ...] = ()
     findings: tuple[Finding, ...] = ()       # model-level findings
     signal_gain: float | None = None         # estimated output/input activation variance
-    policy: Policy | None = None             #: the init most layers share (None: no dominant one)
+    policy: Policy | None = None             # the init most layers share (None: no dominant one)
     rules_matched: tuple[int, ...] = ()      # indices of the config's layer rules that matched a layer here
 
     @property
