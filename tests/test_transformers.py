@@ -116,3 +116,32 @@ def test_xavier_models_pass_under_auto(path):
     assert model.status != "fail"
     if model.policy is not None:
         assert model.policy.kind == "scheme" and model.policy.scheme == "xavier"
+
+
+def test_the_issue_example_flags_only_the_layer_the_init_missed(tmp_path):
+    """4 blocks, d = 256, N(0, 0.02), c_proj at 0.02/√8, block 2's c_fc at torch's default (U(±1/√256))."""
+    from onnx import helper
+
+    from tests.modelkit import model, save, tensor
+
+    rng = np.random.default_rng(12)
+    weights, d = {}, 256
+    for b in range(4):
+        for part, shape, std in (("attn.c_attn", (d, 3 * d), 0.02), ("attn.c_proj", (d, d), 0.02 / 8 ** 0.5),
+                                 ("mlp.c_fc", (d, 4 * d), 0.02), ("mlp.c_proj", (4 * d, d), 0.02 / 8 ** 0.5)):
+            name = f"h.{b}.{part}.weight"
+            if name == "h.2.mlp.c_fc.weight":
+                weights[name] = rng.uniform(-1 / d ** 0.5, 1 / d ** 0.5, shape).astype(np.float32)
+            else:
+                weights[name] = rng.normal(0, std, shape).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", n], [f"y{i}"], name=f"/{n}/MatMul") for i, n in enumerate(weights)]
+    path = save(model(nodes, [tensor(n, w) for n, w in weights.items()], outputs=[f"y{i}" for i in range(16)]),
+                tmp_path)
+    auto = initaudit.audit(path, target="auto", jobs=1).models[0]
+    assert [layer.name for layer in auto.layers if layer.status == "fail"] == ["h.2.mlp.c_fc.weight"]
+    xavier = initaudit.audit(path, jobs=1).models[0]
+    # against Xavier, IA101 flags every layer except the one that is wrong (what the issue saw);
+    # IA501 still names that one, whatever the target
+    codes = {layer.name: {f.code for f in layer.findings if f.severity == "fail"} for layer in xavier.layers}
+    assert codes.pop("h.2.mlp.c_fc.weight") == {"IA501"}
+    assert all(found == {"IA101"} for found in codes.values())
