@@ -112,7 +112,8 @@ def _fits(sample: Sample, var: float) -> bool:
 
 def _round_std(samples: list[Sample], std: float) -> float:
     """The pooled std rounded to the fewest significant digits (0.01996 → 0.02) that stay within
-    the pooled estimate's own noise (one standard error, at least 0.2 %), so 0.00707 stays 0.00707."""
+    one standard error of the pooled std, ½·sqrt((2+κ)/N), or 0.2 % if larger: a value the layers
+    cannot tell apart from the measured one, never a coarser one (0.00707 does not become 0.007)."""
     total = sum(s.count for s in samples)
     kurtosis = max(-1.2, sum((s.kurtosis or 0.0) * s.count for s in samples) / total)
     tolerance = max(0.002, 0.5 * math.sqrt((2.0 + kurtosis) / total))
