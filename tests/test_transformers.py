@@ -145,3 +145,11 @@ def test_the_issue_example_flags_only_the_layer_the_init_missed(tmp_path):
     codes = {layer.name: {f.code for f in layer.findings if f.severity == "fail"} for layer in xavier.layers}
     assert codes.pop("h.2.mlp.c_fc.weight") == {"IA501"}
     assert all(found == {"IA101"} for found in codes.values())
+
+
+def test_std_one_everywhere_is_a_policy_but_still_fails_under_auto():
+    model = initaudit.audit(ROOT / "sample_models" / "lenet_std1.onnx", target="auto", jobs=1).models[0]
+    assert model.policy is not None and model.policy.kind == "std"
+    assert model.policy.groups[0].std == pytest.approx(1.0, rel=0.02)
+    relu_fed = [layer for layer in model.layers if layer.target == "he"]
+    assert len(relu_fed) == 4 and all(layer.status == "fail" for layer in relu_fed)
