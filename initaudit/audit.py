@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -16,6 +17,7 @@ from .options import FAIL_ON, AuditOptions
 from .report import ModelReport, Report, Skipped
 from .signal import signal_drift
 from .trace import PASS_THROUGH, SourceRef, WeightUse, constant_tensor, find_uses
+from .trained import apply_review, decide_profile, unit_pass
 
 __all__ = ["audit", "audit_model", "expand_paths", "AuditOptions", "FAIL_ON"]
 
@@ -101,7 +103,14 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
                 else:
                     planned.append(plan_unsupported(model, ref, op, domain))
         measured = measure_all([p.task for p in planned], jobs)
+        sums = unit_pass(planned) if opts.profile in ("trained", "auto") or opts.fp16 else []
+        profile_reason = None
+        if opts.profile == "auto":
+            decided, profile_reason = decide_profile(sums)
+            opts = replace(opts, profile=decided)  # type: ignore[arg-type]
         layers = [finish(p, stats, parts, opts) for p, (stats, parts) in zip(planned, measured)]
+        if sums:
+            layers = apply_review(planned, layers, sums, opts)
         drift, findings = signal_drift(graph, grouped, layers, opts.drift_limit)
     proto = model.proto
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -109,7 +118,7 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
         path=str(path), opset=opset, producer=" ".join(p for p in (proto.producer_name, proto.producer_version) if p),
         ir_version=proto.ir_version, target=opts.target, convention=opts.convention, profile=opts.profile,
         layers=tuple(layers), skipped=tuple(skipped), signal_gain=drift,
-        findings=tuple(f for f in findings if opts.keeps(f.code)),
+        findings=tuple(f for f in findings if opts.keeps(f.code)), profile_reason=profile_reason,
     )
 
 

@@ -10,6 +10,8 @@ from .rules import RULES
 from .schemes import TARGETS
 
 FAIL_ON = ("warn", "fail", "never")
+#: ``auto`` is resolved per model to init or trained (``trained.decide_profile``).
+PROFILE_CHOICES: tuple[str, ...] = (*PROFILES, "auto")
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class AuditOptions:
     def __post_init__(self) -> None:
         for value, allowed, what in (
             (self.target, TARGETS, "target"), (self.convention, CONVENTIONS, "convention"),
-            (self.profile, PROFILES, "profile"), (self.fail_on, FAIL_ON, "fail-on"),
+            (self.profile, PROFILE_CHOICES, "profile"), (self.fail_on, FAIL_ON, "fail-on"),
         ):
             if value not in allowed:
                 raise InitauditError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")

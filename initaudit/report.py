@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .fans import Fans
 from .stats import TensorStats
+
+if TYPE_CHECKING:
+    from .review import Review
 
 STATUS_ORDER = {"ok": 0, "warn": 1, "fail": 2}
 SEVERITY_STATUS = {"info": "ok", "warn": "warn", "fail": "fail"}
@@ -81,6 +85,7 @@ class LayerReport:
     pool_area: int = 1
     scale: float = 1.0                 # the consumer multiplies the weight by this (Gemm alpha)
     forward_gain: float | None = None  # estimated output/input activation variance of this layer
+    review: Review | None = None       # trained-model review evidence (--profile trained)
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class ModelReport:
     skipped: tuple[Skipped, ...] = ()
     findings: tuple[Finding, ...] = ()       # model-level findings
     signal_gain: float | None = None         # estimated output/input activation variance
+    profile_reason: str | None = None        # why this profile (--profile auto), or a hint for an init run
 
     @property
     def status(self) -> str:

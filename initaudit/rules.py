@@ -1,7 +1,7 @@
 """Rule codes: stable identifiers, each with a page (``initaudit rules CODE``).
 
 Families: IA1xx variance against the target, IA2xx pathologies, IA3xx structure,
-IA9xx information.  Codes are never renumbered or reused.
+IA4xx trained-model review, IA9xx information.  Codes are never renumbered or reused.
 """
 from __future__ import annotations
 
@@ -77,6 +77,14 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "They become ±Inf when the model is converted.",
          "A trained layer with a weight of 1e5.",
          "Clip or rescale before converting."),
+    Rule("IA207", "float16-flush", "warn",
+         "With `--fp16`: at least 1 % of the layer's non-zero values are below 2^-25 ≈ 2.98e-8 and become 0 in "
+         "float16 (any profile).",
+         "Converting to float16 silently zeroes them; a layer whose scale sits near float16's subnormal range "
+         "(below 6.10e-5) also loses precision (TensorRT warns \"Subnormal FP16 values detected\").",
+         "A trained layer of 262,144 values with std 1e-7: 31 % of them flush to zero.",
+         "Keep this layer in float32 (most converters take a block list), or rescale it together with the next "
+         "layer's input so that its values sit in float16's normal range."),
     Rule("IA301", "unsupported-consumer", "warn",
          "A floating-point weight is consumed by an op whose weight layout initaudit does not know.",
          "Its fans cannot be stated, so it cannot be checked; it is listed, with its statistics, rather than dropped.",
@@ -104,6 +112,44 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "The scale is applied by a later Mul together with the input's run-time scale.",
          "ConvInteger from onnxruntime's dynamic quantizer.",
          "Audit the float model before quantization."),
+    Rule("IA401", "never-trained-layer", "fail",
+         "With `--profile trained`: the layer is still a fresh i.i.d. draw of a known init scheme: its output units' "
+         "norms spread no more than sampling allows (|z| ≤ 4 on the unit-norm dispersion), its values fit an init "
+         "family (uniform, normal, truncated normal) and its variance equals a scheme's (PyTorch's default "
+         "U(±1/√fan_in), Xavier/Glorot, He, LeCun, N(0, 0.02)) within sampling noise.",
+         "A layer that was never loaded (`load_state_dict(strict=False)` with a renamed key, a head resized by "
+         "`ignore_mismatched_sizes=True`) or never trained (frozen, no gradient path) outputs noise; the model "
+         "still runs, so nothing else catches it. Training gives units different norms (D ≫ 1); a fresh draw "
+         "cannot (D ≈ 1).",
+         "decoder.conv3.weight [64, 128, 3, 3]: D = 0.98 over 64 units (z = -0.1, p = 0.92), uniform values "
+         "(excess kurtosis -1.20), variance matches PyTorch's default U(±1/√fan_in).",
+         "Check the checkpoint's keys against the model's (`missing_keys` of `load_state_dict`), that the layer "
+         "is trainable, and re-export from the trained checkpoint."),
+    Rule("IA403", "dead-units", "warn",
+         "With `--profile trained`: output units (Conv output channels, Gemm/MatMul output rows or columns, "
+         "recurrent gate rows; ConvTranspose per group) whose norm is zero or below 1e-3 × the layer's median unit "
+         "norm: warn from 10 % of the units on, info below.",
+         "A dead unit passes nothing: wasted compute, and often the sign of dying ReLUs or a BatchNorm γ driven to "
+         "0 (channel pruning by Network Slimming leaves such channels on purpose).",
+         "conv2.weight [64, 32, 3, 3]: 16 of 64 output units (25 %) are dead, first: 0, 4, 8, 12.",
+         "If the zero channels are intended pruning, remove them from the architecture; otherwise check the "
+         "training (learning rate, ReLU dying, weight decay on γ)."),
+    Rule("IA404", "scale-outlier", "warn",
+         "With `--profile trained`: the layer's scale rms·√fan_in is far out of line with comparable layers "
+         "of the same model (same op, kernel and depthwise-ness; at least 5 of them): robust z > 3.5 "
+         "(Iglewicz–Hoaglin modified z on log scale).",
+         "One layer scaled 100× its peers amplifies or kills the signal it carries, and its range sets a "
+         "quantization scale nothing else in the model needs.",
+         "One of 40 3×3 convs with scale 50 where the others sit between 0.5 and 2.",
+         "Compare with the checkpoint before export (a folding or unit conversion gone wrong); if intended, "
+         "keep this layer in higher precision when quantizing."),
+    Rule("IA405", "int8-hostile-outlier", "warn",
+         "With `--profile trained`: a single value so far beyond the layer's rms that per-tensor int8 keeps an "
+         "estimated SQNR below 0 dB (max|w| > 446× rms): the quantization step exceeds the typical weight.",
+         "Per-tensor int8 spends one scale on the whole tensor: one huge value sets it and rounds the rest of the "
+         "layer to a few levels or zero (ONNX Runtime's qdq_loss_debug measures the same SQNR).",
+         "A conv with rms 0.05 and one value of 1e5.",
+         "Quantize this layer per channel or keep it in float; check that value in the checkpoint."),
     Rule("IA901", "embedding-table", "info",
          "A table read by Gather (an embedding): by convention not initialized from fans.",
          "PyTorch draws N(0, 1), Keras U(±0.05), Flax N(0, 1/dim): no Xavier target applies.",

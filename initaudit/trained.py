@@ -1,0 +1,148 @@
+"""The trained-model review applied to a model: the unit pass, the profile ``auto`` decides, the findings.
+
+Runs after the moments pass (``measure``) and the per-layer verdicts (``layers.finish``):
+``unit_pass`` streams each weight once more for its per-unit sums (only with
+``--profile trained|auto`` or ``--fp16``), ``decide_profile`` picks init or trained for
+``--profile auto``, and ``apply_review`` turns the evidence into findings.  In the
+trained profile the Xavier ratio stays in the report but no longer raises IA101/IA102.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from .checker import distribution
+from .layers import Planned
+from .measure import dequantize
+from .options import AuditOptions
+from .report import Finding, LayerReport, worst_status
+from .review import (
+    MIN_UNITS,
+    MIN_VALUES,
+    Z_STRUCTURE,
+    Review,
+    dead_finding,
+    dispersion,
+    flush_finding,
+    fresh_finding,
+    outlier_finding,
+    review_layer,
+    scale_finding,
+    scale_outliers,
+)
+from .tensors import CHUNK_ELEMS
+from .units import UnitSums, unit_axes, unit_sums
+
+#: Variance verdicts against a target: information only in the trained profile.
+TARGET_CODES = ("IA101", "IA102")
+#: ``--profile auto`` calls a model trained when at least this share of its testable layers shows structure.
+AUTO_TRAINED_SHARE = 0.5
+
+
+def _chunks(p: Planned) -> Iterator[tuple[int, np.ndarray]]:
+    at = 0
+    source, dq = p.source, p.task.dequant
+    with np.errstate(all="ignore"):
+        for values in source.iter_values(CHUNK_ELEMS):
+            size = values.size
+            yield at, (dequantize(values, at, dq, source.shape) if dq is not None else values)
+            at += size
+
+
+def reviewable(p: Planned) -> bool:
+    """Float weights (or dequantized ones) the pass can read value by value."""
+    return p.task.decoder is None and (p.source.is_float or p.task.dequant is not None) and not p.integer_units
+
+
+def unit_pass(planned: Sequence[Planned]) -> list[UnitSums | None]:
+    """Per-unit sums of every reviewable weight (None for the others)."""
+    out: list[UnitSums | None] = []
+    for p in planned:
+        if not reviewable(p):
+            out.append(None)
+            continue
+        role = p.primary.role if p.primary else None
+        axes = None
+        if role is not None and role.kind == "layer" and p.primary is not None:
+            axes = unit_axes(p.source.shape, p.primary.layout, p.primary.use.consumer.op_type, role.groups)
+        out.append(unit_sums(_chunks(p), axes, p.source.count))
+    return out
+
+
+def decide_profile(sums: Sequence[UnitSums | None]) -> tuple[str, str]:
+    """``--profile auto``: trained when most testable layers show structure a fresh draw cannot have."""
+    tested = structured = 0
+    for s in sums:
+        if s is None or s.units < MIN_UNITS or s.count < MIN_VALUES:
+            continue
+        disp = dispersion(s)
+        if disp is None:
+            continue
+        tested += 1
+        structured += disp.z > Z_STRUCTURE
+    if tested and structured >= AUTO_TRAINED_SHARE * tested:
+        return "trained", (f"auto: trained, {structured} of {tested} testable layers show structure a fresh "
+                           f"draw cannot have (unit-norm dispersion z > {Z_STRUCTURE:g})")
+    if not tested:
+        return "init", "auto: init, no layer large enough to test for structure"
+    return "init", (f"auto: init, {structured} of {tested} testable layers show structure "
+                    f"(unit-norm dispersion z > {Z_STRUCTURE:g}); fewer than {AUTO_TRAINED_SHARE:.0%}")
+
+
+def structure_hint(sums: Sequence[UnitSums | None]) -> str | None:
+    """For an init run: a note when the model is evidently trained."""
+    decided, reason = decide_profile(sums)
+    return reason.replace("auto: trained", "looks trained") + "; consider --profile trained" \
+        if decided == "trained" else None
+
+
+def _group_key(layer: LayerReport) -> tuple[object, ...]:
+    """Comparable layers: same op, same kernel (receptive field), depthwise or not."""
+    kernel = tuple(d for d, letter in zip(layer.shape, layer.layout) if letter not in "OIB1")
+    depthwise = layer.fan_in is not None and layer.groups > 1 and layer.fan_in == math.prod(kernel or (1,))
+    return (layer.op, kernel, depthwise)
+
+
+def apply_review(planned: Sequence[Planned], layers: Sequence[LayerReport], sums: Sequence[UnitSums | None],
+                 opts: AuditOptions) -> list[LayerReport]:
+    """Findings of the review added to each layer (trained profile), IA207 with ``--fp16``."""
+    trained = opts.profile == "trained"
+    reviews: list[Review | None] = []
+    for layer, s in zip(layers, sums):
+        if s is None or not trained:
+            reviews.append(None)
+            continue
+        fan_in = layer.fans["connectivity"].fan_in if layer.fans else None
+        reviews.append(review_layer(s, layer.stats, layer.fans, distribution(layer.stats), fan_in, layer.scale))
+    if trained:
+        keys = [_group_key(layer) for layer in layers]
+        zs = scale_outliers(keys, [r.log_gain if r is not None and not r.fresh else None for r in reviews])
+        sizes = {key: keys.count(key) for key in set(keys)}
+    out = []
+    for i, (layer, s, review) in enumerate(zip(layers, sums, reviews)):
+        added: list[Finding] = []
+        findings = list(layer.findings)
+        if trained:
+            findings = [f for f in findings if f.code not in TARGET_CODES]
+        if review is not None:
+            review = replace(review, scale_z=zs[i], scale_group=sizes[keys[i]])
+            for finding in (fresh_finding(review, layer.stats), dead_finding(review),
+                            scale_finding(review) if not review.fresh else None,
+                            outlier_finding(review)):
+                if finding is not None:
+                    added.append(finding)
+        if opts.fp16 and s is not None:
+            flushed = flush_finding(s)
+            if flushed is not None:
+                added.append(flushed)
+        findings.extend(f for f in added if opts.keeps(f.code))
+        if tuple(findings) == layer.findings and review is None:
+            out.append(layer)
+            continue
+        status = worst_status(findings)
+        suggestion = layer.suggestion if not trained or any(f.code in TARGET_CODES for f in findings) else None
+        out.append(replace(layer, findings=tuple(findings), status=status, suggestion=suggestion, review=review))
+    return out

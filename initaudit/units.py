@@ -1,0 +1,119 @@
+"""Per-output-unit sums of a weight tensor, streamed chunk by chunk (the trained-model review's pass).
+
+An output unit is one output channel / row / column: the cell of a weight that feeds one
+output of the op.  Which stored axes index it comes from the layout letters the tracer
+produced for the stored tensor: every ``O`` axis (output units) and every ``B`` axis
+(independent matrices: LSTM directions, batched MatMul), and, for a grouped
+ConvTranspose ``W[C, M/g, k…]``, the group that the ``I`` axis falls in (unit = group ·
+M/g + m).  Memory is one float64 per unit and one chunk of values, whatever the tensor's
+size; no value is kept.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+#: float16: values below half the smallest subnormal (2^-24) round to zero.
+FLOAT16_FLUSH = 2.0 ** -25
+#: float16's smallest normal: below it values lose precision (subnormals).
+FLOAT16_TINY = 2.0 ** -14
+#: Tensors with more output units than this are not reviewed per unit (memory stays bounded).
+MAX_UNITS = 1 << 22
+
+
+@dataclass(frozen=True)
+class UnitAxes:
+    """How a flat C-order index maps to an output unit: unit = Σ ((i // stride) % dim // div) · mult."""
+
+    shape: tuple[int, ...]
+    terms: tuple[tuple[int, int, int, int], ...]   # (stride, dim, divisor, multiplier) per axis used
+    units: int
+
+    def unit_of(self, flat: np.ndarray) -> np.ndarray:
+        unit = np.zeros(flat.shape, np.int64)
+        for stride, dim, divisor, mult in self.terms:
+            unit += ((flat // stride) % dim) // divisor * mult
+        return unit
+
+
+def unit_axes(shape: tuple[int, ...], layout: str, op: str = "", groups: int = 1) -> UnitAxes | None:
+    """The output-unit map of a stored tensor of ``shape`` read with ``layout``; None when it has none."""
+    if len(layout) != len(shape) or "O" not in layout or math.prod(shape) == 0:
+        return None
+    strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+    used: list[tuple[int, int, int]] = []   # (axis, divisor, size after division)
+    for axis, letter in enumerate(layout):
+        if letter in "OB":
+            used.append((axis, 1, shape[axis]))
+        elif letter == "I" and op == "ConvTranspose" and groups > 1 and shape[axis] % groups == 0:
+            used.append((axis, shape[axis] // groups, groups))   # which group the input channel is in
+    terms = []
+    mult = 1
+    for axis, divisor, size in reversed(used):
+        terms.append((strides[axis], shape[axis], divisor, mult))
+        mult *= size
+    if mult > MAX_UNITS:
+        return None
+    return UnitAxes(tuple(shape), tuple(reversed(terms)), mult)
+
+
+@dataclass(frozen=True)
+class UnitSums:
+    """What the unit pass found: per-unit sums of squares and the raw power sums of the whole tensor."""
+
+    units: int
+    per_unit: int                 # values per unit
+    unit_sq: np.ndarray           # Σ w² of each unit (non-finite values counted as 0)
+    count: int                    # finite values
+    power: tuple[float, float, float, float]   # Σ w², Σ w⁴, Σ w⁶, Σ w⁸ over finite values
+    max_abs: float
+    flushed: int                  # non-zero values float16 rounds to zero
+    subnormal: int                # non-zero values float16 keeps only as subnormals (includes flushed)
+    nonzero: int
+
+
+def unit_sums(chunks: Iterator[tuple[int, np.ndarray]], axes: UnitAxes | None, total: int) -> UnitSums:
+    """Accumulate over ``(start, values)`` chunks of one tensor (values already dequantized)."""
+    units = axes.units if axes is not None else 1
+    sq = np.zeros(units, np.float64)
+    max_abs = 0.0
+    powers = [0.0, 0.0, 0.0, 0.0]
+    count = flushed = subnormal = nonzero = 0
+    for start, values in chunks:
+        x = np.asarray(values, np.float64).ravel()
+        finite = np.isfinite(x)
+        if not finite.all():
+            x = np.where(finite, x, 0.0)
+        count += int(np.count_nonzero(finite))
+        a = np.abs(x)
+        if a.size:
+            max_abs = max(max_abs, float(a.max()))
+        x2 = x * x
+        x4 = x2 * x2
+        powers[0] += float(x2.sum())
+        powers[1] += float(x4.sum())
+        powers[2] += float(np.dot(x4, x2))
+        powers[3] += float(np.dot(x4, x4))
+        nz = a > 0
+        nonzero += int(np.count_nonzero(nz))
+        subnormal += int(np.count_nonzero(nz & (a < FLOAT16_TINY)))
+        flushed += int(np.count_nonzero(nz & (a < FLOAT16_FLUSH)))
+        if axes is None:
+            continue
+        unit = axes.unit_of(np.arange(start, start + x.size, dtype=np.int64))
+        sq += np.bincount(unit, weights=x2, minlength=units)
+    return UnitSums(units, total // units if units else 0, sq, count, (powers[0], powers[1], powers[2], powers[3]),
+                    max_abs, flushed, subnormal, nonzero)
+
+
+def stream(iter_values: Callable[[int], Iterator[np.ndarray]], chunk: int,
+           transform: Callable[[np.ndarray, int], np.ndarray] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, values)`` pairs from a source's chunks, with an optional dequantization."""
+    at = 0
+    for values in iter_values(chunk):
+        size = values.size
+        yield at, (transform(values, at) if transform is not None else values)
+        at += size
