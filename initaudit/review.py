@@ -8,7 +8,8 @@ trained-review.md.
 * Never trained (IA401/IA402): for i.i.d. values with E[w²] = m₂, the sum of squares
   S = Σ w² of one unit of n values has variance n·Var(w²) and excess kurtosis κ(w²)/n.  The
   dispersion D = s²(S) / (n·Var(w²)) over the R units is ≈ 1 for a fresh draw of *any*
-  distribution; z = (D − 1) / √(2/(R−1) + κ_S/R).  A trained layer's units differ far more
+  distribution, a scaled χ²_ν/ν with ν = 2 / (2/(R−1) + κ_S/R); z is its Wilson–Hilferty
+  normal equivalent.  The same test runs over the input units (the other side).  A trained layer's units differ far more
   (D ≫ 1).  A layer is called never trained when z is within ±Z_IID, its values fit an
   init family (uniform, normal, truncated normal) and its variance is that of a known init
   scheme within sampling noise.
@@ -39,21 +40,26 @@ Z_IID = 4.0
 Z_STRUCTURE = 10.0
 #: Fewer units or values than this: the dispersion says too little to call a layer fresh.
 MIN_UNITS = 8
-MIN_VALUES = 1024
+MIN_VALUES = 4096
 #: A unit is dead when its norm is below this fraction of the layer's median unit norm.
 DEAD_RELATIVE = 1e-3
 #: Dead units: info below this fraction of a layer's units, warn from it on.
 DEAD_WARN_FRACTION = 0.10
 #: Per-tensor int8 SQNR (dB) below which one value crushes the rest of the layer.
 SQNR_WARN_DB = 0.0
-#: Share of non-zero values float16 flushes to zero that is worth a warning.
-FLUSH_WARN_FRACTION = 0.01
-#: Robust z (Iglewicz–Hoaglin modified z) of a layer's log gain among comparable layers.
+#: Share of a layer's energy (Σ w²) carried by values float16 flushes to zero that is worth a warning.
+FLUSH_WARN_ENERGY = 1e-3
+#: Robust z (Iglewicz–Hoaglin modified z) of a layer's log gain among comparable layers ...
 SCALE_OUTLIER_Z = 3.5
+#: ... and at least this factor from their median (heads, stems and SE blocks of healthy models
+#: sit up to ~5× away from their peers).
+SCALE_OUTLIER_FACTOR = 10.0
 SCALE_MIN_GROUP = 5
 #: Variances of fixed-std inits (Hugging Face's `initializer_range` default 0.02).
 FIXED_STDS = (0.02,)
 INIT_FAMILIES = ("uniform", "normal", "truncated_normal")
+#: Schemes drawn from one family only (the others come in uniform and normal variants).
+SCHEME_FAMILIES = {"torch_default": ("uniform",)}
 SCHEME_TEXT = {
     "torch_default": "PyTorch's default U(±1/√fan_in)",
     "xavier": "Xavier/Glorot (Keras' glorot_uniform)",
@@ -77,6 +83,7 @@ class Review:
     units: int
     per_unit: int
     dispersion: Dispersion | None
+    input_dispersion: Dispersion | None   # the same over input units (rows of the other side)
     schemes: tuple[str, ...]          # init schemes whose variance the layer's matches
     family: str
     fresh: bool                       # the never-trained verdict
@@ -89,12 +96,14 @@ class Review:
     log_gain: float | None            # log10(rms · √fan_in): the layer's scale, comparable across layers
     scale_z: float | None = None      # filled in across the model
     scale_group: int = 0              # how many comparable layers the scale was held against
+    scale_offset: float | None = None  # log10 distance from their median scale
 
 
-def dispersion(sums: UnitSums) -> Dispersion | None:
-    """The unit-norm dispersion test (module docstring) from the unit pass."""
-    r, n = sums.units, sums.per_unit
-    if r < 2 or n < 1 or sums.count == 0:
+def dispersion(sums: UnitSums, side: str = "out") -> Dispersion | None:
+    """The unit-norm dispersion test (module docstring) over output (or input) units."""
+    unit_sq = sums.unit_sq if side == "out" else sums.in_sq
+    r, n = (sums.units, sums.per_unit) if side == "out" else (sums.in_units, sums.in_per_unit)
+    if unit_sq is None or r < 2 or n < 1 or sums.count == 0:
         return None
     m2, m4, m6, m8 = (p / sums.count for p in sums.power)
     var_y = m4 - m2 * m2
@@ -102,26 +111,37 @@ def dispersion(sums: UnitSums) -> Dispersion | None:
         return None
     central4 = m8 - 4 * m2 * m6 + 6 * m2 * m2 * m4 - 3 * m2 ** 4
     kurt_y = central4 / (var_y * var_y) - 3.0
-    s2 = float(np.var(sums.unit_sq, ddof=1))
+    s2 = float(np.var(unit_sq, ddof=1))
     d = s2 / (n * var_y)
-    se = math.sqrt(max(2.0 / (r - 1) + kurt_y / n / r, 1e-12))
-    z = (d - 1.0) / se
+    # s² of R sums with excess kurtosis κ(w²)/n: Var(s²)/V² ≈ 2/(R−1) + κ(w²)/(n·R), a scaled χ² with
+    # ν = 2/that degrees of freedom; z from its Wilson–Hilferty cube-root normal approximation.
+    spread = max(2.0 / (r - 1) + kurt_y / n / r, 1e-12)
+    nu = 2.0 / spread
+    c = 2.0 / (9.0 * nu)
+    z = (d ** (1.0 / 3.0) - (1.0 - c)) / math.sqrt(c)
     return Dispersion(d, z, math.erfc(abs(z) / math.sqrt(2.0)))
 
 
-def init_schemes(stats: TensorStats, fans: dict[str, Fans] | None, scale: float = 1.0) -> tuple[str, ...]:
-    """Known init schemes (under any fan convention) whose variance the layer's is consistent with."""
+def init_schemes(stats: TensorStats, fans: dict[str, Fans] | None, scale: float = 1.0,
+                 family: str | None = None) -> tuple[str, ...]:
+    """Known init schemes (under any fan convention) whose variance the layer's is consistent with.
+
+    With ``family``, a scheme is listed only if it draws from that family (PyTorch's
+    default is uniform; a fixed-std init normal or truncated normal).
+    """
     if stats.count < 2 or not stats.var > 0:
         return ()
     var = stats.var * scale * scale
     found: list[str] = []
     for f in (fans or {}).values():
         for rule in MATCH_RULES:
-            if rule == "zero" or rule in found:
+            if rule == "zero" or rule in found or (family and family not in SCHEME_FAMILIES.get(rule, INIT_FAMILIES)):
                 continue
             if consistent(var / rule_variance(rule, f), stats.count, stats.excess_kurtosis):
                 found.append(rule)
     for std in FIXED_STDS:
+        if family in ("uniform",):
+            continue
         if consistent(var / (std * std), stats.count, stats.excess_kurtosis):
             found.append(f"std_{std:g}")
     return tuple(found)
@@ -149,16 +169,17 @@ def int8_sqnr(sums: UnitSums) -> tuple[float | None, float | None]:
 def review_layer(sums: UnitSums, stats: TensorStats, fans: dict[str, Fans] | None, family: str,
                  fan_in: int | None, scale: float = 1.0) -> Review:
     disp = dispersion(sums) if sums.units > 1 else None
-    schemes = init_schemes(stats, fans, scale)
+    disp_in = dispersion(sums, "in") if sums.in_units >= MIN_UNITS else None
+    schemes = init_schemes(stats, fans, scale, family)
     enough = sums.units >= MIN_UNITS and sums.count >= MIN_VALUES
     fresh = bool(enough and disp is not None and abs(disp.z) <= Z_IID and family in INIT_FAMILIES
-                 and schemes and stats.nonfinite == 0)
+                 and (disp_in is None or abs(disp_in.z) <= Z_IID) and schemes and stats.nonfinite == 0)
     dead = dead_units(sums.unit_sq) if sums.units > 1 else np.zeros(0, np.int64)
     sqnr, peak = int8_sqnr(sums)
     gain = None
     if fan_in and sums.count and sums.power[0] > 0:
         gain = math.log10(math.sqrt(sums.power[0] / sums.count) * abs(scale) * math.sqrt(fan_in))
-    return Review(sums.units, sums.per_unit, disp, schemes, family, fresh, int(dead.size),
+    return Review(sums.units, sums.per_unit, disp, disp_in, schemes, family, fresh, int(dead.size),
                   tuple(int(i) for i in dead[:8]), sqnr, peak, sums.flushed, sums.subnormal, gain)
 
 
@@ -172,8 +193,15 @@ def fresh_finding(review: Review, stats: TensorStats) -> Finding | None:
                         for s in review.schemes)
     return Finding("IA401", "fail",
                    f"looks never trained: unit-norm dispersion D = {disp.d:.3g} over {review.units} units "
-                   f"(z = {disp.z:+.2f}, p = {disp.p:.2g}) as in an i.i.d. draw; {review.family} values "
+                   f"(z = {disp.z:+.2f}, p = {disp.p:.2g})"
+                   + (f", over {review.input_dispersion and sums_note(review)}" if review.input_dispersion else "")
+                   + f" as in an i.i.d. draw; {review.family} values "
                    f"(excess kurtosis {kurt:.2f}); variance matches {schemes}")
+
+
+def sums_note(review: Review) -> str:
+    inputs = review.input_dispersion
+    return "" if inputs is None else f"input units D = {inputs.d:.3g} (z = {inputs.z:+.2f})"
 
 
 def dead_finding(review: Review) -> Finding | None:
@@ -199,13 +227,20 @@ def outlier_finding(review: Review) -> Finding | None:
 
 
 def flush_finding(sums: UnitSums) -> Finding | None:
-    """IA207 (``--fp16``): a meaningful share of values that float16 rounds to zero."""
-    if not sums.nonzero or sums.flushed / sums.nonzero < FLUSH_WARN_FRACTION:
+    """IA207 (``--fp16``): values that float16 rounds to zero, carrying a meaningful share of the layer.
+
+    Tiny values in otherwise normal layers (pruned channels' leftovers) flush harmlessly; what
+    matters is the share of the layer's energy Σ w² they carry.
+    """
+    if not sums.nonzero or not sums.power[0] > 0:
+        return None
+    energy = sums.flushed_sq / sums.power[0]
+    if energy < FLUSH_WARN_ENERGY:
         return None
     return Finding("IA207", "warn",
-                   f"{sums.flushed} of {sums.nonzero} non-zero values ({sums.flushed / sums.nonzero:.1%}) are below "
-                   f"{2.0 ** -25:.3g} and become 0 in float16 ({sums.subnormal} below the smallest normal "
-                   f"{2.0 ** -14:.3g})")
+                   f"{sums.flushed} of {sums.nonzero} non-zero values ({sums.flushed / sums.nonzero:.1%}), "
+                   f"{energy:.1%} of the layer's Σw², are below {2.0 ** -25:.3g} and become 0 in float16 "
+                   f"({sums.subnormal} below the smallest normal {2.0 ** -14:.3g})")
 
 
 def modified_z(values: Sequence[float]) -> list[float | None]:
@@ -218,9 +253,12 @@ def modified_z(values: Sequence[float]) -> list[float | None]:
     return [0.6745 * (float(v) - median) / mad for v in array]
 
 
-def scale_outliers(keys: Sequence[tuple[object, ...]], gains: Sequence[float | None]) -> list[float | None]:
-    """Each layer's modified z of its log gain among the layers with the same key (op, kernel…)."""
+def scale_outliers(keys: Sequence[tuple[object, ...]],
+                   gains: Sequence[float | None]) -> tuple[list[float | None], list[float | None]]:
+    """Each layer's modified z of its log gain among the layers with the same key (op, kernel…),
+    and its distance (in log10) from their median."""
     result: list[float | None] = [None] * len(gains)
+    offsets: list[float | None] = [None] * len(gains)
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, (key, gain) in enumerate(zip(keys, gains)):
         if gain is not None and math.isfinite(gain):
@@ -228,19 +266,25 @@ def scale_outliers(keys: Sequence[tuple[object, ...]], gains: Sequence[float | N
     for members in groups.values():
         if len(members) < SCALE_MIN_GROUP:
             continue
-        for i, z in zip(members, modified_z([gains[i] for i in members])):  # type: ignore[misc]
+        values = [gains[i] for i in members]
+        median = float(np.median(np.asarray(values, np.float64)))
+        for i, z in zip(members, modified_z(values)):  # type: ignore[arg-type]
             result[i] = z
-    return result
+            offsets[i] = gains[i] - median  # type: ignore[operator]
+    return result, offsets
 
 
 def scale_finding(review: Review) -> Finding | None:
     """IA404: a layer whose scale is far out of line with comparable layers of the model."""
-    z = review.scale_z
-    if z is None or abs(z) <= SCALE_OUTLIER_Z or review.log_gain is None:
+    z, offset = review.scale_z, review.scale_offset
+    if (z is None or offset is None or review.log_gain is None or abs(z) <= SCALE_OUTLIER_Z
+            or abs(offset) < math.log10(SCALE_OUTLIER_FACTOR)):
         return None
     return Finding("IA404", "warn",
-                   f"scale rms·√fan_in = {10 ** review.log_gain:.3g} is {'above' if z > 0 else 'below'} the "
-                   f"{review.scale_group} comparable layers of this model (robust z = {z:+.1f}, limit ±{SCALE_OUTLIER_Z:g})")
+                   f"scale rms·√fan_in = {10 ** review.log_gain:.3g} is {10 ** abs(offset):.3g}× "
+                   f"{'above' if z > 0 else 'below'} the median of the {review.scale_group} comparable layers of "
+                   f"this model (robust z = {z:+.1f}; flagged beyond ±{SCALE_OUTLIER_Z:g} and "
+                   f"{SCALE_OUTLIER_FACTOR:g}×)")
 
 
 def check_notes(review: Review) -> dict[str, str]:
@@ -251,16 +295,20 @@ def check_notes(review: Review) -> dict[str, str]:
         notes["never trained"] = f"not tested ({review.units} unit{'s' if review.units != 1 else ''})"
     else:
         verdict = ("fresh draw: never trained" if review.fresh else
-                   "structured: trained" if disp.z > Z_IID else
+                   "structured: trained" if abs(disp.z) > Z_IID or (
+                       review.input_dispersion is not None and abs(review.input_dispersion.z) > Z_IID) else
                    "i.i.d.-like but " + ("no init family" if review.family not in INIT_FAMILIES else
                                          "no init scheme's variance" if not review.schemes else "too small to tell"))
-        notes["never trained"] = (f"D = {disp.d:.3g} over {review.units} units, z = {disp.z:+.3g}; "
+        inputs = review.input_dispersion
+        seen_in = f", inputs D = {inputs.d:.3g}, z = {inputs.z:+.3g}" if inputs is not None else ""
+        notes["never trained"] = (f"D = {disp.d:.3g} over {review.units} units, z = {disp.z:+.3g}{seen_in}; "
                                   f"{review.family}; schemes {', '.join(review.schemes) or 'none'} → {verdict}")
     if review.units > 1:
         notes["dead units"] = f"{review.dead} of {review.units}" + (
             f" (first: {', '.join(map(str, review.dead_indices))})" if review.dead else "")
     if review.scale_z is not None:
-        notes["scale vs comparable layers"] = (f"rms·√fan_in = {10 ** (review.log_gain or 0):.3g}, robust z "
+        notes["scale vs comparable layers"] = (f"rms·√fan_in = {10 ** (review.log_gain or 0):.3g}, "
+                                               f"{10 ** (review.scale_offset or 0):.3g}× their median, robust z "
                                                f"{review.scale_z:+.2f} among {review.scale_group} layers")
     elif review.log_gain is not None:
         notes["scale vs comparable layers"] = "fewer than 5 comparable layers: not compared"

@@ -65,10 +65,12 @@ def unit_pass(planned: Sequence[Planned]) -> list[UnitSums | None]:
             out.append(None)
             continue
         role = p.primary.role if p.primary else None
-        axes = None
+        axes = in_axes = None
         if role is not None and role.kind == "layer" and p.primary is not None:
-            axes = unit_axes(p.source.shape, p.primary.layout, p.primary.use.consumer.op_type, role.groups)
-        out.append(unit_sums(_chunks(p), axes, p.source.count))
+            op = p.primary.use.consumer.op_type
+            axes = unit_axes(p.source.shape, p.primary.layout, op, role.groups)
+            in_axes = unit_axes(p.source.shape, p.primary.layout, op, role.groups, side="in")
+        out.append(unit_sums(_chunks(p), axes, p.source.count, in_axes))
     return out
 
 
@@ -119,7 +121,7 @@ def apply_review(planned: Sequence[Planned], layers: Sequence[LayerReport], sums
         reviews.append(review_layer(s, layer.stats, layer.fans, distribution(layer.stats), fan_in, layer.scale))
     if trained:
         keys = [_group_key(layer) for layer in layers]
-        zs = scale_outliers(keys, [r.log_gain if r is not None and not r.fresh else None for r in reviews])
+        zs, offsets = scale_outliers(keys, [r.log_gain if r is not None and not r.fresh else None for r in reviews])
         sizes = {key: keys.count(key) for key in set(keys)}
     out = []
     for i, (layer, s, review) in enumerate(zip(layers, sums, reviews)):
@@ -128,7 +130,7 @@ def apply_review(planned: Sequence[Planned], layers: Sequence[LayerReport], sums
         if trained:
             findings = [f for f in findings if f.code not in TARGET_CODES]
         if review is not None:
-            review = replace(review, scale_z=zs[i], scale_group=sizes[keys[i]])
+            review = replace(review, scale_z=zs[i], scale_offset=offsets[i], scale_group=sizes[keys[i]])
             for finding in (fresh_finding(review, layer.stats), dead_finding(review),
                             scale_finding(review) if not review.fresh else None,
                             outlier_finding(review)):

@@ -39,17 +39,25 @@ class UnitAxes:
         return unit
 
 
-def unit_axes(shape: tuple[int, ...], layout: str, op: str = "", groups: int = 1) -> UnitAxes | None:
-    """The output-unit map of a stored tensor of ``shape`` read with ``layout``; None when it has none."""
-    if len(layout) != len(shape) or "O" not in layout or math.prod(shape) == 0:
+def unit_axes(shape: tuple[int, ...], layout: str, op: str = "", groups: int = 1,
+              side: str = "out") -> UnitAxes | None:
+    """The unit map of a stored tensor of ``shape`` read with ``layout``; None when it has none.
+
+    ``side="out"``: output units (``O`` and ``B`` axes; a grouped ConvTranspose's ``I`` axis
+    gives the group).  ``side="in"``: input units (``I`` and ``B`` axes; a grouped Conv's
+    ``O`` axis gives the group, since its ``I`` axis counts the channels of one group).
+    """
+    mine, other = ("O", "I") if side == "out" else ("I", "O")
+    other_grouped = op == "ConvTranspose" if side == "out" else op != "ConvTranspose"
+    if len(layout) != len(shape) or mine not in layout or math.prod(shape) == 0:
         return None
     strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
     used: list[tuple[int, int, int]] = []   # (axis, divisor, size after division)
     for axis, letter in enumerate(layout):
-        if letter in "OB":
+        if letter == mine or letter == "B":
             used.append((axis, 1, shape[axis]))
-        elif letter == "I" and op == "ConvTranspose" and groups > 1 and shape[axis] % groups == 0:
-            used.append((axis, shape[axis] // groups, groups))   # which group the input channel is in
+        elif letter == other and other_grouped and groups > 1 and shape[axis] % groups == 0:
+            used.append((axis, shape[axis] // groups, groups))   # which group the unit is in
     terms = []
     mult = 1
     for axis, divisor, size in reversed(used):
@@ -66,22 +74,29 @@ class UnitSums:
 
     units: int
     per_unit: int                 # values per unit
-    unit_sq: np.ndarray           # Σ w² of each unit (non-finite values counted as 0)
+    unit_sq: np.ndarray           # Σ w² of each output unit (non-finite values counted as 0)
     count: int                    # finite values
     power: tuple[float, float, float, float]   # Σ w², Σ w⁴, Σ w⁶, Σ w⁸ over finite values
     max_abs: float
     flushed: int                  # non-zero values float16 rounds to zero
     subnormal: int                # non-zero values float16 keeps only as subnormals (includes flushed)
     nonzero: int
+    flushed_sq: float = 0.0       # Σ w² of the values float16 flushes to zero
+    in_units: int = 0
+    in_per_unit: int = 0
+    in_sq: np.ndarray | None = None   # Σ w² of each input unit
 
 
-def unit_sums(chunks: Iterator[tuple[int, np.ndarray]], axes: UnitAxes | None, total: int) -> UnitSums:
+def unit_sums(chunks: Iterator[tuple[int, np.ndarray]], axes: UnitAxes | None, total: int,
+              in_axes: UnitAxes | None = None) -> UnitSums:
     """Accumulate over ``(start, values)`` chunks of one tensor (values already dequantized)."""
     units = axes.units if axes is not None else 1
     sq = np.zeros(units, np.float64)
+    in_sq = np.zeros(in_axes.units, np.float64) if in_axes is not None else None
     max_abs = 0.0
     powers = [0.0, 0.0, 0.0, 0.0]
     count = flushed = subnormal = nonzero = 0
+    flushed_sq = 0.0
     for start, values in chunks:
         x = np.asarray(values, np.float64).ravel()
         finite = np.isfinite(x)
@@ -100,13 +115,19 @@ def unit_sums(chunks: Iterator[tuple[int, np.ndarray]], axes: UnitAxes | None, t
         nz = a > 0
         nonzero += int(np.count_nonzero(nz))
         subnormal += int(np.count_nonzero(nz & (a < FLOAT16_TINY)))
-        flushed += int(np.count_nonzero(nz & (a < FLOAT16_FLUSH)))
+        lost = nz & (a < FLOAT16_FLUSH)
+        flushed += int(np.count_nonzero(lost))
+        if lost.any():
+            flushed_sq += float(x2[lost].sum())
         if axes is None:
             continue
-        unit = axes.unit_of(np.arange(start, start + x.size, dtype=np.int64))
-        sq += np.bincount(unit, weights=x2, minlength=units)
+        flat = np.arange(start, start + x.size, dtype=np.int64)
+        sq += np.bincount(axes.unit_of(flat), weights=x2, minlength=units)
+        if in_axes is not None and in_sq is not None:
+            in_sq += np.bincount(in_axes.unit_of(flat), weights=x2, minlength=in_axes.units)
+    in_units = in_axes.units if in_axes is not None else 0
     return UnitSums(units, total // units if units else 0, sq, count, (powers[0], powers[1], powers[2], powers[3]),
-                    max_abs, flushed, subnormal, nonzero)
+                    max_abs, flushed, subnormal, nonzero, flushed_sq, in_units, total // in_units if in_units else 0, in_sq)
 
 
 def stream(iter_values: Callable[[int], Iterator[np.ndarray]], chunk: int,

@@ -20,6 +20,9 @@ def review_dict(review: Review) -> dict[str, Any]:
         "units": review.units,
         "values_per_unit": review.per_unit,
         "dispersion": None if disp is None else {"d": _num(disp.d), "z": _num(disp.z), "p": _num(disp.p)},
+        "input_dispersion": None if review.input_dispersion is None else {
+            "d": _num(review.input_dispersion.d), "z": _num(review.input_dispersion.z),
+            "p": _num(review.input_dispersion.p)},
         "family": review.family,
         "schemes": list(review.schemes),
         "never_trained": review.fresh,
@@ -32,6 +35,7 @@ def review_dict(review: Review) -> dict[str, Any]:
         "log10_scale": _num(review.log_gain),
         "scale_z": _num(review.scale_z),
         "scale_group": review.scale_group,
+        "scale_offset_log10": _num(review.scale_offset),
         "checks": check_notes(review),
     }
 
