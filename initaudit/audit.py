@@ -17,7 +17,7 @@ from .options import FAIL_ON, AuditOptions
 from .report import ModelReport, Report, Skipped
 from .signal import signal_drift
 from .trace import PASS_THROUGH, SourceRef, WeightUse, constant_tensor, find_uses
-from .trained import apply_review, decide_profile, unit_pass
+from .trained import apply_review, decide_profile, looks_trained, profile_finding, unit_pass
 
 __all__ = ["audit", "audit_model", "expand_paths", "AuditOptions", "FAIL_ON"]
 
@@ -106,12 +106,17 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
         sums = unit_pass(planned) if opts.profile in ("trained", "auto") or opts.fp16 else []
         profile_reason = None
         if opts.profile == "auto":
-            decided, profile_reason = decide_profile(sums)
+            decided, profile_reason = decide_profile(sums, [stats for stats, _ in measured])
             opts = replace(opts, profile=decided)  # type: ignore[arg-type]
         layers = [finish(p, stats, parts, opts) for p, (stats, parts) in zip(planned, measured)]
         if sums:
             layers = apply_review(planned, layers, sums, opts)
+        if opts.profile == "init" and profile_reason is None:
+            profile_reason = looks_trained([stats for stats, _ in measured])
         drift, findings = signal_drift(graph, grouped, layers, opts.drift_limit)
+        hint = profile_finding(profile_reason)
+        if hint is not None:
+            findings = [*findings, hint]
     proto = model.proto
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ModelReport(

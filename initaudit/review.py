@@ -36,8 +36,6 @@ from .units import UnitSums
 
 #: |z| of the unit-norm dispersion within which a layer is consistent with an i.i.d. draw.
 Z_IID = 4.0
-#: z above which a layer shows structure a fresh draw cannot have (``--profile auto``).
-Z_STRUCTURE = 10.0
 #: Fewer units or values than this: the dispersion says too little to call a layer fresh.
 MIN_UNITS = 8
 MIN_VALUES = 4096

@@ -150,6 +150,16 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "layer to a few levels or zero (ONNX Runtime's qdq_loss_debug measures the same SQNR).",
          "A conv with rms 0.05 and one value of 1e5.",
          "Quantize this layer per channel or keep it in float; check that value in the checkpoint."),
+    Rule("IA406", "profile-choice", "info",
+         "Model level: with `--profile auto`, which profile was chosen and why; with `--profile init`, a hint "
+         "when most layers' values fit no init family (the model looks trained).",
+         "A trained model held to Xavier bands fails nearly every layer; a fresh export reviewed as trained "
+         "escapes its init target. `auto` counts the layers whose output or input unit norms spread far more "
+         "(or less) than an i.i.d. draw allows (|z| > 5), or whose values fit no init family, and calls the "
+         "model trained when they are at least half of the testable layers.",
+         "auto: trained, 46 of 46 testable layers show structure (unit-norm dispersion |z| > 5, or values that "
+         "fit no init family).",
+         "Nothing to fix: pass `--profile init` or `--profile trained` explicitly to override."),
     Rule("IA901", "embedding-table", "info",
          "A table read by Gather (an embedding): by convention not initialized from fans.",
          "PyTorch draws N(0, 1), Keras U(±0.05), Flax N(0, 1/dim): no Xavier target applies.",

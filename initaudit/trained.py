@@ -20,9 +20,6 @@ from .measure import dequantize
 from .options import AuditOptions
 from .report import Finding, LayerReport, worst_status
 from .review import (
-    MIN_UNITS,
-    MIN_VALUES,
-    Z_STRUCTURE,
     Review,
     dead_finding,
     dispersion,
@@ -33,6 +30,7 @@ from .review import (
     scale_finding,
     scale_outliers,
 )
+from .stats import TensorStats
 from .tensors import CHUNK_ELEMS
 from .units import UnitSums, unit_axes, unit_sums
 
@@ -40,6 +38,10 @@ from .units import UnitSums, unit_axes, unit_sums
 TARGET_CODES = ("IA101", "IA102")
 #: ``--profile auto`` calls a model trained when at least this share of its testable layers shows structure.
 AUTO_TRAINED_SHARE = 0.5
+AUTO_MIN_VALUES = 256
+AUTO_MIN_UNITS = 4
+#: |z| of the unit-norm dispersion beyond which a layer shows structure (a fresh layer: p < 1e-6).
+Z_STRUCTURE = 5.0
 
 
 def _chunks(p: Planned) -> Iterator[tuple[int, np.ndarray]]:
@@ -74,31 +76,42 @@ def unit_pass(planned: Sequence[Planned]) -> list[UnitSums | None]:
     return out
 
 
-def decide_profile(sums: Sequence[UnitSums | None]) -> tuple[str, str]:
-    """``--profile auto``: trained when most testable layers show structure a fresh draw cannot have."""
+def decide_profile(sums: Sequence[UnitSums | None], stats: Sequence[TensorStats]) -> tuple[str, str]:
+    """``--profile auto``: trained when most testable layers show structure a fresh draw cannot have.
+
+    A layer of at least AUTO_MIN_VALUES values and AUTO_MIN_UNITS units shows structure when the
+    norms of its output or input units spread far more, or far less, than an i.i.d. draw allows
+    (|z| > Z_STRUCTURE), or when its values fit no init family (heavy tails, skew).
+    """
     tested = structured = 0
-    for s in sums:
-        if s is None or s.units < MIN_UNITS or s.count < MIN_VALUES:
-            continue
-        disp = dispersion(s)
-        if disp is None:
+    for s, st in zip(sums, stats):
+        if s is None or s.units < AUTO_MIN_UNITS or s.count < AUTO_MIN_VALUES or not st.var > 0:
             continue
         tested += 1
-        structured += disp.z > Z_STRUCTURE
+        zs = [d.z for d in (dispersion(s), dispersion(s, "in") if s.in_units >= AUTO_MIN_UNITS else None) if d]
+        structured += any(abs(z) > Z_STRUCTURE for z in zs) or distribution(st) == "other"
+    rule = f"(unit-norm dispersion |z| > {Z_STRUCTURE:g}, or values that fit no init family)"
     if tested and structured >= AUTO_TRAINED_SHARE * tested:
-        return "trained", (f"auto: trained, {structured} of {tested} testable layers show structure a fresh "
-                           f"draw cannot have (unit-norm dispersion z > {Z_STRUCTURE:g})")
+        return "trained", f"auto: trained, {structured} of {tested} testable layers show structure {rule}"
     if not tested:
         return "init", "auto: init, no layer large enough to test for structure"
-    return "init", (f"auto: init, {structured} of {tested} testable layers show structure "
-                    f"(unit-norm dispersion z > {Z_STRUCTURE:g}); fewer than {AUTO_TRAINED_SHARE:.0%}")
+    return "init", (f"auto: init, {structured} of {tested} testable layers show structure {rule}, "
+                    f"fewer than {AUTO_TRAINED_SHARE:.0%}")
 
 
-def structure_hint(sums: Sequence[UnitSums | None]) -> str | None:
-    """For an init run: a note when the model is evidently trained."""
-    decided, reason = decide_profile(sums)
-    return reason.replace("auto: trained", "looks trained") + "; consider --profile trained" \
-        if decided == "trained" else None
+def looks_trained(stats: Sequence[TensorStats]) -> str | None:
+    """For an init run (no unit pass): a hint when most layers' values fit no init family."""
+    sized = [st for st in stats if st.count >= AUTO_MIN_VALUES and st.var > 0]
+    other = sum(distribution(st) == "other" for st in sized)
+    if sized and other >= AUTO_TRAINED_SHARE * len(sized):
+        return (f"{other} of {len(sized)} layers hold values that fit no init family (uniform, normal, "
+                f"truncated normal): the model looks trained; review it with --profile trained (or auto)")
+    return None
+
+
+def profile_finding(reason: str | None) -> Finding | None:
+    """IA406 (model level, info): why this profile, or the hint that an init run met a trained model."""
+    return Finding("IA406", "info", reason) if reason else None
 
 
 def _group_key(layer: LayerReport) -> tuple[object, ...]:
