@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .checker import distribution
 from .layers import Planned
@@ -61,6 +62,11 @@ def reviewable(p: Planned) -> bool:
 
 def unit_pass(planned: Sequence[Planned]) -> list[UnitSums | None]:
     """Per-unit sums of every reviewable weight (None for the others)."""
+    with threadpool_limits(limits=1, user_api="blas"):  # short dot products: BLAS threads only spin
+        return _unit_pass(planned)
+
+
+def _unit_pass(planned: Sequence[Planned]) -> list[UnitSums | None]:
     out: list[UnitSums | None] = []
     for p in planned:
         if not reviewable(p):
