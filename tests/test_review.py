@@ -306,3 +306,17 @@ def test_cli_json_carries_the_review(tmp_path, capsys):
     review = out["layers"][3]["review"]
     assert review["units"] == 32 and review["never_trained"] is False and review["dispersion"]["z"] > Z_IID
     assert set(review["checks"]) >= {"never trained", "dead units", "int8 outliers", "float16"}
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "html"])
+def test_reports_show_each_check_and_why(tmp_path, capsys, fmt):
+    weights = trained_convs(12)
+    weights[4] = _plant(weights[4], "dead_quarter", np.random.default_rng(0))
+    path = save(conv_chain(weights), tmp_path)
+    main([str(path), "--profile", "trained", "--format", fmt, "-j", "1", "--fail-on", "never"])
+    out = capsys.readouterr().out
+    assert "Trained-model review" in out
+    assert "8 of 32 (first:" in out                       # what the dead-unit check found on w4
+    for check in ("never trained", "dead units", "scale vs comparable layers", "int8 outliers", "float16"):
+        assert check in out
+    assert "median unit norm" in out                        # and why

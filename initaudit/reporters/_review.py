@@ -40,6 +40,21 @@ def review_dict(review: Review) -> dict[str, Any]:
     }
 
 
+#: Why each check of the review looks at what it does (shown under the review table).
+CHECK_WHY = {
+    "never trained": "a fresh i.i.d. draw gives output (and input) units whose norms spread like sampling noise "
+                     "(dispersion D ≈ 1, |z| ≤ 4); trained units differ far more or far less. Called never "
+                     "trained (IA401) only when, in addition, the values fit an init family and the variance "
+                     "equals a known init scheme's, on layers of at least 4096 values and 8 units",
+    "dead units": "units whose norm is below 1e-3 × the median unit norm pass nothing (IA403: warn from 10 %)",
+    "scale vs comparable layers": "rms·√fan_in against layers with the same op and kernel (IA404 beyond robust "
+                                  "z 3.5 and 10× from their median)",
+    "int8 outliers": "per-tensor int8 takes its step from max|w|; below 0 dB SQNR one value crushes the layer "
+                     "(IA405)",
+    "float16": "values below 2^-25 become 0 in float16 (IA207 with --fp16 when they carry ≥ 0.1 % of Σw²)",
+}
+
+
 def review_markdown(model: ModelReport) -> list[str]:
     """A "Trained-model review" section: the profile's reason and each check per layer."""
     lines = []
@@ -55,6 +70,8 @@ def review_markdown(model: ModelReport) -> list[str]:
         notes = check_notes(layer.review)  # type: ignore[arg-type]
         cells = [layer.name, layer.status] + [notes.get(k, "-") for k in check_notes(reviewed[0].review)]  # type: ignore[arg-type]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines.append("")
+    lines.extend(f"- _{check}_: {why}" for check, why in CHECK_WHY.items())
     lines.append("")
     return lines
 
@@ -74,5 +91,6 @@ def review_html(model: ModelReport) -> str:
         notes = check_notes(layer.review)  # type: ignore[arg-type]
         parts.append(f"<tr class='{layer.status}'><td>{html.escape(layer.name)}</td><td>{layer.status}</td>"
                      + "".join(f"<td>{html.escape(notes.get(k, '-'))}</td>" for k in keys) + "</tr>")
-    parts.append("</table>")
+    parts.append("</table><ul class='muted'>" + "".join(
+        f"<li><i>{html.escape(check)}</i>: {html.escape(why)}</li>" for check, why in CHECK_WHY.items()) + "</ul>")
     return "".join(parts)
