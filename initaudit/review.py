@@ -43,8 +43,9 @@ MIN_VALUES = 4096
 DEAD_RELATIVE = 1e-3
 #: Dead units: info below this fraction of a layer's units, warn from it on.
 DEAD_WARN_FRACTION = 0.10
-#: Per-tensor int8 SQNR (dB) below which one value crushes the rest of the layer.
-SQNR_WARN_DB = 0.0
+#: Per-tensor int8 SQNR (dB) of the other values below which one value crushes the rest of the layer:
+#: max|w| > 883× the others' rms.  The worst healthy published layer seen keeps +2.1 dB (349×).
+SQNR_WARN_DB = -6.0
 #: Share of a layer's energy (Σ w²) carried by values float16 flushes to zero that is worth a warning.
 FLUSH_WARN_ENERGY = 1e-3
 #: Robust z (Iglewicz–Hoaglin modified z) of a layer's log gain among comparable layers ...
@@ -155,13 +156,19 @@ def dead_units(unit_sq: np.ndarray) -> np.ndarray:
 
 
 def int8_sqnr(sums: UnitSums) -> tuple[float | None, float | None]:
-    """(estimated per-tensor int8 SQNR in dB, max|w| / rms)."""
-    if sums.count == 0 or not sums.power[0] > 0 or not math.isfinite(sums.max_abs):
+    """(estimated per-tensor int8 SQNR of the other values in dB, max|w| / their rms).
+
+    The rms leaves the largest value out (Σw² − max²), so that one huge value does not
+    inflate the spread it is compared with (with it, max/rms can never exceed √n).
+    """
+    if sums.count < 2 or not sums.power[0] > 0 or not math.isfinite(sums.max_abs):
         return None, None
-    rms = math.sqrt(sums.power[0] / sums.count)
-    ratio = sums.max_abs / rms
+    rest = (sums.power[0] - sums.max_abs ** 2) / (sums.count - 1)
+    if not rest > 0:
+        return None, None
+    rms = math.sqrt(rest)
     step = 2.0 * sums.max_abs / 255.0
-    return 10.0 * math.log10(12.0 * rms * rms / (step * step)), ratio
+    return 10.0 * math.log10(12.0 * rms * rms / (step * step)), sums.max_abs / rms
 
 
 def review_layer(sums: UnitSums, stats: TensorStats, fans: dict[str, Fans] | None, family: str,
@@ -219,9 +226,9 @@ def outlier_finding(review: Review) -> Finding | None:
     if review.sqnr_int8_db is None or review.sqnr_int8_db >= SQNR_WARN_DB or review.max_over_rms is None:
         return None
     return Finding("IA405", "warn",
-                   f"max |w| is {review.max_over_rms:.3g}× the layer's rms: per-tensor int8 would keep an "
-                   f"SQNR of about {review.sqnr_int8_db:.1f} dB (a Gaussian layer keeps ~40 dB); quantize per "
-                   f"channel or check that value")
+                   f"max |w| is {review.max_over_rms:.3g}× the rms of the other values: per-tensor int8 would "
+                   f"keep them at an SQNR of about {review.sqnr_int8_db:.1f} dB (a Gaussian layer keeps ~40 dB); "
+                   f"quantize per channel or check that value")
 
 
 def flush_finding(sums: UnitSums) -> Finding | None:
@@ -311,7 +318,7 @@ def check_notes(review: Review) -> dict[str, str]:
     elif review.log_gain is not None:
         notes["scale vs comparable layers"] = "fewer than 5 comparable layers: not compared"
     if review.sqnr_int8_db is not None and review.max_over_rms is not None:
-        notes["int8 outliers"] = (f"max|w| = {review.max_over_rms:.3g}× rms, per-tensor int8 SQNR ≈ "
+        notes["int8 outliers"] = (f"max|w| = {review.max_over_rms:.3g}× the others' rms, per-tensor int8 SQNR ≈ "
                                   f"{review.sqnr_int8_db:.1f} dB")
     notes["float16"] = (f"{review.float16_flushed} values flush to 0, {review.float16_subnormal} subnormal")
     return notes

@@ -144,8 +144,9 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "Compare with the checkpoint before export (a folding or unit conversion gone wrong); if intended, "
          "keep this layer in higher precision when quantizing."),
     Rule("IA405", "int8-hostile-outlier", "warn",
-         "With `--profile trained`: a single value so far beyond the layer's rms that per-tensor int8 keeps an "
-         "estimated SQNR below 0 dB (max|w| > 446× rms): the quantization step exceeds the typical weight.",
+         "With `--profile trained`: a single value so far beyond the rms of the layer's other values that "
+         "per-tensor int8 would keep them at an estimated SQNR below -6 dB (max|w| > 883× their rms): the "
+         "quantization step is several times the typical weight.",
          "Per-tensor int8 spends one scale on the whole tensor: one huge value sets it and rounds the rest of the "
          "layer to a few levels or zero (ONNX Runtime's qdq_loss_debug measures the same SQNR).",
          "A conv with rms 0.05 and one value of 1e5.",

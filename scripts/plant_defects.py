@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     total = [x for v in tally.values() for x in v]
     for defect, hits in tally.items():
         print(f"{defect:14s} detected in {sum(hits)} of {len(hits)} copies ({sum(hits) / len(hits):.0%})")
+    big = [o for o in outcomes if o["defect"] == "big"]
+    print(f"big            also IA405 (int8 outlier) in {sum('IA405' in o['codes'] for o in big)} of {len(big)}")
     print(f"all defects    detected in {sum(total)} of {len(total)} copies ({sum(total) / max(len(total), 1):.1%})")
     if args.json:
         args.json.write_text(json.dumps({"outcomes": outcomes, "healthy_layers": layers, "healthy_fail": fails,
