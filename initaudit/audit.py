@@ -17,7 +17,7 @@ from .options import FAIL_ON, AuditOptions
 from .report import ModelReport, Report, Skipped
 from .signal import signal_drift
 from .trace import PASS_THROUGH, SourceRef, WeightUse, constant_tensor, find_uses
-from .trained import apply_review, decide_profile, looks_trained, profile_finding, unit_pass
+from .trained import apply_review, decide_profile, looks_trained, model_findings, profile_finding, unit_pass
 
 __all__ = ["audit", "audit_model", "expand_paths", "AuditOptions", "FAIL_ON"]
 
@@ -114,6 +114,7 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
         if opts.profile == "init" and profile_reason is None:
             profile_reason = looks_trained([stats for stats, _ in measured])
         drift, findings = signal_drift(graph, grouped, layers, opts.drift_limit)
+        findings = model_findings(findings, opts)
         hint = profile_finding(profile_reason)
         if hint is not None:
             findings = [*findings, hint]

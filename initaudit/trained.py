@@ -115,6 +115,13 @@ def looks_trained(stats: Sequence[TensorStats]) -> str | None:
     return None
 
 
+def model_findings(findings: Sequence[Finding], opts: AuditOptions) -> list[Finding]:
+    """Model-level findings kept in this profile: the signal-drift estimate (IA104) multiplies each
+    layer's variance against its init gain, which trained layers (folded BatchNorm) need not keep;
+    in the trained profile its number stays (``signal_gain``) but raises no finding."""
+    return [f for f in findings if not (opts.profile == "trained" and f.code == "IA104")]
+
+
 def profile_finding(reason: str | None) -> Finding | None:
     """IA406 (model level, info): why this profile, or the hint that an init run met a trained model."""
     return Finding("IA406", "info", reason) if reason else None

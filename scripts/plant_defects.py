@@ -53,10 +53,16 @@ def graphs(graph: onnx.GraphProto):
 
 
 def initializer(model: onnx.ModelProto, name: str) -> onnx.TensorProto | None:
+    """The stored tensor called ``name``: an initializer, or the value of a Constant node (PaddleOCR's export)."""
     for graph in graphs(model.graph):
         for tensor in graph.initializer:
             if tensor.name == name:
                 return tensor
+        for node in graph.node:
+            if node.op_type == "Constant" and list(node.output) == [name]:
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        return attr.t
     return None
 
 
@@ -115,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no models under {args.models}; run scripts/fetch_published_models.py", file=sys.stderr)
         return 2
     layers = fails = warns = 0
+    model_status: dict[str, int] = defaultdict(int)
     warned: list[str] = []
     outcomes: list[dict[str, object]] = []
     tally: dict[str, list[bool]] = defaultdict(list)
@@ -123,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             healthy = audit(path)
             healthy16 = audit(path, fp16=True)
             layers += len(healthy.layers)
+            model_status[healthy16.status] += 1
             for layer in healthy16.layers:
                 fails += layer.status == "fail"
                 warns += layer.status == "warn"
@@ -135,10 +143,11 @@ def main(argv: list[str] | None = None) -> int:
                 tensor = initializer(proto, name)
                 assert tensor is not None and layer.fans is not None
                 original = numpy_helper.to_array(tensor)
+                stored_name = tensor.name
                 for d_index, defect in enumerate(DEFECTS):
                     rng = np.random.default_rng([zlib.crc32(path.name.encode()), zlib.crc32(name.encode()), d_index])
                     damaged = damage(original, defect, layer.layout, layer.fans["pytorch"].fan_in, rng)
-                    tensor.CopyFrom(numpy_helper.from_array(damaged, name))
+                    tensor.CopyFrom(numpy_helper.from_array(damaged, stored_name))
                     copy = Path(tmp) / f"{path.stem}.onnx"
                     onnx.save(proto, str(copy))
                     fp16 = defect == "big"
@@ -158,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                     if not ok:
                         print(f"  missed: {path.name} {name} {list(layer.shape)} {defect}: {hit.status} "
                               f"{[f.code for f in hit.findings]} others changed {others}")
-                tensor.CopyFrom(numpy_helper.from_array(original, name))
+                tensor.CopyFrom(numpy_helper.from_array(original, stored_name))
     print(f"healthy: {len(paths)} models, {layers} layers, --profile trained --fp16: {fails} fail, "
-          f"{warns} warn ({warns / max(layers, 1):.1%})")
+          f"{warns} warn ({warns / max(layers, 1):.1%}); models: {dict(model_status)}")
     for line in warned:
         print(f"  {line}")
     total = [x for v in tally.values() for x in v]
