@@ -5,7 +5,7 @@ raw power sums), its ``TensorStats`` and its fans; no graph, no I/O.  Background
 thresholds' origin: README "Reviewing a trained model" and the shared reference
 trained-review.md.
 
-* Never trained (IA401/IA402): for i.i.d. values with E[w²] = m₂, the sum of squares
+* Never trained (IA401): for i.i.d. values with E[w²] = m₂, the sum of squares
   S = Σ w² of one unit of n values has variance n·Var(w²) and excess kurtosis κ(w²)/n.  The
   dispersion D = s²(S) / (n·Var(w²)) over the R units is ≈ 1 for a fresh draw of *any*
   distribution, a scaled χ²_ν/ν with ν = 2 / (2/(R−1) + κ_S/R); z is its Wilson–Hilferty
@@ -13,11 +13,11 @@ trained-review.md.
   (D ≫ 1).  A layer is called never trained when z is within ±Z_IID, its values fit an
   init family (uniform, normal, truncated normal) and its variance is that of a known init
   scheme within sampling noise.
-* Dead units (IA403): units whose norm is zero or below DEAD_RELATIVE × the median unit norm.
-* Value outliers (IA405): per-tensor symmetric int8 uses a step of 2·max|w|/255; the
+* Dead units (IA402): units whose norm is zero or below DEAD_RELATIVE × the median unit norm.
+* Value outliers (IA404): per-tensor symmetric int8 uses a step of 2·max|w|/255; the
   signal-to-quantization-noise ratio SQNR ≈ 10·log10(12·E[w²]/step²) dB.
 * float16 flush (IA207): non-zero values below 2^-25 become 0 in float16.
-* Scale outliers between comparable layers (IA404): ``scale_outliers`` over the model.
+* Scale outliers between comparable layers (IA403): ``scale_outliers`` over the model.
 """
 from __future__ import annotations
 
@@ -210,22 +210,22 @@ def sums_note(review: Review) -> str:
 
 
 def dead_finding(review: Review) -> Finding | None:
-    """IA403: output units that are zero or negligible."""
+    """IA402: output units that are zero or negligible."""
     if review.dead == 0 or review.units < 2:
         return None
     fraction = review.dead / review.units
     severity = "warn" if fraction >= DEAD_WARN_FRACTION else "info"
     more = ", …" if review.dead > len(review.dead_indices) else ""
-    return Finding("IA403", severity,
+    return Finding("IA402", severity,
                    f"{review.dead} of {review.units} output units ({fraction:.0%}) are dead (norm below "
                    f"{DEAD_RELATIVE:g}× the median unit norm), first: {', '.join(map(str, review.dead_indices))}{more}")
 
 
 def outlier_finding(review: Review) -> Finding | None:
-    """IA405: one value so far out that per-tensor int8 loses the rest of the layer."""
+    """IA404: one value so far out that per-tensor int8 loses the rest of the layer."""
     if review.sqnr_int8_db is None or review.sqnr_int8_db >= SQNR_WARN_DB or review.max_over_rms is None:
         return None
-    return Finding("IA405", "warn",
+    return Finding("IA404", "warn",
                    f"max |w| is {review.max_over_rms:.3g}× the rms of the other values: per-tensor int8 would "
                    f"keep them at an SQNR of about {review.sqnr_int8_db:.1f} dB (a Gaussian layer keeps ~40 dB); "
                    f"quantize per channel or check that value")
@@ -280,12 +280,12 @@ def scale_outliers(keys: Sequence[tuple[object, ...]],
 
 
 def scale_finding(review: Review) -> Finding | None:
-    """IA404: a layer whose scale is far out of line with comparable layers of the model."""
+    """IA403: a layer whose scale is far out of line with comparable layers of the model."""
     z, offset = review.scale_z, review.scale_offset
     if (z is None or offset is None or review.log_gain is None or abs(z) <= SCALE_OUTLIER_Z
             or abs(offset) < math.log10(SCALE_OUTLIER_FACTOR)):
         return None
-    return Finding("IA404", "warn",
+    return Finding("IA403", "warn",
                    f"scale rms·√fan_in = {10 ** review.log_gain:.3g} is {10 ** abs(offset):.3g}× "
                    f"{'above' if z > 0 else 'below'} the median of the {review.scale_group} comparable layers of "
                    f"this model (robust z = {z:+.1f}; flagged beyond ±{SCALE_OUTLIER_Z:g} and "

@@ -125,7 +125,7 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "(excess kurtosis -1.20), variance matches PyTorch's default U(±1/√fan_in).",
          "Check the checkpoint's keys against the model's (`missing_keys` of `load_state_dict`), that the layer "
          "is trainable, and re-export from the trained checkpoint."),
-    Rule("IA403", "dead-units", "warn",
+    Rule("IA402", "dead-units", "warn",
          "With `--profile trained`: output units (Conv output channels, Gemm/MatMul output rows or columns, "
          "recurrent gate rows; ConvTranspose per group) whose norm is zero or below 1e-3 × the layer's median unit "
          "norm: warn from 10 % of the units on, info below.",
@@ -134,7 +134,7 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "conv2.weight [64, 32, 3, 3]: 16 of 64 output units (25 %) are dead, first: 0, 4, 8, 12.",
          "If the zero channels are intended pruning, remove them from the architecture; otherwise check the "
          "training (learning rate, ReLU dying, weight decay on γ)."),
-    Rule("IA404", "scale-outlier", "warn",
+    Rule("IA403", "scale-outlier", "warn",
          "With `--profile trained`: the layer's scale rms·√fan_in is far out of line with comparable layers "
          "of the same model (same op, kernel and depthwise-ness; at least 5 of them): robust z > 3.5 "
          "(Iglewicz–Hoaglin modified z on log scale).",
@@ -143,7 +143,7 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "One of 40 3×3 convs with scale 50 where the others sit between 0.5 and 2.",
          "Compare with the checkpoint before export (a folding or unit conversion gone wrong); if intended, "
          "keep this layer in higher precision when quantizing."),
-    Rule("IA405", "int8-hostile-outlier", "warn",
+    Rule("IA404", "int8-hostile-outlier", "warn",
          "With `--profile trained`: a single value so far beyond the rms of the layer's other values that "
          "per-tensor int8 would keep them at an estimated SQNR below -6 dB (max|w| > 883× their rms): the "
          "quantization step is several times the typical weight.",
@@ -151,7 +151,7 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "layer to a few levels or zero (ONNX Runtime's qdq_loss_debug measures the same SQNR).",
          "A conv with rms 0.05 and one value of 1e5.",
          "Quantize this layer per channel or keep it in float; check that value in the checkpoint."),
-    Rule("IA406", "profile-choice", "info",
+    Rule("IA405", "profile-choice", "info",
          "Model level: with `--profile auto`, which profile was chosen and why; with `--profile init`, a hint "
          "when most layers' values fit no init family (the model looks trained).",
          "A trained model held to Xavier bands fails nearly every layer; a fresh export reviewed as trained "

@@ -123,8 +123,8 @@ def model_findings(findings: Sequence[Finding], opts: AuditOptions) -> list[Find
 
 
 def profile_finding(reason: str | None) -> Finding | None:
-    """IA406 (model level, info): why this profile, or the hint that an init run met a trained model."""
-    return Finding("IA406", "info", reason) if reason else None
+    """IA405 (model level, info): why this profile, or the hint that an init run met a trained model."""
+    return Finding("IA405", "info", reason) if reason else None
 
 
 def _group_key(layer: LayerReport) -> tuple[object, ...]:

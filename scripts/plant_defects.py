@@ -10,7 +10,7 @@
 
    torch_default  values re-drawn from U(±1/√fan_in), fan_in as PyTorch counts it    → IA401
    normal_0.02    values re-drawn from N(0, 0.02)  (Hugging Face's _init_weights)       → IA401
-   dead_quarter   a quarter of the output units set to zero (the tracer's 'O' axis)    → IA403
+   dead_quarter   a quarter of the output units set to zero (the tracer's 'O' axis)    → IA402
    nan            one value set to NaN                                                  → IA201, fail
    big            one value set to 1e5, audited with --fp16                             → IA206
 
@@ -37,7 +37,7 @@ from initaudit.report import ModelReport
 
 DEFAULT_MODELS = Path.home() / ".cache" / "initaudit-published" / "models"
 OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU"}
-DEFECTS = {"torch_default": "IA401", "normal_0.02": "IA401", "dead_quarter": "IA403", "nan": "IA201", "big": "IA206"}
+DEFECTS = {"torch_default": "IA401", "normal_0.02": "IA401", "dead_quarter": "IA402", "nan": "IA201", "big": "IA206"}
 MIN_VALUES = 4096
 
 
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     for defect, hits in tally.items():
         print(f"{defect:14s} detected in {sum(hits)} of {len(hits)} copies ({sum(hits) / len(hits):.0%})")
     big = [o for o in outcomes if o["defect"] == "big"]
-    print(f"big            also IA405 (int8 outlier) in {sum('IA405' in o['codes'] for o in big)} of {len(big)}")
+    print(f"big            also IA404 (int8 outlier) in {sum('IA404' in o['codes'] for o in big)} of {len(big)}")
     print(f"all defects    detected in {sum(total)} of {len(total)} copies ({sum(total) / max(len(total), 1):.1%})")
     if args.json:
         args.json.write_text(json.dumps({"outcomes": outcomes, "healthy_layers": layers, "healthy_fail": fails,

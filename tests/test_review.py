@@ -213,13 +213,13 @@ def test_dead_unit_index_per_op(tmp_path, case):
     units = 32 if case == "lstm" else 16
     report = initaudit.audit(save(m, tmp_path), jobs=1, profile="trained")
     layer = next(x for x in report.models[0].layers if x.name == "w")
-    found = [f for f in layer.findings if f.code == "IA403"]
+    found = [f for f in layer.findings if f.code == "IA402"]
     assert found and f"first: {dead}" in found[0].message and found[0].message.startswith(f"1 of {units} ")
 
 
 # --- fast planted-defect check on synthetic trained-like models ----------------------------------
 
-DEFECTS = {"torch_default": "IA401", "normal_0.02": "IA401", "dead_quarter": "IA403", "nan": "IA201", "big": "IA206"}
+DEFECTS = {"torch_default": "IA401", "normal_0.02": "IA401", "dead_quarter": "IA402", "nan": "IA201", "big": "IA206"}
 
 
 def _plant(w: np.ndarray, defect: str, rng) -> np.ndarray:
@@ -289,13 +289,13 @@ def test_auto_profile_tells_trained_from_fresh(tmp_path):
     assert by_name["trained.onnx"].profile == "trained"
     assert by_name["fresh.onnx"].profile == "init"
     assert "auto: trained" in by_name["trained.onnx"].profile_reason
-    assert any(f.code == "IA406" for f in by_name["fresh.onnx"].findings)
+    assert any(f.code == "IA405" for f in by_name["fresh.onnx"].findings)
 
 
 def test_init_run_hints_that_a_trained_model_looks_trained(tmp_path):
     path = save(conv_chain(trained_convs(10)), tmp_path)
     findings = initaudit.audit(path, jobs=1).models[0].findings
-    assert any(f.code == "IA406" and "--profile trained" in f.message for f in findings)
+    assert any(f.code == "IA405" and "--profile trained" in f.message for f in findings)
 
 
 def test_cli_json_carries_the_review(tmp_path, capsys):
