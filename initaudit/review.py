@@ -50,9 +50,10 @@ SQNR_WARN_DB = -6.0
 FLUSH_WARN_ENERGY = 1e-3
 #: Robust z (Iglewicz–Hoaglin modified z) of a layer's log gain among comparable layers ...
 SCALE_OUTLIER_Z = 3.5
-#: ... and at least this factor from their median (heads, stems and SE blocks of healthy models
-#: sit up to ~5× away from their peers).
-SCALE_OUTLIER_FACTOR = 10.0
+#: ... and at least this factor from their median.  Heads, stems, SE blocks and pruned layers of
+#: healthy published models sit up to 28× from their peers; a flag this close to healthy spreads
+#: would also come and go when one peer changes.
+SCALE_OUTLIER_FACTOR = 100.0
 SCALE_MIN_GROUP = 5
 #: Variances of fixed-std inits (Hugging Face's `initializer_range` default 0.02).
 FIXED_STDS = (0.02,)

@@ -137,10 +137,10 @@ RULES: dict[str, Rule] = {r.code: r for r in (
     Rule("IA403", "scale-outlier", "warn",
          "With `--profile trained`: the layer's scale rms·√fan_in is far out of line with comparable layers "
          "of the same model (same op, kernel and depthwise-ness; at least 5 of them): robust z > 3.5 "
-         "(Iglewicz–Hoaglin modified z on log scale).",
+         "(Iglewicz–Hoaglin modified z on log scale) and at least 100× from their median.",
          "One layer scaled 100× its peers amplifies or kills the signal it carries, and its range sets a "
          "quantization scale nothing else in the model needs.",
-         "One of 40 3×3 convs with scale 50 where the others sit between 0.5 and 2.",
+         "One of 40 3×3 convs with scale 150 where the others sit between 0.5 and 2.",
          "Compare with the checkpoint before export (a folding or unit conversion gone wrong); if intended, "
          "keep this layer in higher precision when quantizing."),
     Rule("IA404", "int8-hostile-outlier", "warn",

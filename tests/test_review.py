@@ -320,3 +320,15 @@ def test_reports_show_each_check_and_why(tmp_path, capsys, fmt):
     for check in ("never trained", "dead units", "scale vs comparable layers", "int8 outliers", "float16"):
         assert check in out
     assert "median unit norm" in out                        # and why
+
+
+def test_scale_outlier_among_comparable_layers(tmp_path):
+    weights = trained_convs(13)
+    weights[5] = weights[5] * 300                    # a folding or unit conversion gone wrong
+    report = initaudit.audit(save(conv_chain(weights), tmp_path), jobs=1, profile="trained").models[0]
+    flagged = {x.name: [f for f in x.findings if f.code == "IA403"] for x in report.layers}
+    assert [name for name, found in flagged.items() if found] == ["w5"]
+    message = flagged["w5"][0].message
+    gains = [math.log10(math.sqrt(np.mean(w.astype(np.float64) ** 2) * np.prod(w.shape[1:]))) for w in weights]
+    factor = 10 ** (gains[5] - float(np.median(gains)))   # all eight are 3×3 convs: one group
+    assert f"{factor:.3g}× above the median of the" in message

@@ -48,7 +48,7 @@ CHECK_WHY = {
                      "equals a known init scheme's, on layers of at least 4096 values and 8 units",
     "dead units": "units whose norm is below 1e-3 × the median unit norm pass nothing (IA402: warn from 10 %)",
     "scale vs comparable layers": "rms·√fan_in against layers with the same op and kernel (IA403 beyond robust "
-                                  "z 3.5 and 10× from their median)",
+                                  "z 3.5 and 100× from their median)",
     "int8 outliers": "per-tensor int8 takes its step from max|w|; below -6 dB SQNR of the other values one value "
                      "crushes the layer (IA404)",
     "float16": "values below 2^-25 become 0 in float16 (IA207 with --fp16 when they carry ≥ 0.1 % of Σw²)",
