@@ -113,8 +113,9 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "ConvInteger from onnxruntime's dynamic quantizer.",
          "Audit the float model before quantization."),
     Rule("IA401", "never-trained-layer", "fail",
-         "With `--profile trained`: the layer is still a fresh i.i.d. draw of a known init scheme: its output units' "
-         "norms spread no more than sampling allows (|z| ≤ 4 on the unit-norm dispersion), its values fit an init "
+         "With `--profile trained`, on layers of at least 4096 values and 8 output units: the layer is still a fresh "
+         "i.i.d. draw of a known init scheme: the norms of its output units and of its input units spread as "
+         "sampling allows (|z| ≤ 4 on the unit-norm dispersion), its values fit an init "
          "family (uniform, normal, truncated normal) and its variance equals a scheme's (PyTorch's default "
          "U(±1/√fan_in), Xavier/Glorot, He, LeCun, N(0, 0.02)) within sampling noise.",
          "A layer that was never loaded (`load_state_dict(strict=False)` with a renamed key, a head resized by "
