@@ -14,6 +14,9 @@
    nan            one value set to NaN                                                  → IA201, fail
    big            one value set to 1e5, audited with --fp16                             → IA206
 
+   One damaged copy for a look of one's own (the README's worked example):
+   python scripts/plant_defects.py --copy MODEL LAYER DEFECT OUT.onnx [--seed 0]
+
    A copy counts as detected when the damaged layer is warn or fail (fail for nan) with that code, and
    no other layer's status differs from the healthy model's.  The copies are written to a temporary
    folder and deleted.
@@ -106,6 +109,22 @@ def damage(values: np.ndarray, defect: str, layout: str, torch_fan_in: int, rng:
     return out
 
 
+def write_copy(model_path: str, name: str, defect: str, out: str, seed: int = 0) -> int:
+    path = Path(model_path)
+    layer = next((x for x in audit(path).layers if x.name == name), None)
+    proto = onnx.load(str(path))
+    tensor = initializer(proto, name)
+    if layer is None or layer.fans is None or tensor is None or defect not in DEFECTS:
+        print(f"{name}: no such float weight in {path}, or unknown defect {defect!r}", file=sys.stderr)
+        return 2
+    damaged = damage(numpy_helper.to_array(tensor), defect, layer.layout, layer.fans["pytorch"].fan_in,
+                     np.random.default_rng(seed))
+    tensor.CopyFrom(numpy_helper.from_array(damaged, tensor.name))
+    onnx.save(proto, out)
+    print(f"{out}: {name} {list(layer.shape)} with {defect}")
+    return 0
+
+
 def statuses(report: ModelReport) -> dict[str, str]:
     return {layer.name: layer.status for layer in report.layers}
 
@@ -115,7 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS)
     parser.add_argument("--layers", type=int, default=2, help="damaged layers per model and defect")
     parser.add_argument("--json", type=Path, help="write every copy's outcome there")
+    parser.add_argument("--copy", nargs=4, metavar=("MODEL", "LAYER", "DEFECT", "OUT"),
+                        help="write one damaged copy instead of tallying")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --copy")
     args = parser.parse_args(argv)
+    if args.copy:
+        return write_copy(*args.copy, seed=args.seed)
     paths = sorted(args.models.rglob("*.onnx"))
     if not paths:
         print(f"no models under {args.models}; run scripts/fetch_published_models.py", file=sys.stderr)
