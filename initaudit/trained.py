@@ -33,7 +33,7 @@ from .review import (
 )
 from .stats import TensorStats
 from .tensors import CHUNK_ELEMS
-from .units import UnitSums, unit_axes, unit_sums
+from .units import UnitSums, aligned_chunk, unit_axes, unit_sums
 
 #: Variance verdicts against a target: information only in the trained profile.
 TARGET_CODES = ("IA101", "IA102")
@@ -45,11 +45,11 @@ AUTO_MIN_UNITS = 4
 Z_STRUCTURE = 5.0
 
 
-def _chunks(p: Planned) -> Iterator[tuple[int, np.ndarray]]:
+def _chunks(p: Planned, chunk: int = CHUNK_ELEMS) -> Iterator[tuple[int, np.ndarray]]:
     at = 0
     source, dq = p.source, p.task.dequant
     with np.errstate(all="ignore"):
-        for values in source.iter_values(CHUNK_ELEMS):
+        for values in source.iter_values(chunk):
             size = values.size
             yield at, (dequantize(values, at, dq, source.shape) if dq is not None else values)
             at += size
@@ -78,7 +78,7 @@ def _unit_pass(planned: Sequence[Planned]) -> list[UnitSums | None]:
             op = p.primary.use.consumer.op_type
             axes = unit_axes(p.source.shape, p.primary.layout, op, role.groups)
             in_axes = unit_axes(p.source.shape, p.primary.layout, op, role.groups, side="in")
-        out.append(unit_sums(_chunks(p), axes, p.source.count, in_axes))
+        out.append(unit_sums(_chunks(p, aligned_chunk(CHUNK_ELEMS, axes, in_axes)), axes, p.source.count, in_axes))
     return out
 
 

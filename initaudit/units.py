@@ -32,6 +32,11 @@ class UnitAxes:
     terms: tuple[tuple[int, int, int, int], ...]   # (stride, dim, divisor, multiplier) per axis used
     units: int
 
+    @property
+    def block(self) -> int:
+        """Runs of this many consecutive values share a unit (the innermost used axis's stride)."""
+        return min((stride for stride, _, _, _ in self.terms), default=1)
+
     def unit_of(self, flat: np.ndarray) -> np.ndarray:
         unit = np.zeros(flat.shape, np.int64)
         for stride, dim, divisor, mult in self.terms:
@@ -121,13 +126,46 @@ def unit_sums(chunks: Iterator[tuple[int, np.ndarray]], axes: UnitAxes | None, t
             flushed_sq += float(x2[lost].sum())
         if axes is None:
             continue
-        flat = np.arange(start, start + x.size, dtype=np.int64)
-        sq += np.bincount(axes.unit_of(flat), weights=x2, minlength=units)
+        sq += _per_unit(x2, start, axes)
         if in_axes is not None and in_sq is not None:
-            in_sq += np.bincount(in_axes.unit_of(flat), weights=x2, minlength=in_axes.units)
+            in_sq += _per_unit(x2, start, in_axes)
     in_units = in_axes.units if in_axes is not None else 0
     return UnitSums(units, total // units if units else 0, sq, count, (powers[0], powers[1], powers[2], powers[3]),
                     max_abs, flushed, subnormal, nonzero, flushed_sq, in_units, total // in_units if in_units else 0, in_sq)
+
+
+def _per_unit(x2: np.ndarray, start: int, axes: UnitAxes) -> np.ndarray:
+    """Σ of ``x2`` per unit for elements ``[start, start + len)``: whole runs of ``block`` values are
+    summed first (one id per run), so that ids are computed per run, not per value."""
+    block = axes.block
+    stride, dim, divisor, mult = axes.terms[-1]
+    if block == 1 and stride == 1 and divisor == 1 and mult == 1 and start % dim == 0 and x2.size % dim == 0:
+        # the innermost axis is a unit axis (MatMul columns, input units of a Gemm or an LSTM): rows of
+        # ``dim`` values add column-wise into units outer + 0 … outer + dim - 1
+        rows = x2.reshape(-1, dim)
+        outer = sum(((np.arange(start, start + x2.size, dim, dtype=np.int64) // st) % d) // dv * m
+                    for st, d, dv, m in axes.terms[:-1]) if len(axes.terms) > 1 else np.zeros(len(rows), np.int64)
+        assert isinstance(outer, np.ndarray)
+        cuts = np.flatnonzero(np.diff(outer)) + 1
+        starts = np.concatenate(([0], cuts))
+        sums = np.add.reduceat(rows, starts, axis=0)
+        out = np.zeros(axes.units, np.float64)
+        np.add.at(out.reshape(-1, dim), outer[starts] // dim, sums)
+        return out
+    if block > 1 and start % block == 0 and x2.size % block == 0:
+        runs = x2.reshape(-1, block).sum(axis=1)
+        ids = axes.unit_of(np.arange(start, start + x2.size, block, dtype=np.int64))
+        return np.bincount(ids, weights=runs, minlength=axes.units)
+    ids = axes.unit_of(np.arange(start, start + x2.size, dtype=np.int64))
+    return np.bincount(ids, weights=x2, minlength=axes.units)
+
+
+def aligned_chunk(chunk: int, *axes: UnitAxes | None) -> int:
+    """A chunk length near ``chunk`` that is a whole number of every map's runs (and rows, when the
+    innermost axis is a unit axis); the periods are strides of one tensor, so they divide each other."""
+    periods = [a.block if a.block > 1 else a.terms[-1][1] for a in axes if a is not None and a.terms]
+    block = max(periods, default=1)
+    return chunk if block > chunk else max(1, chunk // block) * block
 
 
 def stream(iter_values: Callable[[int], Iterator[np.ndarray]], chunk: int,

@@ -27,7 +27,7 @@ from initaudit.review import (
     review_layer,
 )
 from initaudit.stats import stats_of
-from initaudit.units import unit_axes, unit_sums
+from initaudit.units import aligned_chunk, unit_axes, unit_sums
 
 
 @pytest.fixture(autouse=True)
@@ -62,12 +62,21 @@ def _review(w: np.ndarray, layout: str = "OIHW", fans: Fans | None = None):
     ((6, 4, 3, 3), "IOHW", "ConvTranspose", 2,
      lambda w: np.concatenate([(w[:3] ** 2).sum(axis=(0, 2, 3)), (w[3:] ** 2).sum(axis=(0, 2, 3))])),
 ])
-def test_unit_sums_match_numpy(shape, layout, op, groups, out_sum):
+@pytest.mark.parametrize("chunk", [37, "aligned", 1 << 17])
+def test_unit_sums_match_numpy(shape, layout, op, groups, out_sum, chunk):
     w = np.random.default_rng(0).normal(size=shape)
-    got = _sums(w, layout, op, groups, chunk=37)
+    if chunk == "aligned":  # the smallest chunk the fast paths accept: one run or row at a time
+        chunk = aligned_chunk(1, unit_axes(shape, layout, op, groups), unit_axes(shape, layout, op, groups, "in"))
+    got = _sums(w, layout, op, groups, chunk=chunk)
     np.testing.assert_allclose(got.unit_sq, out_sum(w), rtol=1e-12)
     np.testing.assert_allclose(got.power, [(w ** k).sum() for k in (2, 4, 6, 8)], rtol=1e-12)
     assert got.count == w.size and got.max_abs == np.abs(w).max()
+    in_axis = [i for i, letter in enumerate(layout) if letter == "I"][0]
+    if op not in ("ConvTranspose",) and groups == 1:
+        kept = tuple(i for i, letter in enumerate(layout) if letter in "IB")
+        expected_in = (w ** 2).sum(axis=tuple(i for i in range(w.ndim) if i not in kept)).ravel()
+        np.testing.assert_allclose(got.in_sq, expected_in, rtol=1e-12)
+    assert in_axis >= 0
 
 
 def test_input_units_of_a_grouped_conv_are_per_group():
