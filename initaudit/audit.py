@@ -110,7 +110,7 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
             opts = replace(opts, profile=decided)  # type: ignore[arg-type]
         layers = [finish(p, stats, parts, opts) for p, (stats, parts) in zip(planned, measured)]
         if sums:
-            layers = apply_review(planned, layers, sums, opts)
+            layers = apply_review(layers, sums, opts)
         if opts.profile == "init" and profile_reason is None:
             profile_reason = looks_trained([stats for stats, _ in measured])
         drift, findings = signal_drift(graph, grouped, layers, opts.drift_limit)

@@ -134,7 +134,7 @@ def _group_key(layer: LayerReport) -> tuple[object, ...]:
     return (layer.op, kernel, depthwise)
 
 
-def apply_review(planned: Sequence[Planned], layers: Sequence[LayerReport], sums: Sequence[UnitSums | None],
+def apply_review(layers: Sequence[LayerReport], sums: Sequence[UnitSums | None],
                  opts: AuditOptions) -> list[LayerReport]:
     """Findings of the review added to each layer (trained profile), IA207 with ``--fp16``."""
     trained = opts.profile == "trained"
@@ -147,8 +147,10 @@ def apply_review(planned: Sequence[Planned], layers: Sequence[LayerReport], sums
         reviews.append(review_layer(s, layer.stats, layer.fans, distribution(layer.stats), fan_in, layer.scale))
     if trained:
         keys = [_group_key(layer) for layer in layers]
-        zs, offsets = scale_outliers(keys, [r.log_gain if r is not None and not r.fresh else None for r in reviews])
-        sizes = {key: keys.count(key) for key in set(keys)}
+        gains = [r.log_gain if r is not None and not r.fresh else None for r in reviews]
+        zs, offsets = scale_outliers(keys, gains)
+        compared = [key for key, gain in zip(keys, gains) if gain is not None]
+        sizes = {key: compared.count(key) for key in set(keys)}
     out = []
     for i, (layer, s, review) in enumerate(zip(layers, sums, reviews)):
         added: list[Finding] = []
@@ -157,7 +159,8 @@ def apply_review(planned: Sequence[Planned], layers: Sequence[LayerReport], sums
             findings = [f for f in findings if f.code not in TARGET_CODES]
         if review is not None:
             review = replace(review, scale_z=zs[i], scale_offset=offsets[i], scale_group=sizes[keys[i]])
-            for finding in (fresh_finding(review, layer.stats), dead_finding(review),
+            all_zero = layer.stats.total > 0 and layer.stats.zeros == layer.stats.total   # IA202 says it
+            for finding in (fresh_finding(review, layer.stats), None if all_zero else dead_finding(review),
                             scale_finding(review) if not review.fresh else None,
                             outlier_finding(review)):
                 if finding is not None:
