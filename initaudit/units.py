@@ -117,13 +117,13 @@ def unit_sums(chunks: Iterator[tuple[int, np.ndarray]], axes: UnitAxes | None, t
         powers[1] += float(x4.sum())
         powers[2] += float(np.dot(x4, x2))
         powers[3] += float(np.dot(x4, x4))
-        nz = a > 0
-        nonzero += int(np.count_nonzero(nz))
-        subnormal += int(np.count_nonzero(nz & (a < FLOAT16_TINY)))
-        lost = nz & (a < FLOAT16_FLUSH)
-        flushed += int(np.count_nonzero(lost))
-        if lost.any():
-            flushed_sq += float(x2[lost].sum())
+        zero = int(np.count_nonzero(a == 0))
+        nonzero += a.size - zero
+        subnormal += int(np.count_nonzero(a < FLOAT16_TINY)) - zero
+        lost = int(np.count_nonzero(a < FLOAT16_FLUSH)) - zero
+        if lost:
+            flushed += lost
+            flushed_sq += float(x2[a < FLOAT16_FLUSH].sum())
         if axes is None:
             continue
         sq += _per_unit(x2, start, axes)
