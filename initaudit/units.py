@@ -11,7 +11,7 @@ size; no value is kept.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,13 +166,3 @@ def aligned_chunk(chunk: int, *axes: UnitAxes | None) -> int:
     periods = [a.block if a.block > 1 else a.terms[-1][1] for a in axes if a is not None and a.terms]
     block = max(periods, default=1)
     return chunk if block > chunk else max(1, chunk // block) * block
-
-
-def stream(iter_values: Callable[[int], Iterator[np.ndarray]], chunk: int,
-           transform: Callable[[np.ndarray, int], np.ndarray] | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """``(start, values)`` pairs from a source's chunks, with an optional dequantization."""
-    at = 0
-    for values in iter_values(chunk):
-        size = values.size
-        yield at, (transform(values, at) if transform is not None else values)
-        at += size
