@@ -19,6 +19,7 @@ from .options import FAIL_ON, AuditOptions
 from .report import Finding, ModelReport, Report, Skipped
 from .signal import signal_drift
 from .trace import PASS_THROUGH, SourceRef, WeightUse, constant_tensor, find_uses
+from .trained import apply_review, decide_profile, looks_trained, model_findings, profile_finding, unit_pass
 
 __all__ = ["audit", "audit_model", "expand_paths", "AuditOptions", "FAIL_ON"]
 
@@ -109,9 +110,22 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
                 else:
                     planned.append(plan_unsupported(model, ref, op, domain))
         measured = measure_all([p.task for p in planned], jobs)
+        sums = unit_pass(planned) if opts.profile in ("trained", "auto") or opts.fp16 else []
+        profile_reason = None
+        if opts.profile == "auto":
+            decided, profile_reason = decide_profile(sums, [stats for stats, _ in measured])
+            opts = replace(opts, profile=decided)  # type: ignore[arg-type]
         specs, policy, matched = layer_specs(planned, measured, opts)
         layers = [finish(p, stats, parts, opts, spec) for p, (stats, parts), spec in zip(planned, measured, specs)]
+        if sums:
+            layers = apply_review(layers, sums, opts)
+        if opts.profile == "init" and profile_reason is None:
+            profile_reason = looks_trained([stats for stats, _ in measured])
         drift, findings = signal_drift(graph, grouped, layers, opts.drift_limit)
+        findings = model_findings(findings, opts)
+        hint = profile_finding(profile_reason)
+        if hint is not None:
+            findings = [*findings, hint]
     proto = model.proto
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ModelReport(
@@ -119,6 +133,7 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
         ir_version=proto.ir_version, target=opts.target, convention=opts.convention, profile=opts.profile,
         layers=tuple(layers), skipped=tuple(skipped), signal_gain=drift,
         findings=tuple(f for f in findings if opts.keeps(f.code)), policy=policy, rules_matched=matched,
+        profile_reason=profile_reason,
     )
 
 

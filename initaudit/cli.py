@@ -9,11 +9,10 @@ from typing import NoReturn
 
 from . import __version__
 from .audit import audit
-from .bands import PROFILES
 from .config import load_config
 from .errors import InitauditError
 from .fans import CONVENTIONS, layout_fans
-from .options import FAIL_ON
+from .options import FAIL_ON, PROFILE_CHOICES
 from .reporters import REPORTERS, render
 from .rules import RULES
 from .schemes import TARGETS
@@ -38,8 +37,9 @@ def audit_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", metavar="{" + ",".join(TARGETS) + ",std:VALUE}",
                    help="scheme each layer is held to, or a fixed std such as std:0.02 (default: xavier)")
     p.add_argument("--convention", choices=CONVENTIONS, help="how fans are counted (default: connectivity)")
-    p.add_argument("--profile", choices=PROFILES,
-                   help="init: strict bands for a fresh export (default); trained: wide bands for trained weights")
+    p.add_argument("--profile", choices=PROFILE_CHOICES,
+                   help="init: a fresh export held to its target (default); trained: the pre-deployment review "
+                        "of trained weights; auto: decided per model from the weights' structure")
     p.add_argument("--pool-aware", action="store_true", default=None,
                    help="divide a conv's fan_out by the area of a pooling that follows (Theano/LeNet convention)")
     p.add_argument("--fp16", action="store_true", default=None, help="flag values that overflow float16")

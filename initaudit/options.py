@@ -11,6 +11,8 @@ from .rules import RULES
 from .schemes import normalize_target
 
 FAIL_ON = ("warn", "fail", "never")
+#: ``auto`` is resolved per model to init or trained (``trained.decide_profile``).
+PROFILE_CHOICES: tuple[str, ...] = (*PROFILES, "auto")
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class AuditOptions:
                                  f"target must be a string, got {self.target!r}") from None
         for value, allowed, what in (
             (self.convention, CONVENTIONS, "convention"),
-            (self.profile, PROFILES, "profile"), (self.fail_on, FAIL_ON, "fail-on"),
+            (self.profile, PROFILE_CHOICES, "profile"), (self.fail_on, FAIL_ON, "fail-on"),
         ):
             if value not in allowed:
                 raise InitauditError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")

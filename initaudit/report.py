@@ -9,6 +9,7 @@ from .stats import TensorStats
 
 if TYPE_CHECKING:
     from .policy import Policy
+    from .review import Review
 
 STATUS_ORDER = {"ok": 0, "warn": 1, "fail": 2}
 SEVERITY_STATUS = {"info": "ok", "warn": "warn", "fail": "fail"}
@@ -85,6 +86,7 @@ class LayerReport:
     pool_area: int = 1
     scale: float = 1.0                 # the consumer multiplies the weight by this (Gemm alpha)
     forward_gain: float | None = None  # estimated output/input activation variance of this layer
+    review: Review | None = None       # trained-model review evidence (--profile trained)
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class ModelReport:
     signal_gain: float | None = None         # estimated output/input activation variance
     policy: Policy | None = None             # the init most layers share (None: no dominant one)
     rules_matched: tuple[int, ...] = ()      # indices of the config's layer rules that matched a layer here
+    profile_reason: str | None = None        # why this profile (--profile auto), or a hint for an init run
 
     @property
     def status(self) -> str:

@@ -1,7 +1,8 @@
 """Rule codes: stable identifiers, each with a page (``initaudit rules CODE``).
 
 Families: IA1xx variance against the target, IA2xx pathologies, IA3xx structure,
-IA5xx the model's own init policy, IA9xx information.  Codes are never renumbered or reused.
+IA4xx trained-model review, IA5xx the model's own init policy, IA9xx information.
+Codes are never renumbered or reused.
 """
 from __future__ import annotations
 
@@ -77,6 +78,14 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "They become ±Inf when the model is converted.",
          "A trained layer with a weight of 1e5.",
          "Clip or rescale before converting."),
+    Rule("IA207", "float16-flush", "warn",
+         "With `--fp16`: at least 1 % of the layer's non-zero values are below 2^-25 ≈ 2.98e-8 and become 0 in "
+         "float16 (any profile).",
+         "Converting to float16 silently zeroes them; a layer whose scale sits near float16's subnormal range "
+         "(below 6.10e-5) also loses precision (TensorRT warns \"Subnormal FP16 values detected\").",
+         "A trained layer of 262,144 values with std 1e-7: 31 % of them flush to zero.",
+         "Keep this layer in float32 (most converters take a block list), or rescale it together with the next "
+         "layer's input so that its values sit in float16's normal range."),
     Rule("IA301", "unsupported-consumer", "warn",
          "A floating-point weight is consumed by an op whose weight layout initaudit does not know.",
          "Its fans cannot be stated, so it cannot be checked; it is listed, with its statistics, rather than dropped.",
@@ -126,6 +135,56 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "A glob that matches nothing usually means a renamed layer or a typo: the policy it states is not applied.",
          "match = \"*.c_proj.wieght\".",
          "Fix the glob (it is tried on tensor names, node names and the exporter's module paths), or remove it."),
+    Rule("IA401", "never-trained-layer", "fail",
+         "With `--profile trained`, on layers of at least 4096 values and 8 output units: the layer is still a fresh "
+         "i.i.d. draw of a known init scheme: the norms of its output units and of its input units spread as "
+         "sampling allows (|z| ≤ 4 on the unit-norm dispersion), its values fit an init "
+         "family (uniform, normal, truncated normal) and its variance equals a scheme's (PyTorch's default "
+         "U(±1/√fan_in), Xavier/Glorot, He, LeCun, N(0, 0.02)) within sampling noise.",
+         "A layer that was never loaded (`load_state_dict(strict=False)` with a renamed key, a head resized by "
+         "`ignore_mismatched_sizes=True`) or never trained (frozen, no gradient path) outputs noise; the model "
+         "still runs, so nothing else catches it. Training gives units different norms (D ≫ 1); a fresh draw "
+         "cannot (D ≈ 1).",
+         "decoder.conv3.weight [64, 128, 3, 3]: D = 0.98 over 64 units (z = -0.1, p = 0.92), uniform values "
+         "(excess kurtosis -1.20), variance matches PyTorch's default U(±1/√fan_in).",
+         "Check the checkpoint's keys against the model's (`missing_keys` of `load_state_dict`), that the layer "
+         "is trainable, and re-export from the trained checkpoint."),
+    Rule("IA402", "dead-units", "warn",
+         "With `--profile trained`: output units (Conv output channels, Gemm/MatMul output rows or columns, "
+         "recurrent gate rows; ConvTranspose per group) whose norm is zero or below 1e-3 × the layer's median unit "
+         "norm: warn from 10 % of the units on, info below.",
+         "A dead unit passes nothing: wasted compute, and often the sign of dying ReLUs or a BatchNorm γ driven to "
+         "0 (channel pruning by Network Slimming leaves such channels on purpose).",
+         "conv2.weight [64, 32, 3, 3]: 16 of 64 output units (25 %) are dead, first: 0, 4, 8, 12.",
+         "If the zero channels are intended pruning, remove them from the architecture; otherwise check the "
+         "training (learning rate, ReLU dying, weight decay on γ)."),
+    Rule("IA403", "scale-outlier", "warn",
+         "With `--profile trained`: the layer's scale rms·√fan_in is far out of line with comparable layers "
+         "of the same model (same op, kernel and depthwise-ness; at least 5 of them): robust z > 3.5 "
+         "(Iglewicz–Hoaglin modified z on log scale) and at least 100× from their median.",
+         "One layer scaled 100× its peers amplifies or kills the signal it carries, and its range sets a "
+         "quantization scale nothing else in the model needs.",
+         "One of 40 3×3 convs with scale 150 where the others sit between 0.5 and 2.",
+         "Compare with the checkpoint before export (a folding or unit conversion gone wrong); if intended, "
+         "keep this layer in higher precision when quantizing."),
+    Rule("IA404", "int8-hostile-outlier", "warn",
+         "With `--profile trained`: a single value so far beyond the rms of the layer's other values that "
+         "per-tensor int8 would keep them at an estimated SQNR below -6 dB (max|w| > 883× their rms): the "
+         "quantization step is several times the typical weight.",
+         "Per-tensor int8 spends one scale on the whole tensor: one huge value sets it and rounds the rest of the "
+         "layer to a few levels or zero (ONNX Runtime's qdq_loss_debug measures the same SQNR).",
+         "A conv with rms 0.05 and one value of 1e5.",
+         "Quantize this layer per channel or keep it in float; check that value in the checkpoint."),
+    Rule("IA405", "profile-choice", "info",
+         "Model level: with `--profile auto`, which profile was chosen and why; with `--profile init`, a hint "
+         "when most layers' values fit no init family (the model looks trained).",
+         "A trained model held to Xavier bands fails nearly every layer; a fresh export reviewed as trained "
+         "escapes its init target. `auto` counts the layers whose output or input unit norms spread far more "
+         "(or less) than an i.i.d. draw allows (|z| > 5), or whose values fit no init family, and calls the "
+         "model trained when they are at least half of the testable layers.",
+         "auto: trained, 46 of 46 testable layers show structure (unit-norm dispersion |z| > 5, or values that "
+         "fit no init family).",
+         "Nothing to fix: pass `--profile init` or `--profile trained` explicitly to override."),
     Rule("IA901", "embedding-table", "info",
          "A table read by Gather (an embedding): by convention not initialized from fans.",
          "PyTorch draws N(0, 1), Keras U(±0.05), Flax N(0, 1/dim): no Xavier target applies.",

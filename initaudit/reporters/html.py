@@ -14,6 +14,7 @@ from ..bands import FIXED_BANDS
 from ..report import ModelReport, Report
 from ..rules import RULES
 from ._common import chosen_target, num, shape, std, summary_line, target_std
+from ._review import review_html
 
 COLOR = {"ok": "#2e7d32", "warn": "#ef6c00", "fail": "#c62828"}
 STYLE = """
@@ -104,6 +105,7 @@ def _model(model: ModelReport) -> str:
                          f"Keras <code>{escape(sg.keras)}</code>, JAX <code>{escape(sg.jax)}</code></li>")
     if items:
         out.append("<h3>Findings</h3><ul>" + "".join(items) + "</ul>")
+    out.append(review_html(model))
     return "\n".join(out)
 
 

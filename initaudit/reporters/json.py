@@ -8,6 +8,7 @@ from typing import Any
 from .. import __version__
 from ..report import LayerReport, ModelReport, Report
 from ..stats import TensorStats
+from ._review import review_dict
 
 SCHEMA = 1
 
@@ -71,6 +72,8 @@ def layer_dict(layer: LayerReport) -> dict[str, Any]:
     if layer.parts:
         out["parts"] = [{"name": p.name, **_stats(p.stats), "ratio": _clean(p.ratio), "status": p.status}
                         for p in layer.parts]
+    if layer.review is not None:
+        out["review"] = review_dict(layer.review)
     if layer.suggestion:
         s = layer.suggestion
         out["suggestion"] = {"scale": _clean(s.scale), "target_std": _clean(s.target_std),
@@ -90,6 +93,7 @@ def model_dict(model: ModelReport) -> dict[str, Any]:
         "status": model.status,
         "findings": [{"code": f.code, "severity": f.severity, "message": f.message} for f in model.findings],
         "signal_gain": _clean(model.signal_gain),
+        "profile_reason": model.profile_reason,
         "skipped": [{"name": s.name, "graph": s.graph, "op": s.op, "reason": s.reason} for s in model.skipped],
         "policy": policy_dict(model),
     }

@@ -5,6 +5,7 @@ from tabulate import tabulate
 
 from ..report import Report
 from ._common import num, shape, std, summary_line, target_std
+from ._review import review_markdown
 
 HEADERS = ["layer", "op", "shape", "layout", "fan_in", "fan_out", "std", "target std", "ratio", "status"]
 ICON = {"ok": "ok", "warn": "**warn**", "fail": "**FAIL**"}
@@ -36,5 +37,6 @@ def render(report: Report) -> str:
                 s = layer.suggestion
                 out.append(f"  - fix: multiply by {s.scale:.4g} (target std {s.target_std:.4g}); "
                            f"PyTorch `{s.pytorch}`; Keras `{s.keras}`; JAX `{s.jax}`")
+        out.extend(review_markdown(model))
         out.append("")
     return "\n".join(out).rstrip() + "\n"

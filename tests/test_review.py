@@ -1,0 +1,343 @@
+"""The trained-model review: each statistic against an independent float64 computation, the
+never-trained test's false-positive rate on fresh draws against its detection on trained-like
+weights, the output axis per op, and a fast planted-defect check on synthetic trained-like models."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from modelkit import model, save, single_op, tensor
+from onnx import helper
+from threadpoolctl import threadpool_limits
+from trainedkit import conv_chain, trained_convs, trained_like
+
+import initaudit
+from initaudit.checker import distribution
+from initaudit.cli import main
+from initaudit.fans import Fans
+from initaudit.review import (
+    Z_IID,
+    dead_units,
+    dispersion,
+    flush_finding,
+    int8_sqnr,
+    modified_z,
+    review_layer,
+)
+from initaudit.stats import stats_of
+from initaudit.units import aligned_chunk, unit_axes, unit_sums
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """As the tool runs its passes: many short dot products, where BLAS threads only spin."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def _sums(w: np.ndarray, layout: str, op: str = "Conv", groups: int = 1, chunk: int = 1 << 17):
+    flat = w.ravel()
+    chunks = ((s, flat[s:s + chunk]) for s in range(0, flat.size, chunk))
+    return unit_sums(chunks, unit_axes(w.shape, layout, op, groups), flat.size,
+                     unit_axes(w.shape, layout, op, groups, side="in"))
+
+
+def _review(w: np.ndarray, layout: str = "OIHW", fans: Fans | None = None):
+    stats = stats_of(w)
+    fans = fans or Fans(int(np.prod(w.shape[1:])), w.shape[0] * int(np.prod(w.shape[2:])))
+    conventions = {"connectivity": fans, "pytorch": fans, "keras": fans}
+    return review_layer(_sums(w, layout), stats, conventions, distribution(stats), fans.fan_in)
+
+
+# --- the unit pass against numpy ------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, layout, op, groups, out_sum", [
+    ((12, 5, 3, 3), "OIHW", "Conv", 1, lambda w: (w ** 2).sum(axis=(1, 2, 3))),
+    ((7, 11), "OI", "Gemm", 1, lambda w: (w ** 2).sum(axis=1)),
+    ((11, 7), "IO", "MatMul", 1, lambda w: (w ** 2).sum(axis=0)),
+    ((2, 24, 5), "BOI", "LSTM", 1, lambda w: (w ** 2).sum(axis=2).ravel()),
+    # ConvTranspose W[C, M/g, k, k] with g = 2: unit = group·(M/g) + m
+    ((6, 4, 3, 3), "IOHW", "ConvTranspose", 2,
+     lambda w: np.concatenate([(w[:3] ** 2).sum(axis=(0, 2, 3)), (w[3:] ** 2).sum(axis=(0, 2, 3))])),
+])
+@pytest.mark.parametrize("chunk", [37, "aligned", 1 << 17])
+def test_unit_sums_match_numpy(shape, layout, op, groups, out_sum, chunk):
+    w = np.random.default_rng(0).normal(size=shape)
+    if chunk == "aligned":  # the smallest chunk the fast paths accept: one run or row at a time
+        chunk = aligned_chunk(1, unit_axes(shape, layout, op, groups), unit_axes(shape, layout, op, groups, "in"))
+    got = _sums(w, layout, op, groups, chunk=chunk)
+    np.testing.assert_allclose(got.unit_sq, out_sum(w), rtol=1e-12)
+    np.testing.assert_allclose(got.power, [(w ** k).sum() for k in (2, 4, 6, 8)], rtol=1e-12)
+    assert got.count == w.size and got.max_abs == np.abs(w).max()
+    in_axis = [i for i, letter in enumerate(layout) if letter == "I"][0]
+    if op not in ("ConvTranspose",) and groups == 1:
+        kept = tuple(i for i, letter in enumerate(layout) if letter in "IB")
+        expected_in = (w ** 2).sum(axis=tuple(i for i in range(w.ndim) if i not in kept)).ravel()
+        np.testing.assert_allclose(got.in_sq, expected_in, rtol=1e-12)
+    assert in_axis >= 0
+
+
+def test_input_units_of_a_grouped_conv_are_per_group():
+    w = np.random.default_rng(1).normal(size=(8, 3, 3, 3))  # groups 2: 4 output channels per group
+    got = _sums(w, "OIHW", "Conv", 2)
+    expected = np.concatenate([(w[:4] ** 2).sum(axis=(0, 2, 3)), (w[4:] ** 2).sum(axis=(0, 2, 3))])
+    np.testing.assert_allclose(got.in_sq, expected, rtol=1e-12)
+
+
+def test_dispersion_equals_the_formula_by_hand():
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=(40, 30)) * rng.lognormal(0, 0.5, size=(40, 1))
+    disp = dispersion(_sums(w, "OI"))
+    s = (w ** 2).sum(axis=1)
+    y = (w ** 2).ravel()
+    var_y = y.var()
+    d = s.var(ddof=1) / (30 * var_y)
+    kurt_y = ((y - y.mean()) ** 4).mean() / var_y ** 2 - 3
+    nu = 2 / (2 / 39 + kurt_y / 30 / 40)
+    z = ((d ** (1 / 3)) - (1 - 2 / (9 * nu))) / math.sqrt(2 / (9 * nu))
+    assert disp is not None
+    assert disp.d == pytest.approx(d, rel=1e-9) and disp.z == pytest.approx(z, rel=1e-9)
+    assert disp.p == pytest.approx(math.erfc(abs(z) / math.sqrt(2)), rel=1e-9)
+
+
+def test_int8_sqnr_and_float16_flush_by_hand():
+    w = np.random.default_rng(3).normal(0, 0.05, size=(64, 64))
+    w[0, 0] = 10.0
+    w[1, :40] = 1e-9                      # float16 flushes these (below 2^-25)
+    sums = _sums(w, "OI")
+    sqnr, peak = int8_sqnr(sums)
+    rms = math.sqrt((np.delete(w.ravel(), 0) ** 2).mean())   # the other values
+    step = 2 * 10.0 / 255
+    assert sqnr == pytest.approx(10 * math.log10(rms ** 2 / (step ** 2 / 12)), rel=1e-9)
+    assert peak == pytest.approx(10.0 / rms, rel=1e-9)
+    a = np.abs(w)
+    assert sums.flushed == int(((a > 0) & (a < 2.0 ** -25)).sum()) == 40
+    assert sums.subnormal == int(((a > 0) & (a < 2.0 ** -14)).sum())
+    assert flush_finding(sums) is None    # 40 tiny values carry nothing of the layer's energy
+    tiny = np.full((16, 16), 2e-8) * np.random.default_rng(4).choice([-1, 1], size=(16, 16))
+    finding = flush_finding(_sums(tiny, "OI"))
+    assert finding is not None and finding.code == "IA207" and "256 of 256" in finding.message
+
+
+def test_dead_units_and_modified_z_by_hand():
+    unit_sq = np.array([4.0, 0.0, 5.0, 1e-7, 6.0, 3.0])
+    assert list(dead_units(unit_sq)) == [1, 3]
+    values = [1.0, 2.0, 3.0, 4.0, 100.0]
+    median, mad = 3.0, 1.0
+    assert modified_z(values) == pytest.approx([0.6745 * (v - median) / mad for v in values])
+
+
+# --- the never-trained test: false positives on fresh draws, detection on structured weights ---
+
+def _fresh(rng, scheme: str, shape=(48, 32, 3, 3)) -> np.ndarray:
+    fan_in = int(np.prod(shape[1:]))
+    if scheme == "torch_default":
+        return rng.uniform(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in), shape)
+    if scheme == "hf_normal":
+        return rng.normal(0, 0.02, shape)
+    fan_out = shape[0] * int(np.prod(shape[2:]))
+    bound = math.sqrt(6 / (fan_in + fan_out))               # Keras glorot_uniform
+    return rng.uniform(-bound, bound, shape)
+
+
+@pytest.mark.parametrize("scheme", ["torch_default", "hf_normal", "glorot_uniform"])
+def test_fresh_draws_are_called_never_trained(scheme):
+    """Over 200 seeds: |z| beyond Z_IID at most once (expected ~0.01 %), the verdict fresh ≥ 99 %."""
+    beyond = fresh = 0
+    for seed in range(200):
+        review = _review(_fresh(np.random.default_rng(seed), scheme).astype(np.float32))
+        assert review.dispersion is not None
+        beyond += abs(review.dispersion.z) > Z_IID
+        fresh += review.fresh
+    assert beyond <= 1
+    assert fresh >= 198
+
+
+def test_z_is_standard_normal_on_fresh_draws():
+    zs = [_review(_fresh(np.random.default_rng(1000 + s), "hf_normal").astype(np.float32)).dispersion.z
+          for s in range(300)]
+    assert abs(np.mean(zs)) < 0.25 and 0.8 < np.std(zs) < 1.25
+
+
+def test_structured_weights_are_never_called_fresh():
+    """Trained-like weights (per-unit scale, low rank, heavy tails), also at a known init's variance."""
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        w = trained_like(rng, (48, 32, 3, 3), gain=1 / math.sqrt(3))   # rms of PyTorch's default
+        review = _review(w)
+        assert not review.fresh
+        # heavy tails widen what an i.i.d. draw allows; then the values fit no init family
+        assert review.dispersion.z > Z_IID or review.family == "other"
+        # with light tails the unit-norm dispersion alone finds the structure
+        light = trained_like(rng, (48, 32, 3, 3), gain=1 / math.sqrt(3), tail_df=30)
+        assert _review(light).dispersion.z > Z_IID
+
+
+def test_per_unit_scale_alone_is_structure():
+    """Folded BatchNorm on otherwise i.i.d. uniform values: the values fit no family check alone,
+    but the unit norms spread far beyond sampling."""
+    rng = np.random.default_rng(5)
+    w = rng.uniform(-1, 1, (64, 64, 3, 3)) * rng.lognormal(0, 0.3, size=(64, 1, 1, 1))
+    review = _review((w / 64).astype(np.float32))
+    assert review.dispersion.z > 20 and not review.fresh
+
+
+# --- the output axis per op, end to end through the tracer -------------------------------------
+
+def _trained(rng, shape, out_axis, in_axis):
+    return trained_like(rng, shape, out_axis=out_axis, in_axis=in_axis)
+
+
+@pytest.mark.parametrize("case", ["conv", "convtranspose_g2", "gemm_transB", "gemm", "matmul", "lstm"])
+def test_dead_unit_index_per_op(tmp_path, case):
+    rng = np.random.default_rng(6)
+    if case == "conv":
+        w = _trained(rng, (16, 8, 3, 3), 0, 1)
+        w[5] = 0
+        m, dead = single_op("Conv", w), 5
+    elif case == "convtranspose_g2":
+        w = _trained(rng, (16, 8, 3, 3), 1, 0)      # C = 16 (8 per group), M/g = 8
+        w[8:, 3] = 0                                # group 1, channel 3 → unit 1·8 + 3
+        m, dead = single_op("ConvTranspose", w, group=2), 11
+    elif case == "gemm_transB":
+        w = _trained(rng, (16, 40), 0, 1)
+        w[5] = 0
+        m, dead = single_op("Gemm", w, transB=1), 5
+    elif case == "gemm":
+        w = _trained(rng, (40, 16), 1, 0)
+        w[:, 5] = 0
+        m, dead = single_op("Gemm", w), 5
+    elif case == "matmul":
+        w = _trained(rng, (40, 16), 1, 0)
+        w[:, 5] = 0
+        m, dead = single_op("MatMul", w), 5
+    else:
+        w = _trained(rng, (1, 32, 16), 1, 2)        # LSTM W [directions, 4H, I], H = 8
+        w[0, 5] = 0
+        r = _trained(rng, (1, 32, 8), 1, 2)
+        node = helper.make_node("LSTM", ["x", "w", "r"], ["y"], name="lstm", hidden_size=8)
+        m, dead = model([node], [tensor("w", w), tensor("r", r)]), 5
+    units = 32 if case == "lstm" else 16
+    report = initaudit.audit(save(m, tmp_path), jobs=1, profile="trained")
+    layer = next(x for x in report.models[0].layers if x.name == "w")
+    found = [f for f in layer.findings if f.code == "IA402"]
+    assert found and f"first: {dead}" in found[0].message and found[0].message.startswith(f"1 of {units} ")
+
+
+# --- fast planted-defect check on synthetic trained-like models ----------------------------------
+
+DEFECTS = {"torch_default": "IA401", "normal_0.02": "IA401", "dead_quarter": "IA402", "nan": "IA201", "big": "IA206"}
+
+
+def _plant(w: np.ndarray, defect: str, rng) -> np.ndarray:
+    w = w.copy()
+    if defect == "torch_default":
+        bound = 1 / math.sqrt(int(np.prod(w.shape[1:])))
+        return rng.uniform(-bound, bound, w.shape).astype(np.float32)
+    if defect == "normal_0.02":
+        return rng.normal(0, 0.02, w.shape).astype(np.float32)
+    if defect == "dead_quarter":
+        w[rng.choice(w.shape[0], w.shape[0] // 4, replace=False)] = 0
+    elif defect == "nan":
+        w.flat[rng.integers(w.size)] = np.nan
+    else:
+        w.flat[rng.integers(w.size)] = 1e5
+    return w
+
+
+def _statuses(path, fp16=False):
+    layers = initaudit.audit(path, jobs=1, profile="trained", fp16=fp16).models[0].layers
+    return {x.name: (x.status, [f.code for f in x.findings]) for x in layers}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_planted_defects_on_trained_like_models(tmp_path, seed):
+    weights = trained_convs(seed)
+    healthy = save(conv_chain(weights), tmp_path, "healthy.onnx")
+    before = _statuses(healthy)
+    before16 = _statuses(healthy, fp16=True)
+    assert all(status != "fail" for status, _ in before.values())
+    assert not any("IA401" in codes for _, codes in before.values())
+    rng = np.random.default_rng(100 + seed)
+    target = f"w{3 + seed % 4}"
+    index = int(target[1:])
+    for defect, code in DEFECTS.items():
+        damaged = list(weights)
+        damaged[index] = _plant(weights[index], defect, rng)
+        path = save(conv_chain(damaged), tmp_path, f"{defect}.onnx")
+        after = _statuses(path, fp16=defect == "big")
+        status, codes = after[target]
+        assert code in codes, (defect, codes)
+        assert status == "fail" if defect == "nan" else status in ("warn", "fail")
+        reference = before16 if defect == "big" else before
+        assert {n: s for n, (s, _) in after.items() if n != target} == \
+               {n: s for n, (s, _) in reference.items() if n != target}
+
+
+# --- profiles --------------------------------------------------------------------------------------
+
+def test_trained_profile_drops_the_xavier_verdict_but_keeps_the_ratio(tmp_path):
+    path = save(conv_chain(trained_convs(7)), tmp_path)
+    init = initaudit.audit(path, jobs=1).models[0]
+    trained = initaudit.audit(path, jobs=1, profile="trained").models[0]
+    assert any(f.code in ("IA101", "IA102") for x in init.layers for f in x.findings)
+    assert not any(f.code in ("IA101", "IA102") for x in trained.layers for f in x.findings)
+    assert [x.ratio for x in trained.layers] == [x.ratio for x in init.layers]
+    assert all(x.review is not None for x in trained.layers)
+
+
+def test_auto_profile_tells_trained_from_fresh(tmp_path):
+    trained = save(conv_chain(trained_convs(8)), tmp_path, "trained.onnx")
+    rng = np.random.default_rng(9)
+    fresh = save(conv_chain([_fresh(rng, "glorot_uniform", (32, 3 if i == 0 else 32, 3, 3)).astype(np.float32)
+                             for i in range(8)]), tmp_path, "fresh.onnx")
+    report = initaudit.audit([trained, fresh], jobs=1, profile="auto")
+    by_name = {m.path.rsplit("/", 1)[-1]: m for m in report.models}
+    assert by_name["trained.onnx"].profile == "trained"
+    assert by_name["fresh.onnx"].profile == "init"
+    assert "auto: trained" in by_name["trained.onnx"].profile_reason
+    assert any(f.code == "IA405" for f in by_name["fresh.onnx"].findings)
+
+
+def test_init_run_hints_that_a_trained_model_looks_trained(tmp_path):
+    path = save(conv_chain(trained_convs(10)), tmp_path)
+    findings = initaudit.audit(path, jobs=1).models[0].findings
+    assert any(f.code == "IA405" and "--profile trained" in f.message for f in findings)
+
+
+def test_cli_json_carries_the_review(tmp_path, capsys):
+    path = save(conv_chain(trained_convs(11)), tmp_path)
+    code = main([str(path), "--profile", "auto", "--format", "json", "-j", "1"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["profile"] == "trained" and out["profile_reason"].startswith("auto: trained")
+    review = out["layers"][3]["review"]
+    assert review["units"] == 32 and review["never_trained"] is False and review["dispersion"]["z"] > Z_IID
+    assert set(review["checks"]) >= {"never trained", "dead units", "int8 outliers", "float16"}
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "html"])
+def test_reports_show_each_check_and_why(tmp_path, capsys, fmt):
+    weights = trained_convs(12)
+    weights[4] = _plant(weights[4], "dead_quarter", np.random.default_rng(0))
+    path = save(conv_chain(weights), tmp_path)
+    main([str(path), "--profile", "trained", "--format", fmt, "-j", "1", "--fail-on", "never"])
+    out = capsys.readouterr().out
+    assert "Trained-model review" in out
+    assert "8 of 32 (first:" in out                       # what the dead-unit check found on w4
+    for check in ("never trained", "dead units", "scale vs comparable layers", "int8 outliers", "float16"):
+        assert check in out
+    assert "median unit norm" in out                        # and why
+
+
+def test_scale_outlier_among_comparable_layers(tmp_path):
+    weights = trained_convs(13)
+    weights[5] = weights[5] * 300                    # a folding or unit conversion gone wrong
+    report = initaudit.audit(save(conv_chain(weights), tmp_path), jobs=1, profile="trained").models[0]
+    flagged = {x.name: [f for f in x.findings if f.code == "IA403"] for x in report.layers}
+    assert [name for name, found in flagged.items() if found] == ["w5"]
+    message = flagged["w5"][0].message
+    gains = [math.log10(math.sqrt(np.mean(w.astype(np.float64) ** 2) * np.prod(w.shape[1:]))) for w in weights]
+    factor = 10 ** (gains[5] - float(np.median(gains)))   # all eight are 3×3 convs: one group
+    assert f"{factor:.3g}× above the median of the" in message
