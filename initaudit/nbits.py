@@ -48,36 +48,61 @@ def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class NBitsDecoder:
-    """Turns whole rows of B (as raw bytes, starting at byte ``start``) into float weights."""
+    """Turns whole rows of B (as raw bytes, starting at byte ``start``) into float weights.
+
+    Scales and zero points are kept as stored (packed zero points stay packed) and
+    expanded a few rows at a time, so memory does not grow with the weight.
+    """
 
     layout: NBitsLayout
-    scales: np.ndarray          # [N, k_blocks] float32
-    zero_points: np.ndarray     # [N, k_blocks] float32
+    scales: np.ndarray                 # [N, k_blocks], as stored (float32 or float16)
+    zero_points: np.ndarray | None     # packed uint8 [N, ceil(k_blocks·bits/8)], float [N, k_blocks], or None
+
+    def rows(self, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """float64 scales and zero points of rows ``[first, first + count)``, each [count, k_blocks]."""
+        lay = self.layout
+        scale = self.scales[first:first + count].astype(np.float64)
+        if self.zero_points is None:
+            zero = np.full(scale.shape, float(2 ** (lay.bits - 1)))
+        elif self.zero_points.dtype == np.uint8:
+            zero = unpack_codes(self.zero_points[first:first + count], lay.bits)[:, :lay.k_blocks].astype(np.float64)
+        else:
+            zero = self.zero_points[first:first + count].astype(np.float64)
+        return scale, zero
+
+    def finite(self) -> bool:
+        """Every scale and zero point is a finite number (the exact kernels need that)."""
+        zero_ok = self.zero_points is None or self.zero_points.dtype == np.uint8 or bool(
+            np.all(np.isfinite(self.zero_points)))
+        return bool(np.all(np.isfinite(self.scales))) and zero_ok
 
     def __call__(self, raw: np.ndarray, start: int) -> np.ndarray:
         lay = self.layout
         first = start // lay.row_bytes
         rows = raw.size // lay.row_bytes
-        codes = unpack_codes(raw.reshape(rows, lay.k_blocks, lay.blob_size), lay.bits).astype(np.float32)
-        scale = self.scales[first:first + rows, :, None]
-        zero = self.zero_points[first:first + rows, :, None]
-        return ((codes - zero) * scale).reshape(rows, -1)[:, :lay.k]
+        codes = unpack_codes(raw.reshape(rows, lay.k_blocks, lay.blob_size), lay.bits).astype(np.float64)
+        scale, zero = self.rows(first, rows)
+        return ((codes - zero[:, :, None]) * scale[:, :, None]).reshape(rows, -1)[:, :lay.k]
 
 
 def make_decoder(layout: NBitsLayout, scales: np.ndarray, zero_points: np.ndarray | None) -> NBitsDecoder:
     """Raises ValueError when the scales or zero points do not fit the layout."""
     shape = (layout.n, layout.k_blocks)
-    scales = np.asarray(scales, np.float32)
+    scales = np.asarray(scales)
+    if scales.dtype.kind != "f":
+        scales = scales.astype(np.float32)
     if scales.size != layout.n * layout.k_blocks:
         raise ValueError(f"scales of size {scales.size}, expected {layout.n}×{layout.k_blocks}")
     if zero_points is None:
-        zeros = np.full(shape, 2 ** (layout.bits - 1), np.float32)
-    elif zero_points.dtype == np.uint8:  # packed codes; zero points of the scales' type are unpacked
+        return NBitsDecoder(layout, scales.reshape(shape), None)
+    if zero_points.dtype == np.uint8:  # packed codes; zero points of the scales' type are unpacked
         per_row = math.ceil(layout.k_blocks * layout.bits / 8)
         if zero_points.size != layout.n * per_row:
             raise ValueError(f"packed zero points of size {zero_points.size}, expected {layout.n}×{per_row}")
-        zeros = unpack_codes(zero_points.reshape(layout.n, per_row), layout.bits)[:, :layout.k_blocks]
+        return NBitsDecoder(layout, scales.reshape(shape), zero_points.reshape(layout.n, per_row))
+    zeros = np.asarray(zero_points)
+    if zeros.size != layout.n * layout.k_blocks:
+        raise ValueError(f"zero points of size {zeros.size}, expected {layout.n}×{layout.k_blocks}")
+    if zeros.dtype.kind != "f":
         zeros = zeros.astype(np.float32)
-    else:
-        zeros = np.asarray(zero_points, np.float32).reshape(shape)
-    return NBitsDecoder(layout, scales.reshape(shape), zeros)
+    return NBitsDecoder(layout, scales.reshape(shape), zeros.reshape(shape))

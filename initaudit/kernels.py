@@ -1,0 +1,339 @@
+"""Exact statistics of half-precision and quantized weights without converting value by value.
+
+Two ideas, both exact in float64 (reference: numpy float64 on the dequantized values):
+
+* A 16-bit float has only 65,536 bit patterns: a histogram of the raw patterns
+  (``np.bincount``) gives every moment, the range, the zero and non-finite counts
+  from a table of the 65,536 values.  Per-tensor quantized weights likewise: a
+  histogram of the 256 (or 65,536) codes and the table ``s·(code - z)``.
+* Per-channel and blocked quantization ``x = s_g·(q - z_g)``: within one group
+  (channel or block) the power sums of the integer ``e = q - z`` are exact in
+  float64, the group's central moments follow from them, and the groups combine
+  with the many-group form of Pébay's merge.  The range and zero count come from
+  ``e·s_g``, which float64 holds exactly (a 24-bit scale times an integer of at
+  most 17 bits).
+
+Everything returns ``stats.Moments``, so chunks, parts and worker processes
+combine as for float32.  ``plan_kernel`` says which kernel (if any) fits a
+measuring task; tasks it declines keep the general path in ``measure``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+from onnx import TensorProto
+
+from .stats import Moments
+from .tensors import TensorSource, decode_raw, storage_nbytes
+
+if TYPE_CHECKING:
+    from .measure import MeasureTask
+    from .nbits import NBitsDecoder
+    from .trace import Dequant
+
+HALF_TYPES = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
+#: Stored integer types and (bytes per element, signed); int4/uint4 are decoded to int8/uint8 codes.
+CODE_TYPES: dict[int, tuple[int, bool]] = {
+    TensorProto.INT8: (1, True), TensorProto.UINT8: (1, False), TensorProto.INT16: (2, True),
+    TensorProto.UINT16: (2, False), TensorProto.INT4: (1, True), TensorProto.UINT4: (1, False),
+}
+#: The largest number of table entries a per-chunk grouped kernel may build (bounds memory).
+MAX_GROUP_ROW = 1 << 22
+
+
+@lru_cache(maxsize=2)
+def half_table(data_type: int) -> np.ndarray:
+    """The float64 value of each of the 65,536 bit patterns of float16 or bfloat16."""
+    patterns = np.arange(1 << 16, dtype=np.uint32)
+    if data_type == TensorProto.FLOAT16:
+        table = patterns.astype(np.uint16).view(np.float16).astype(np.float64)
+    else:
+        with np.errstate(invalid="ignore"):  # NaN patterns stay NaN
+            table = (patterns << 16).view(np.float32).astype(np.float64)
+    table.flags.writeable = False
+    return table
+
+
+def table_moments(values: np.ndarray, counts: np.ndarray) -> Moments:
+    """Moments of a multiset given as values and how often each occurs (two exact passes)."""
+    finite = np.isfinite(values)
+    nonfinite = int(counts[~finite].sum())
+    present = finite & (counts > 0)
+    v = values[present]
+    if v.size == 0:
+        return Moments(nonfinite=nonfinite)
+    c = counts[present].astype(np.float64)
+    n = int(counts[present].sum())
+    mean = float(c @ v) / n
+    d = v - mean
+    correction = float(c @ d) / n  # second pass: the rounding of the first mean, removed
+    mean += correction
+    d -= correction
+    d2 = d * d
+    zeros = int(counts[present][v == 0].sum())
+    return Moments(n, mean, float(c @ d2), float(c @ (d2 * d)), float(c @ (d2 * d2)),
+                   float(v.min()), float(v.max()), nonfinite, zeros)
+
+
+def grouped_moments(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | float, rows: bool) -> Moments:
+    """Moments of ``scale·(codes - zero)`` where each row (``rows``) or column is one group.
+
+    ``scale`` and ``zero`` broadcast against ``codes`` (shape (R, 1) for row groups,
+    (1, C) for column groups); every scale is finite.
+    """
+    if codes.size == 0:
+        return Moments()
+    e = np.subtract(codes, zero, dtype=np.float64)
+    x = e * scale
+    lo, hi = float(x.min()), float(x.max())
+    zeros = int(np.count_nonzero(x == 0))
+    n = codes.shape[1] if rows else codes.shape[0]
+    ones = np.ones(n)
+    sums = (lambda a: a @ ones) if rows else (lambda a: ones @ a)
+    s1 = sums(e)
+    np.multiply(e, e, out=x)           # e² (x is no longer needed)
+    s2 = sums(x)
+    e *= x                              # e³
+    s3 = sums(e)
+    np.multiply(x, x, out=e)           # e⁴
+    s4 = sums(e)
+    m = s1 / n
+    c2 = np.maximum(s2 - s1 * m, 0.0)
+    c3 = s3 - 3 * m * s2 + 2 * n * m ** 3
+    c4 = s4 - 4 * m * s3 + 6 * m * m * s2 - 3 * n * m ** 4
+    s = np.ravel(scale).astype(np.float64)
+    if s.size == 1 and m.size > 1:
+        s = np.full(m.size, s[0])
+    group_mean = s * m
+    groups = m.size
+    mean = float(group_mean.sum()) / groups
+    delta = group_mean - mean
+    correction = float(delta.sum()) / groups
+    mean += correction
+    delta -= correction
+    m2g, m3g, m4g = s * s * c2, s ** 3 * c3, s ** 4 * c4
+    d2 = delta * delta
+    m2 = float(m2g.sum() + n * d2.sum())
+    m3 = float(m3g.sum() + 3 * (delta @ m2g) + n * (d2 @ delta))
+    m4 = float(m4g.sum() + 4 * (delta @ m3g) + 6 * (d2 @ m2g) + n * (d2 @ d2))
+    return Moments(n * groups, mean, m2, m3, m4, lo, hi, 0, zeros)
+
+
+# ---------------------------------------------------------------- reading raw codes
+
+
+def raw_chunks(source: TensorSource, chunk_elems: int, start: int, stop: int) -> Iterator[np.ndarray]:
+    """Elements ``[start, stop)`` as stored integers: 16-bit patterns of half floats, codes of
+    integer types (int4/uint4 unpacked to int8/uint8), without converting to float."""
+    assert source.payload is not None
+    data_type = source.data_type
+    per_byte = source.per_byte
+    chunk_elems -= chunk_elems % per_byte
+    offset = storage_nbytes(data_type, start)
+    payload = source.payload.sub(offset, storage_nbytes(data_type, stop) - offset)
+    remaining = stop - start
+    for buf in payload.iter_bytes(storage_nbytes(data_type, chunk_elems)):
+        n = min(chunk_elems, remaining)
+        if data_type in HALF_TYPES or data_type in (TensorProto.INT16, TensorProto.UINT16):
+            yield np.frombuffer(buf, "<u2" if data_type != TensorProto.INT16 else "<i2", n)
+        elif data_type in (TensorProto.INT8, TensorProto.UINT8):
+            yield np.frombuffer(buf, np.int8 if data_type == TensorProto.INT8 else np.uint8, n)
+        else:
+            yield decode_raw(buf, data_type, n)
+        remaining -= n
+
+
+def unsigned(codes: np.ndarray) -> np.ndarray:
+    """The same bits as non-negative integers, for ``np.bincount``."""
+    if codes.dtype == np.int8:
+        return codes.view(np.uint8)
+    if codes.dtype == np.int16 or codes.dtype == np.dtype("<i2"):
+        return codes.view(np.uint16)
+    return codes
+
+
+def code_table(bits: int, signed: bool, scale: float, zero: float) -> np.ndarray:
+    """``scale·(code - zero)`` in float64 for each unsigned bit pattern of a ``bits``-bit code."""
+    patterns = np.arange(1 << bits, dtype=np.int64)
+    if signed:
+        patterns = np.where(patterns >= 1 << (bits - 1), patterns - (1 << bits), patterns)
+    return (patterns.astype(np.float64) - zero) * scale
+
+
+# ---------------------------------------------------------------- kernels
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """How one task's chunks become Moments.  ``granularity``: chunks are whole multiples of it."""
+
+    kind: str                # half | table | axis-cols | axis-rows | blocked | nbits
+    granularity: int = 1
+
+    def chunk_moments(self, codes: np.ndarray, start: int) -> Moments:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class HistogramKernel(Kernel):
+    """Per-tensor: one histogram of the bit patterns over the whole range, one table at the end."""
+
+    table: np.ndarray | None = None
+
+    def histogram(self, codes: np.ndarray) -> np.ndarray:
+        assert self.table is not None
+        return np.bincount(unsigned(np.ravel(codes)), minlength=self.table.size)
+
+    def finish(self, counts: np.ndarray) -> Moments:
+        assert self.table is not None
+        return table_moments(self.table, counts)
+
+
+@dataclass(frozen=True)
+class AxisKernel(Kernel):
+    """Per-axis ``DequantizeLinear``: the tensor viewed as (outer, channels, inner)."""
+
+    scale: np.ndarray | None = None   # (channels,) float64
+    zero: np.ndarray | None = None    # (channels,) float64
+    inner: int = 1
+
+    def chunk_moments(self, codes: np.ndarray, start: int) -> Moments:
+        assert self.scale is not None and self.zero is not None
+        channels = self.scale.size
+        if self.inner == 1:
+            grid = codes.reshape(-1, channels)
+            return grouped_moments(grid, self.scale[None, :], self.zero[None, :], rows=False)
+        grid = codes.reshape(-1, self.inner)
+        first = start // self.inner
+        channel = np.arange(first, first + grid.shape[0]) % channels
+        return grouped_moments(grid, self.scale[channel, None], self.zero[channel, None], rows=True)
+
+
+@dataclass(frozen=True)
+class BlockedKernel(Kernel):
+    """Blocked ``DequantizeLinear`` along the last axis: rows of ``length`` values, blocks of ``block``."""
+
+    scale: np.ndarray | None = None   # (rows, k_blocks) float64
+    zero: np.ndarray | None = None    # (rows, k_blocks) float64
+    length: int = 1
+    block: int = 1
+
+    def chunk_moments(self, codes: np.ndarray, start: int) -> Moments:
+        assert self.scale is not None and self.zero is not None
+        grid = codes.reshape(-1, self.length)
+        first = start // self.length
+        scale = self.scale[first:first + grid.shape[0]]
+        zero = self.zero[first:first + grid.shape[0]]
+        return blocks_moments(grid, scale, zero, self.block, self.length)
+
+
+def blocks_moments(grid: np.ndarray, scale: np.ndarray, zero: np.ndarray, block: int, length: int) -> Moments:
+    """Rows of ``length`` codes cut into blocks of ``block`` (the last one shorter when it does not divide)."""
+    rows = grid.shape[0]
+    full = length // block
+    result = Moments()
+    if full:
+        body = grid[:, :full * block].reshape(rows * full, block)
+        result = grouped_moments(body, scale[:, :full].reshape(-1, 1), zero[:, :full].reshape(-1, 1), rows=True)
+    if full * block < length:
+        tail = grid[:, full * block:length]
+        result = result.merge(grouped_moments(tail, scale[:, full:full + 1], zero[:, full:full + 1], rows=True))
+    return result
+
+
+@dataclass(frozen=True)
+class NBitsKernel(Kernel):
+    """``MatMulNBits``: whole rows of packed blocks; codes beyond K (padding) are left out."""
+
+    decoder: NBitsDecoder | None = None
+
+    def chunk_moments(self, codes: np.ndarray, start: int) -> Moments:
+        from .nbits import unpack_codes
+
+        assert self.decoder is not None
+        lay = self.decoder.layout
+        first = start // lay.row_bytes
+        rows = codes.size // lay.row_bytes
+        unpacked = unpack_codes(codes.reshape(rows, lay.k_blocks, lay.blob_size), lay.bits)
+        grid = unpacked.reshape(rows, lay.k_blocks * lay.block_size)
+        scale, zero = self.decoder.rows(first, rows)
+        return blocks_moments(grid, scale, zero, lay.block_size, lay.k)
+
+
+def plan_kernel(task: MeasureTask) -> Kernel | None:
+    """The exact fast kernel for a task, or None when the general path must read it."""
+    source = task.source
+    if source.payload is None or source.count == 0:
+        return None
+    if task.decoder is not None:
+        from .nbits import NBitsDecoder
+
+        decoder = task.decoder
+        if (isinstance(decoder, NBitsDecoder) and source.data_type == TensorProto.UINT8
+                and decoder.finite() and decoder.layout.row_bytes <= MAX_GROUP_ROW):
+            return NBitsKernel("nbits", decoder.layout.row_bytes, decoder)
+        return None
+    if task.dequant is None:
+        if source.data_type in HALF_TYPES:
+            return HistogramKernel("half", 1, half_table(source.data_type))
+        return None
+    if source.data_type not in CODE_TYPES or task.parts:
+        return None
+    return _dequant_kernel(source, task.dequant)
+
+
+def _dequant_kernel(source: TensorSource, dq: Dequant) -> Kernel | None:
+    scale = np.asarray(dq.scale, np.float64)
+    if not np.all(np.isfinite(scale)):
+        return None
+    zero = np.zeros(scale.shape) if dq.zero_point is None else np.asarray(dq.zero_point, np.float64)
+    nbytes, signed = CODE_TYPES[source.data_type]
+    bits = 8 * nbytes
+    if dq.axis is None:
+        if zero.size != 1:
+            return None
+        return HistogramKernel("table", source.per_byte, code_table(bits, signed, float(scale), float(zero.ravel()[0])))
+    shape = source.shape
+    axis = dq.axis
+    if dq.block_size:
+        if axis != len(shape) - 1 or scale.ndim != len(shape):
+            return None
+        length = shape[-1]
+        if length > MAX_GROUP_ROW:
+            return None
+        return BlockedKernel("blocked", _lcm(length, source.per_byte), scale.reshape(-1, scale.shape[-1]),
+                             zero.reshape(-1, scale.shape[-1]), length, dq.block_size)
+    inner = math.prod(shape[axis + 1:])
+    channels = shape[axis]
+    if scale.size != channels or zero.size != channels:
+        return None
+    period = channels if inner == 1 else inner
+    if period > MAX_GROUP_ROW:
+        return None
+    return AxisKernel("axis", _lcm(period, source.per_byte), scale.ravel(), zero.ravel(), inner)
+
+
+def _lcm(a: int, b: int) -> int:
+    return a * b // math.gcd(a, b)
+
+
+def measure_with_kernel(kernel: Kernel, task: MeasureTask, chunk: int, start: int, stop: int) -> Moments:
+    """Moments of elements ``[start, stop)`` (whole multiples of the kernel's granularity)."""
+    source = task.source
+    if isinstance(kernel, HistogramKernel):
+        counts: np.ndarray | None = None
+        for codes in raw_chunks(source, chunk, start, stop):
+            hist = kernel.histogram(codes)
+            counts = hist if counts is None else counts + hist
+        return kernel.finish(counts) if counts is not None else Moments()
+    result = Moments()
+    at = start
+    for codes in raw_chunks(source, chunk, start, stop):
+        result = result.merge(kernel.chunk_moments(codes, at))
+        at += codes.size
+    return result
