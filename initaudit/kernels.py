@@ -80,21 +80,54 @@ def table_moments(values: np.ndarray, counts: np.ndarray) -> Moments:
                    float(v.min()), float(v.max()), nonfinite, zeros)
 
 
-def grouped_moments(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | float, rows: bool) -> Moments:
+_SCRATCH: dict[str, list[np.ndarray]] = {}
+
+
+def _scratch(shape: tuple[int, ...], dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """Two reused work arrays of ``shape``: a fresh large array per chunk costs page faults."""
+    size = math.prod(shape)
+    held = _SCRATCH.get(np.dtype(dtype).char)
+    if held is None or held[0].size < size:
+        held = _SCRATCH[np.dtype(dtype).char] = [np.empty(size, dtype), np.empty(size, dtype)]
+    return held[0][:size].reshape(shape), held[1][:size].reshape(shape)
+
+
+#: float32 holds every integer below this exactly: sums of e and e² stay exact while they stay below it.
+FLOAT32_EXACT = 1 << 24
+
+
+def float32_rows(bits: int) -> int:
+    """How many ``bits``-bit codes a float32 sum of ``e²`` (``|e| < 2^bits``) adds up exactly."""
+    return FLOAT32_EXACT // ((1 << bits) - 1) ** 2
+
+
+def grouped_moments(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | float, rows: bool,
+                    bits: int = 16) -> Moments:
     """Moments of ``scale·(codes - zero)`` where each row (``rows``) or column is one group.
 
     ``scale`` and ``zero`` broadcast against ``codes`` (shape (R, 1) for row groups,
-    (1, C) for column groups); every scale is finite.
+    (1, C) for column groups); every scale is finite.  With ``bits``-bit codes, integer
+    zero points and float32 scales, the work is done in float32 where that is exact (the
+    sums of ``e`` and ``e²``; the third and fourth powers, which only feed the kurtosis, to
+    float32 rounding), and the range from the float32 products is made exact afterwards.
     """
     if codes.size == 0:
         return Moments()
-    e = np.subtract(codes, zero, dtype=np.float64)
-    x = e * scale
-    lo, hi = float(x.min()), float(x.max())
-    zeros = int(np.count_nonzero(x == 0))
     n = codes.shape[1] if rows else codes.shape[0]
-    ones = np.ones(n)
-    sums = (lambda a: a @ ones) if rows else (lambda a: ones @ a)
+    scale = np.asarray(scale)
+    zero_array = np.asarray(zero)
+    single = (scale.dtype == np.float32 and bits <= 8 and n <= float32_rows(bits)
+              and (zero_array.dtype.kind in "iu" or bool(np.all(zero_array == np.round(zero_array)))))
+    dtype = np.float32 if single else np.float64
+    e, x = _scratch(codes.shape, dtype)
+    np.subtract(codes, zero_array.astype(dtype, copy=False), out=e)
+    np.multiply(e, scale.astype(dtype, copy=False), out=x)
+    lo, hi = x.min(), x.max()
+    zeros = int(np.count_nonzero(x == 0))
+    if single:  # the float32 products are rounded: the exact extremes are among the ties
+        lo, hi = _exact_extreme(x, e, scale, rows, lo, min), _exact_extreme(x, e, scale, rows, hi, max)
+    ones = np.ones(n, dtype)
+    sums = (lambda a: (a @ ones).astype(np.float64)) if rows else (lambda a: (ones @ a).astype(np.float64))
     s1 = sums(e)
     np.multiply(e, e, out=x)           # e² (x is no longer needed)
     s2 = sums(x)
@@ -102,13 +135,32 @@ def grouped_moments(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | flo
     s3 = sums(e)
     np.multiply(x, x, out=e)           # e⁴
     s4 = sums(e)
-    m = s1 / n
-    c2 = np.maximum(s2 - s1 * m, 0.0)
-    c3 = s3 - 3 * m * s2 + 2 * n * m ** 3
-    c4 = s4 - 4 * m * s3 + 6 * m * m * s2 - 3 * n * m ** 4
     s = np.ravel(scale).astype(np.float64)
-    if s.size == 1 and m.size > 1:
-        s = np.full(m.size, s[0])
+    if s.size == 1 and s1.size > 1:
+        s = np.full(s1.size, s[0])
+    return combine_groups(n, s, s1, s2, s3, s4, float(lo), float(hi), zeros)
+
+
+def _exact_extreme(x: np.ndarray, e: np.ndarray, scale: np.ndarray, rows: bool, rounded: float, pick) -> float:
+    at = np.flatnonzero(x == rounded)
+    width = x.shape[1]
+    group = at // width if rows else at % width
+    exact = e.ravel()[at].astype(np.float64) * np.ravel(scale).astype(np.float64)[group if scale.size > 1 else 0]
+    return float(pick(exact))
+
+
+def combine_groups(n: int, s: np.ndarray, s1: np.ndarray, s2: np.ndarray, s3: np.ndarray, s4: np.ndarray,
+                   lo: float, hi: float, zeros: int) -> Moments:
+    """Groups of ``n`` values ``s·e`` with power sums ``s1..s4`` of the integers ``e``, as one Moments.
+
+    Each group's central moments come from its own sums (exact integers in float64 for
+    the mean and M2), then the many-group form of Pébay's merge combines them.
+    """
+    m = s1 / n
+    mm = m * m
+    c2 = np.maximum(s2 - s1 * m, 0.0)
+    c3 = s3 - 3 * m * s2 + 2 * n * mm * m
+    c4 = s4 - 4 * m * s3 + 6 * mm * s2 - 3 * n * mm * mm
     group_mean = s * m
     groups = m.size
     mean = float(group_mean.sum()) / groups
@@ -116,7 +168,10 @@ def grouped_moments(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | flo
     correction = float(delta.sum()) / groups
     mean += correction
     delta -= correction
-    m2g, m3g, m4g = s * s * c2, s ** 3 * c3, s ** 4 * c4
+    ss = s * s
+    m2g = ss * c2
+    m3g = ss * s * c3
+    m4g = ss * ss * c4
     d2 = delta * delta
     m2 = float(m2g.sum() + n * d2.sum())
     m3 = float(m3g.sum() + 3 * (delta @ m2g) + n * (d2 @ delta))
@@ -198,30 +253,32 @@ class HistogramKernel(Kernel):
 class AxisKernel(Kernel):
     """Per-axis ``DequantizeLinear``: the tensor viewed as (outer, channels, inner)."""
 
-    scale: np.ndarray | None = None   # (channels,) float64
-    zero: np.ndarray | None = None    # (channels,) float64
+    scale: np.ndarray | None = None   # (channels,) float32 (float64 if it was stored so)
+    zero: np.ndarray | None = None    # (channels,) integers
     inner: int = 1
+    bits: int = 8
 
     def chunk_moments(self, codes: np.ndarray, start: int) -> Moments:
         assert self.scale is not None and self.zero is not None
         channels = self.scale.size
         if self.inner == 1:
             grid = codes.reshape(-1, channels)
-            return grouped_moments(grid, self.scale[None, :], self.zero[None, :], rows=False)
+            return _column_groups(grid, self.scale, self.zero, self.bits)
         grid = codes.reshape(-1, self.inner)
         first = start // self.inner
         channel = np.arange(first, first + grid.shape[0]) % channels
-        return grouped_moments(grid, self.scale[channel, None], self.zero[channel, None], rows=True)
+        return grouped_moments(grid, self.scale[channel, None], self.zero[channel, None], rows=True, bits=self.bits)
 
 
 @dataclass(frozen=True)
 class BlockedKernel(Kernel):
     """Blocked ``DequantizeLinear`` along the last axis: rows of ``length`` values, blocks of ``block``."""
 
-    scale: np.ndarray | None = None   # (rows, k_blocks) float64
-    zero: np.ndarray | None = None    # (rows, k_blocks) float64
+    scale: np.ndarray | None = None   # (rows, k_blocks) float32 (float64 if it was stored so)
+    zero: np.ndarray | None = None    # (rows, k_blocks) integers
     length: int = 1
     block: int = 1
+    bits: int = 8
 
     def chunk_moments(self, codes: np.ndarray, start: int) -> Moments:
         assert self.scale is not None and self.zero is not None
@@ -229,20 +286,33 @@ class BlockedKernel(Kernel):
         first = start // self.length
         scale = self.scale[first:first + grid.shape[0]]
         zero = self.zero[first:first + grid.shape[0]]
-        return blocks_moments(grid, scale, zero, self.block, self.length)
+        return blocks_moments(grid, scale, zero, self.block, self.length, self.bits)
 
 
-def blocks_moments(grid: np.ndarray, scale: np.ndarray, zero: np.ndarray, block: int, length: int) -> Moments:
+def _column_groups(grid: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int) -> Moments:
+    """Column groups, cut into slabs of rows short enough for exact float32 sums."""
+    step = max(1, float32_rows(bits)) if bits <= 8 else grid.shape[0]
+    result = Moments()
+    for at in range(0, grid.shape[0], step):
+        result = result.merge(grouped_moments(grid[at:at + step], scale[None, :], zero[None, :], rows=False,
+                                              bits=bits))
+    return result
+
+
+def blocks_moments(grid: np.ndarray, scale: np.ndarray, zero: np.ndarray, block: int, length: int,
+                   bits: int) -> Moments:
     """Rows of ``length`` codes cut into blocks of ``block`` (the last one shorter when it does not divide)."""
     rows = grid.shape[0]
     full = length // block
     result = Moments()
     if full:
         body = grid[:, :full * block].reshape(rows * full, block)
-        result = grouped_moments(body, scale[:, :full].reshape(-1, 1), zero[:, :full].reshape(-1, 1), rows=True)
+        result = grouped_moments(body, scale[:, :full].reshape(-1, 1), zero[:, :full].reshape(-1, 1), rows=True,
+                                 bits=bits)
     if full * block < length:
         tail = grid[:, full * block:length]
-        result = result.merge(grouped_moments(tail, scale[:, full:full + 1], zero[:, full:full + 1], rows=True))
+        result = result.merge(grouped_moments(tail, scale[:, full:full + 1], zero[:, full:full + 1], rows=True,
+                                              bits=bits))
     return result
 
 
@@ -253,16 +323,28 @@ class NBitsKernel(Kernel):
     decoder: NBitsDecoder | None = None
 
     def chunk_moments(self, codes: np.ndarray, start: int) -> Moments:
-        from .nbits import unpack_codes
+        from .nbits import planar_position, unpack_planar
 
         assert self.decoder is not None
         lay = self.decoder.layout
         first = start // lay.row_bytes
         rows = codes.size // lay.row_bytes
-        unpacked = unpack_codes(codes.reshape(rows, lay.k_blocks, lay.blob_size), lay.bits)
-        grid = unpacked.reshape(rows, lay.k_blocks * lay.block_size)
+        block, full = lay.block_size, lay.k // lay.block_size
+        # each block's codes, in a fixed order within the block (only sums, range and counts matter)
+        planar = unpack_planar(codes.reshape(rows * lay.k_blocks, lay.blob_size), lay.bits)
         scale, zero = self.decoder.rows(first, rows)
-        return blocks_moments(grid, scale, zero, lay.block_size, lay.k)
+        result = Moments()
+        if full:
+            body = planar.reshape(rows, lay.k_blocks, block)[:, :full].reshape(rows * full, block)
+            result = grouped_moments(body, scale[:, :full].reshape(-1, 1), zero[:, :full].reshape(-1, 1), rows=True,
+                                     bits=lay.bits)
+        tail = lay.k - full * block
+        if tail:  # the last block is padded past K: keep its first ``tail`` codes only
+            keep = planar_position(np.arange(tail), lay.bits, lay.blob_size)
+            last = planar.reshape(rows, lay.k_blocks, block)[:, full][:, keep]
+            result = result.merge(grouped_moments(last, scale[:, full:full + 1], zero[:, full:full + 1], rows=True,
+                                                  bits=lay.bits))
+        return result
 
 
 def plan_kernel(task: MeasureTask) -> Kernel | None:
@@ -288,12 +370,22 @@ def plan_kernel(task: MeasureTask) -> Kernel | None:
 
 
 def _dequant_kernel(source: TensorSource, dq: Dequant) -> Kernel | None:
-    scale = np.asarray(dq.scale, np.float64)
-    if not np.all(np.isfinite(scale)):
+    scale = np.asarray(dq.scale)
+    if scale.dtype.kind != "f" or not np.all(np.isfinite(scale)):
         return None
-    zero = np.zeros(scale.shape) if dq.zero_point is None else np.asarray(dq.zero_point, np.float64)
+    if scale.dtype != np.float64 or bool(np.all(scale.astype(np.float32) == scale)):
+        scale = scale.astype(np.float32)
+    zero = np.zeros(scale.shape, np.int64) if dq.zero_point is None else np.asarray(dq.zero_point)
+    if zero.dtype.kind not in "iu":
+        return None
+    zero = zero.astype(np.int64)
     nbytes, signed = CODE_TYPES[source.data_type]
     bits = 8 * nbytes
+    code_bits = 4 if source.per_byte == 2 else bits
+    low = -(1 << (code_bits - 1)) if signed else 0
+    if zero.size and (zero.min() < low or zero.max() >= low + (1 << code_bits)):
+        code_bits = 16  # a zero point outside the codes' range: |q - z| is not bounded by the width
+
     if dq.axis is None:
         if zero.size != 1:
             return None
@@ -307,7 +399,7 @@ def _dequant_kernel(source: TensorSource, dq: Dequant) -> Kernel | None:
         if length > MAX_GROUP_ROW:
             return None
         return BlockedKernel("blocked", _lcm(length, source.per_byte), scale.reshape(-1, scale.shape[-1]),
-                             zero.reshape(-1, scale.shape[-1]), length, dq.block_size)
+                             zero.reshape(-1, scale.shape[-1]), length, dq.block_size, code_bits)
     inner = math.prod(shape[axis + 1:])
     channels = shape[axis]
     if scale.size != channels or zero.size != channels:
@@ -315,7 +407,7 @@ def _dequant_kernel(source: TensorSource, dq: Dequant) -> Kernel | None:
     period = channels if inner == 1 else inner
     if period > MAX_GROUP_ROW:
         return None
-    return AxisKernel("axis", _lcm(period, source.per_byte), scale.ravel(), zero.ravel(), inner)
+    return AxisKernel("axis", _lcm(period, source.per_byte), scale.ravel(), zero.ravel(), inner, code_bits)
 
 
 def _lcm(a: int, b: int) -> int:

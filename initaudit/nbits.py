@@ -38,6 +38,29 @@ class NBitsLayout:
         return (self.n, self.k_blocks, self.blob_size)
 
 
+def unpack_planar(packed: np.ndarray, bits: int) -> np.ndarray:
+    """uint8 bytes [..., B] → codes [..., 8/bits · B] grouped by position in the byte: first every
+    byte's lowest code, then every byte's next one.  Contiguous passes (``unpack_codes``'s
+    interleaving runs an inner loop of 2); the order within a row is a fixed permutation,
+    ``planar_position``."""
+    if bits == 8:
+        return packed
+    per_byte = 8 // bits
+    mask = (1 << bits) - 1
+    out = np.empty((*packed.shape[:-1], per_byte, packed.shape[-1]), np.uint8)
+    for i in range(per_byte):
+        np.right_shift(packed, bits * i, out=out[..., i, :])
+        if i < per_byte - 1:
+            out[..., i, :] &= mask
+    return out.reshape(*packed.shape[:-1], -1)
+
+
+def planar_position(positions: np.ndarray, bits: int, row_bytes: int) -> np.ndarray:
+    """Where code ``p`` of a row (``row_bytes`` bytes, low bits first) lands in ``unpack_planar``'s row."""
+    per_byte = 8 // bits
+    return (positions % per_byte) * row_bytes + positions // per_byte
+
+
 def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
     """uint8 bytes → codes, low bits first (2, 4 or 8 bits each)."""
     if bits == 8:
@@ -59,13 +82,15 @@ class NBitsDecoder:
     zero_points: np.ndarray | None     # packed uint8 [N, ceil(k_blocks·bits/8)], float [N, k_blocks], or None
 
     def rows(self, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """float64 scales and zero points of rows ``[first, first + count)``, each [count, k_blocks]."""
+        """Scales (float32, or float64 if stored so) and zero points (integer codes, or floats) of
+        rows ``[first, first + count)``, each [count, k_blocks]."""
         lay = self.layout
-        scale = self.scales[first:first + count].astype(np.float64)
+        scale = self.scales[first:first + count]
+        scale = scale.astype(np.float32 if scale.dtype.itemsize <= 4 else np.float64)
         if self.zero_points is None:
-            zero = np.full(scale.shape, float(2 ** (lay.bits - 1)))
+            zero = np.full(scale.shape, 2 ** (lay.bits - 1), np.int16)
         elif self.zero_points.dtype == np.uint8:
-            zero = unpack_codes(self.zero_points[first:first + count], lay.bits)[:, :lay.k_blocks].astype(np.float64)
+            zero = unpack_codes(self.zero_points[first:first + count], lay.bits)[:, :lay.k_blocks]
         else:
             zero = self.zero_points[first:first + count].astype(np.float64)
         return scale, zero
@@ -82,7 +107,7 @@ class NBitsDecoder:
         rows = raw.size // lay.row_bytes
         codes = unpack_codes(raw.reshape(rows, lay.k_blocks, lay.blob_size), lay.bits).astype(np.float64)
         scale, zero = self.rows(first, rows)
-        return ((codes - zero[:, :, None]) * scale[:, :, None]).reshape(rows, -1)[:, :lay.k]
+        return ((codes - zero[:, :, None]) * scale[:, :, None].astype(np.float64)).reshape(rows, -1)[:, :lay.k]
 
 
 def make_decoder(layout: NBitsLayout, scales: np.ndarray, zero_points: np.ndarray | None) -> NBitsDecoder:

@@ -186,7 +186,7 @@ def test_dequantized_statistics_match_numpy(kind, layout, zero_point, monkeypatc
     task = MeasureTask(source(INT_TYPES[kind][0], q.shape, _stored(kind, q)), dq)
     assert kernels.plan_kernel(task) is not None
     fast, _ = measured(task)
-    check(fast, reference(expected), kurt_rel=1e-7)
+    check(fast, reference(expected), kurt_rel=1e-5)
     general, _ = measured(task, general=True, monkeypatch=monkeypatch)
     check(general, reference(expected), kurt_rel=1e-5)
 
@@ -215,10 +215,10 @@ def test_quantized_chunks_and_worker_pieces_agree(monkeypatch):
     task = MeasureTask(source(TensorProto.INT8, q.shape, _stored("int8", q)), dq)
     monkeypatch.setattr(measure_module, "CHUNK_ELEMS", 100)  # chunks of a few rows, merged
     stats, _ = measured(task)
-    check(stats, reference(expected), kurt_rel=1e-7)
+    check(stats, reference(expected), kurt_rel=1e-5)
     left, _ = measure_module.measure_range(task, 0, 24 * 700)
     right, _ = measure_module.measure_range(task, 24 * 700, q.size)
-    check(left.merge(right).stats(), reference(expected), kurt_rel=1e-7)
+    check(left.merge(right).stats(), reference(expected), kurt_rel=1e-5)
 
 
 # ---------------------------------------------------------------- MatMulNBits
@@ -260,6 +260,6 @@ def test_nbits_matches_numpy(bits, k, block, zeros, monkeypatch):
                        granularity=lay.row_bytes)
     assert isinstance(kernels.plan_kernel(task), kernels.NBitsKernel)
     fast, _ = measured(task)
-    check(fast, reference(expected), kurt_rel=1e-7)
+    check(fast, reference(expected), kurt_rel=1e-5)
     general, _ = measured(task, general=True, monkeypatch=monkeypatch)
     check(general, reference(expected), kurt_rel=1e-5)
