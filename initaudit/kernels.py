@@ -101,9 +101,48 @@ def float32_rows(bits: int) -> int:
     return FLOAT32_EXACT // ((1 << bits) - 1) ** 2
 
 
+@dataclass
+class GroupSums:
+    """Per-group power sums of the integers ``e = q - z`` (float64), and the range and zero
+    count of the dequantized values ``s·e``."""
+
+    n: int                 # values per group
+    s1: np.ndarray
+    s2: np.ndarray
+    s3: np.ndarray
+    s4: np.ndarray
+    lo: float
+    hi: float
+    zeros: int
+
+    def add(self, other: GroupSums) -> None:
+        """Same groups, more values (more rows of the same columns)."""
+        self.n += other.n
+        self.s1 += other.s1
+        self.s2 += other.s2
+        self.s3 += other.s3
+        self.s4 += other.s4
+        self.lo, self.hi = min(self.lo, other.lo), max(self.hi, other.hi)
+        self.zeros += other.zeros
+
+    def moments(self, scale: np.ndarray) -> Moments:
+        s = np.ravel(scale).astype(np.float64)
+        if s.size == 1 and self.s1.size > 1:
+            s = np.full(self.s1.size, s[0])
+        return combine_groups(self.n, s, self.s1, self.s2, self.s3, self.s4, self.lo, self.hi, self.zeros)
+
+
 def grouped_moments(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | float, rows: bool,
                     bits: int = 16) -> Moments:
-    """Moments of ``scale·(codes - zero)`` where each row (``rows``) or column is one group.
+    """Moments of ``scale·(codes - zero)`` where each row (``rows``) or column is one group."""
+    if codes.size == 0:
+        return Moments()
+    return group_sums(codes, scale, zero, rows, bits).moments(scale)
+
+
+def group_sums(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | float, rows: bool,
+               bits: int = 16) -> GroupSums:
+    """Power sums of each row's (``rows``) or column's ``codes - zero``, and the range of ``scale·(codes - zero)``.
 
     ``scale`` and ``zero`` broadcast against ``codes`` (shape (R, 1) for row groups,
     (1, C) for column groups); every scale is finite.  With ``bits``-bit codes, integer
@@ -111,8 +150,6 @@ def grouped_moments(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | flo
     sums of ``e`` and ``e²``; the third and fourth powers, which only feed the kurtosis, to
     float32 rounding), and the range from the float32 products is made exact afterwards.
     """
-    if codes.size == 0:
-        return Moments()
     n = codes.shape[1] if rows else codes.shape[0]
     scale = np.asarray(scale)
     zero_array = np.asarray(zero)
@@ -120,8 +157,16 @@ def grouped_moments(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | flo
               and (zero_array.dtype.kind in "iu" or bool(np.all(zero_array == np.round(zero_array)))))
     dtype = np.float32 if single else np.float64
     e, x = _scratch(codes.shape, dtype)
-    np.subtract(codes, zero_array.astype(dtype, copy=False), out=e)
-    np.multiply(e, scale.astype(dtype, copy=False), out=x)
+    scale_full = scale.astype(dtype, copy=False)
+    if rows and n < 256 and scale.size > 1:  # short rows: numpy's broadcasting loop costs more than a copy
+        scale_full = np.repeat(scale_full.ravel(), n).reshape(codes.shape)
+    np.copyto(e, codes, casting="unsafe")
+    if not (zero_array.dtype.kind in "iu" and not zero_array.any()):  # symmetric: nothing to subtract
+        zero_full = zero_array.astype(dtype, copy=False)
+        if rows and n < 256 and zero_array.size > 1:
+            zero_full = np.repeat(zero_full.ravel(), n).reshape(codes.shape)
+        e -= zero_full
+    np.multiply(e, scale_full, out=x)
     lo, hi = x.min(), x.max()
     zeros = int(np.count_nonzero(x == 0))
     if single:  # the float32 products are rounded: the exact extremes are among the ties
@@ -135,10 +180,7 @@ def grouped_moments(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | flo
     s3 = sums(e)
     np.multiply(x, x, out=e)           # e⁴
     s4 = sums(e)
-    s = np.ravel(scale).astype(np.float64)
-    if s.size == 1 and s1.size > 1:
-        s = np.full(s1.size, s[0])
-    return combine_groups(n, s, s1, s2, s3, s4, float(lo), float(hi), zeros)
+    return GroupSums(n, s1, s2, s3, s4, float(lo), float(hi), zeros)
 
 
 def _exact_extreme(x: np.ndarray, e: np.ndarray, scale: np.ndarray, rows: bool, rounded: float, pick) -> float:
@@ -262,8 +304,8 @@ class AxisKernel(Kernel):
         assert self.scale is not None and self.zero is not None
         channels = self.scale.size
         if self.inner == 1:
-            grid = codes.reshape(-1, channels)
-            return _column_groups(grid, self.scale, self.zero, self.bits)
+            sums = column_sums(codes.reshape(-1, channels), self.scale, self.zero, self.bits)
+            return sums.moments(self.scale) if sums is not None else Moments()
         grid = codes.reshape(-1, self.inner)
         first = start // self.inner
         channel = np.arange(first, first + grid.shape[0]) % channels
@@ -289,14 +331,17 @@ class BlockedKernel(Kernel):
         return blocks_moments(grid, scale, zero, self.block, self.length, self.bits)
 
 
-def _column_groups(grid: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int) -> Moments:
-    """Column groups, cut into slabs of rows short enough for exact float32 sums."""
+def column_sums(grid: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int) -> GroupSums | None:
+    """Column groups' sums over all rows, in slabs of rows short enough for exact float32 sums."""
     step = max(1, float32_rows(bits)) if bits <= 8 else grid.shape[0]
-    result = Moments()
+    total: GroupSums | None = None
     for at in range(0, grid.shape[0], step):
-        result = result.merge(grouped_moments(grid[at:at + step], scale[None, :], zero[None, :], rows=False,
-                                              bits=bits))
-    return result
+        sums = group_sums(grid[at:at + step], scale[None, :], zero[None, :], rows=False, bits=bits)
+        if total is None:
+            total = sums
+        else:
+            total.add(sums)
+    return total
 
 
 def blocks_moments(grid: np.ndarray, scale: np.ndarray, zero: np.ndarray, block: int, length: int,
@@ -323,28 +368,41 @@ class NBitsKernel(Kernel):
     decoder: NBitsDecoder | None = None
 
     def chunk_moments(self, codes: np.ndarray, start: int) -> Moments:
-        from .nbits import planar_position, unpack_planar
-
         assert self.decoder is not None
         lay = self.decoder.layout
         first = start // lay.row_bytes
         rows = codes.size // lay.row_bytes
         block, full = lay.block_size, lay.k // lay.block_size
-        # each block's codes, in a fixed order within the block (only sums, range and counts matter)
-        planar = unpack_planar(codes.reshape(rows * lay.k_blocks, lay.blob_size), lay.bits)
-        scale, zero = self.decoder.rows(first, rows)
-        result = Moments()
-        if full:
-            body = planar.reshape(rows, lay.k_blocks, block)[:, :full].reshape(rows * full, block)
-            result = grouped_moments(body, scale[:, :full].reshape(-1, 1), zero[:, :full].reshape(-1, 1), rows=True,
-                                     bits=lay.bits)
         tail = lay.k - full * block
-        if tail:  # the last block is padded past K: keep its first ``tail`` codes only
-            keep = planar_position(np.arange(tail), lay.bits, lay.blob_size)
-            last = planar.reshape(rows, lay.k_blocks, block)[:, full][:, keep]
-            result = result.merge(grouped_moments(last, scale[:, full:full + 1], zero[:, full:full + 1], rows=True,
-                                                  bits=lay.bits))
-        return result
+        per_byte = 8 // lay.bits
+        mask = (1 << lay.bits) - 1
+        scale, zero = self.decoder.rows(first, rows)
+        body_scale, body_zero = scale[:, :full].reshape(-1, 1), zero[:, :full].reshape(-1, 1)
+        tail_scale, tail_zero = scale[:, full:full + 1], zero[:, full:full + 1]
+        blocks = codes.reshape(rows, lay.k_blocks, lay.blob_size)
+        plane = np.empty(blocks.shape, np.uint8)
+        body: GroupSums | None = None
+        last: GroupSums | None = None
+        # a block's codes are spread over the bit positions of its bytes: sums per position, added up
+        for i in range(per_byte):
+            np.right_shift(blocks, lay.bits * i, out=plane)
+            if i < per_byte - 1:
+                plane &= mask
+            if full:
+                sums = group_sums(plane[:, :full].reshape(rows * full, lay.blob_size), body_scale, body_zero,
+                                  rows=True, bits=lay.bits)
+                body = sums if body is None else _added(body, sums)
+            kept = (tail - i + per_byte - 1) // per_byte  # codes i, i + per_byte, … below ``tail``
+            if tail and kept > 0:  # the last block is padded past K
+                sums = group_sums(plane[:, full, :kept], tail_scale, tail_zero, rows=True, bits=lay.bits)
+                last = sums if last is None else _added(last, sums)
+        result = body.moments(body_scale) if body is not None else Moments()
+        return result.merge(last.moments(tail_scale)) if last is not None else result
+
+
+def _added(total: GroupSums, more: GroupSums) -> GroupSums:
+    total.add(more)
+    return total
 
 
 def plan_kernel(task: MeasureTask) -> Kernel | None:
@@ -423,6 +481,16 @@ def measure_with_kernel(kernel: Kernel, task: MeasureTask, chunk: int, start: in
             hist = kernel.histogram(codes)
             counts = hist if counts is None else counts + hist
         return kernel.finish(counts) if counts is not None else Moments()
+    if isinstance(kernel, AxisKernel) and kernel.inner == 1:  # the same column groups in every chunk
+        assert kernel.scale is not None and kernel.zero is not None
+        total: GroupSums | None = None
+        for codes in raw_chunks(source, chunk, start, stop):
+            sums = column_sums(codes.reshape(-1, kernel.scale.size), kernel.scale, kernel.zero, kernel.bits)
+            if total is None:
+                total = sums
+            elif sums is not None:
+                total.add(sums)
+        return total.moments(kernel.scale) if total is not None else Moments()
     result = Moments()
     at = start
     for codes in raw_chunks(source, chunk, start, stop):
