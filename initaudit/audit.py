@@ -10,7 +10,7 @@ from .errors import InitauditError
 from .graph import ModelGraph, Scope
 from .layers import finish, is_candidate, plan, plan_unsupported
 from .loader import load_model
-from .measure import default_jobs, measure_all
+from .measure import PARALLEL_MIN_BYTES, default_jobs, measure_all
 from .ops import WEIGHT_OPS, canonical_domain
 from .options import FAIL_ON, AuditOptions
 from .report import ModelReport, Report, Skipped
@@ -37,11 +37,25 @@ def audit(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], jobs
     if jobs < 1:
         raise InitauditError(f"jobs must be at least 1, got {jobs}")
     files = expand_paths([paths] if isinstance(paths, (str, os.PathLike)) else list(paths))
-    if len(files) > 1 and jobs > 1:
+    if len(files) > 1 and jobs > 1 and _folder_bytes(files) >= PARALLEL_MIN_BYTES:
         models = tuple(_audit_in_processes(files, opts, jobs))
     else:
         models = tuple(audit_model(path, opts, jobs) for path in files)
     return Report(models, opts.fail_on, {"version": __version__})
+
+
+def _folder_bytes(files: list[Path]) -> int:
+    """Bytes in the models' folders (external data lives next to its model): below
+    ``PARALLEL_MIN_BYTES`` a process pool's start-up costs more than the work it shares."""
+    total = 0
+    for folder in {f.resolve().parent for f in files}:
+        try:
+            total += sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
+        except OSError:
+            continue
+        if total >= PARALLEL_MIN_BYTES:
+            break
+    return total
 
 
 def _audit_one(args: tuple[Path, AuditOptions]) -> ModelReport | InitauditError:
