@@ -377,6 +377,12 @@ class NBitsKernel(Kernel):
         per_byte = 8 // lay.bits
         mask = (1 << lay.bits) - 1
         scale, zero = self.decoder.rows(first, rows)
+        if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(zero))):  # NaN/Inf scales: value by value
+            from .stats import MomentAccumulator
+
+            acc = MomentAccumulator()
+            acc.add(self.decoder(codes, start))
+            return acc.moments()
         body_scale, body_zero = scale[:, :full].reshape(-1, 1), zero[:, :full].reshape(-1, 1)
         tail_scale, tail_zero = scale[:, full:full + 1], zero[:, full:full + 1]
         blocks = codes.reshape(rows, lay.k_blocks, lay.blob_size)
@@ -415,7 +421,7 @@ def plan_kernel(task: MeasureTask) -> Kernel | None:
 
         decoder = task.decoder
         if (isinstance(decoder, NBitsDecoder) and source.data_type == TensorProto.UINT8
-                and decoder.finite() and decoder.layout.row_bytes <= MAX_GROUP_ROW):
+                and decoder.layout.row_bytes <= MAX_GROUP_ROW):
             return NBitsKernel("nbits", decoder.layout.row_bytes, decoder)
         return None
     if task.dequant is None:

@@ -263,3 +263,38 @@ def test_nbits_matches_numpy(bits, k, block, zeros, monkeypatch):
     check(fast, reference(expected), kurt_rel=1e-5)
     general, _ = measured(task, general=True, monkeypatch=monkeypatch)
     check(general, reference(expected), kurt_rel=1e-5)
+
+
+def test_nbits_nonfinite_scale_is_counted(monkeypatch):
+    lay = NBitsLayout(6, 64, 4, 32)
+    codes = RNG.integers(0, 16, (6, 2, 32))
+    scales = RNG.uniform(0.01, 0.02, (6, 2)).astype(np.float32)
+    scales[4, 1] = np.nan
+    expected = ((codes - 8.0) * scales.astype(np.float64)[:, :, None]).reshape(6, -1)
+    task = MeasureTask(source(TensorProto.UINT8, lay.stored_shape, _pack(codes, 4).tobytes()),
+                       decoder=make_decoder(lay, scales, None), granularity=lay.row_bytes)
+    monkeypatch.setattr(measure_module, "CHUNK_ELEMS", 2 * lay.row_bytes)  # the NaN rows are one chunk of three
+    stats, _ = measured(task)
+    check(stats, reference(expected), kurt_rel=1e-5)
+    assert stats.nonfinite == 32
+
+
+def test_nbits_scales_read_from_the_file(tmp_path):
+    lay = NBitsLayout(8, 64, 4, 16)
+    codes = RNG.integers(0, 16, (8, 4, 16))
+    scales = RNG.uniform(0.01, 0.02, (8, 4)).astype(np.float16)
+    zeros = RNG.integers(0, 16, (8, 4))
+    packed_zeros = _pack(zeros, 4)
+    path = tmp_path / "scales.bin"
+    path.write_bytes(b"\0" * 3 + scales.tobytes() + packed_zeros.tobytes())
+    with open(path, "rb") as handle:
+        from initaudit.tensors import FilePayload
+        scale_source = TensorSource("s", TensorProto.FLOAT16, (32,), FilePayload(handle.fileno(), 3, scales.nbytes))
+        zero_source = TensorSource("z", TensorProto.UINT8, (16,),
+                                   FilePayload(handle.fileno(), 3 + scales.nbytes, packed_zeros.nbytes))
+        decoder = make_decoder(lay, scale_source, zero_source)
+        task = MeasureTask(source(TensorProto.UINT8, lay.stored_shape, _pack(codes, 4).tobytes()), decoder=decoder,
+                           granularity=lay.row_bytes)
+        stats, _ = measured(task)
+    expected = (codes - zeros[:, :, None]) * scales.astype(np.float64)[:, :, None]
+    check(stats, reference(expected), kurt_rel=1e-5)
