@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -99,17 +100,24 @@ if pid == 0:
     os.dup2(fd, 1); os.dup2(fd, 2)
     os.execvp(sys.argv[1], sys.argv[1:])
 _, status, usage = os.wait4(pid, 0)
-print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(status),
+      usage.ru_utime + usage.ru_stime)
 """
 
 
 def run(argv: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB, the largest of the command and its children)."""
+    wall, rss, _ = run_cpu(argv)
+    return wall, rss
+
+
+def run_cpu(argv: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MiB) and CPU seconds (user + system, the command and its children)."""
     done = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *argv], capture_output=True, text=True, check=True)
-    wall, maxrss, code = done.stdout.split()
+    wall, maxrss, code, cpu = done.stdout.split()
     if int(code) not in (0, 1):
         raise SystemExit(f"{' '.join(argv[:4])} failed with exit code {code}")
-    return float(wall), int(maxrss) / 1024
+    return float(wall), int(maxrss) / 1024, float(cpu)
 
 
 def bench(label: str, model: Path, files: list[Path], repeat: int, naive: bool) -> None:
@@ -217,30 +225,40 @@ def initaudit_argv(target: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "initaudit", str(target), "--format", "json", "-o", os.devnull, *extra]
 
 
-def interleaved(commands: dict[str, list[str]], repeat: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Median wall seconds and largest peak RSS (MiB) of each command, runs interleaved."""
+@dataclass
+class Timing:
+    wall: float   # median wall seconds
+    cpu: float    # median CPU seconds (user + system, with children)
+    rss: float    # largest peak RSS, MiB
+
+
+def interleaved(commands: dict[str, list[str]], repeat: int) -> dict[str, Timing]:
+    """Medians of each command's runs, the commands run in turn ``repeat`` times."""
     for argv in commands.values():  # warm the page cache and the imports
-        run(argv)
-    results: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
+        run_cpu(argv)
+    results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in commands}
     for _ in range(repeat):
         for name, argv in commands.items():
-            results[name].append(run(argv))
-    return ({k: statistics.median(w for w, _ in v) for k, v in results.items()},
-            {k: max(r for _, r in v) for k, v in results.items()})
+            results[name].append(run_cpu(argv))
+    return {k: Timing(statistics.median(w for w, _, _ in v), statistics.median(c for _, _, c in v),
+                      max(r for _, r, _ in v)) for k, v in results.items()}
 
 
 def bench_storage(folder: Path, values_mi: int, repeat: int) -> None:
     count = max(1, values_mi * (1 << 20) // (SIDE * SIDE))
     values = count * SIDE * SIDE
     models = {kind: make_storage_model(folder, kind, count) for kind in STORAGE}
-    wall, rss = interleaved({kind: initaudit_argv(path) for kind, (path, _) in models.items()}, repeat)
+    got = interleaved({kind: initaudit_argv(path) for kind, (path, _) in models.items()}, repeat)
     print(f"\n1. storage types: {values / (1 << 20):.0f} Mi values ({count} × {SIDE}×{SIDE} MatMul weights, one "
           f"external data file), initaudit --format json, median of {repeat} interleaved runs")
-    print(f"{'storage':<32} {'data MiB':>9} {'wall s':>8} {'Mvalues/s':>10} {'vs float32':>11} {'peak RSS MiB':>13}")
+    print(f"{'storage':<32} {'data MiB':>9} {'wall s':>8} {'Mvalues/s':>10} {'vs float32':>11} {'peak RSS MiB':>13}"
+          f" {'CPU s':>7} {'CPU vs float32':>15}")
+    base = got["float32"]
     for kind, (_, files) in models.items():
         data = files[1].stat().st_size / (1 << 20)
-        print(f"{kind:<32} {data:9.0f} {wall[kind]:8.3f} {values / wall[kind] / 1e6:10.0f} "
-              f"{wall[kind] / wall['float32']:10.2f}× {rss[kind]:13.0f}")
+        t = got[kind]
+        print(f"{kind:<32} {data:9.0f} {t.wall:8.3f} {values / t.wall / 1e6:10.0f} {t.wall / base.wall:10.2f}× "
+              f"{t.rss:13.0f} {t.cpu:7.3f} {t.cpu / base.cpu:14.2f}×")
     for _, files in models.values():
         for f in files:
             f.unlink()
@@ -248,13 +266,14 @@ def bench_storage(folder: Path, values_mi: int, repeat: int) -> None:
 
 def bench_floor(folder: Path, gib: float, repeat: int) -> None:
     model, files = make_external(folder, gib)
-    wall, rss = interleaved({"floor.py": [sys.executable, str(FLOOR), str(model)],
-                             "initaudit": initaudit_argv(model)}, repeat)
+    got = interleaved({"floor.py": [sys.executable, str(FLOOR), str(model)], "initaudit": initaudit_argv(model)},
+                      repeat)
     size = sum(f.stat().st_size for f in files) / (1 << 30)
     print(f"\n2. float32 against the floor: {size:.2f} GiB external-data model, median of {repeat} interleaved runs")
-    for name in wall:
-        print(f"{name:<10} {wall[name]:8.3f} s {rss[name]:8.0f} MiB")
-    print(f"initaudit / floor = {wall['initaudit'] / wall['floor.py']:.2f}×")
+    for name, t in got.items():
+        print(f"{name:<10} wall {t.wall:8.3f} s, CPU {t.cpu:8.3f} s, peak RSS {t.rss:6.0f} MiB")
+    print(f"initaudit / floor: {got['initaudit'].wall / got['floor.py'].wall:.2f}× wall "
+          f"({got['initaudit'].cpu / got['floor.py'].cpu:.2f}× CPU; initaudit uses every core, the floor one)")
     for f in files:
         f.unlink()
 
@@ -273,10 +292,10 @@ def bench_jobs(folder: Path, small_models: int, large_models: int, large_gib: fl
     print(f"\n3. --jobs (default here: {jobs}) against -j 1, median of {repeat} interleaved runs")
     for label, target in ((f"{small_models} small models (6 × 256×256 float32 each)", small_dir),
                           (f"{large_models} large models ({large_gib:g} GiB float32 each)", large_dir)):
-        wall, _ = interleaved({"-j 1": initaudit_argv(target, "-j", "1"), "default": initaudit_argv(target)}, repeat)
-        print(f"{label:<48} -j 1 {wall['-j 1']:7.3f} s, default {wall['default']:7.3f} s: "
-              f"default takes {wall['default'] / wall['-j 1']:.2f}× the time of -j 1 "
-              f"({wall['-j 1'] / wall['default']:.2f}× faster)")
+        got = interleaved({"-j 1": initaudit_argv(target, "-j", "1"), "default": initaudit_argv(target)}, repeat)
+        one, default = got["-j 1"].wall, got["default"].wall
+        print(f"{label:<48} -j 1 {one:7.3f} s, default {default:7.3f} s: "
+              f"default takes {default / one:.2f}× the time of -j 1 ({one / default:.2f}× faster)")
 
 
 def classic(folder: Path, args: argparse.Namespace) -> None:
