@@ -42,7 +42,7 @@ CODE_TYPES: dict[int, tuple[int, bool]] = {
     TensorProto.INT8: (1, True), TensorProto.UINT8: (1, False), TensorProto.INT16: (2, True),
     TensorProto.UINT16: (2, False), TensorProto.INT4: (1, True), TensorProto.UINT4: (1, False),
 }
-#: The largest number of table entries a per-chunk grouped kernel may build (bounds memory).
+#: The longest row (a period of channels, a blocked row, a MatMulNBits row) a chunk must hold whole (bounds memory).
 MAX_GROUP_ROW = 1 << 22
 
 
