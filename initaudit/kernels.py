@@ -107,6 +107,7 @@ class GroupSums:
     count of the dequantized values ``s·e``."""
 
     n: int                 # values per group
+    shift: np.ndarray      # per group: the sums are of e - shift (an integer near the group's mean)
     s1: np.ndarray
     s2: np.ndarray
     s3: np.ndarray
@@ -116,7 +117,7 @@ class GroupSums:
     zeros: int
 
     def add(self, other: GroupSums) -> None:
-        """Same groups, more values (more rows of the same columns)."""
+        """Same groups, more values (more rows of the same columns, summed about the same shift)."""
         self.n += other.n
         self.s1 += other.s1
         self.s2 += other.s2
@@ -129,7 +130,8 @@ class GroupSums:
         s = np.ravel(scale).astype(np.float64)
         if s.size == 1 and self.s1.size > 1:
             s = np.full(self.s1.size, s[0])
-        return combine_groups(self.n, s, self.s1, self.s2, self.s3, self.s4, self.lo, self.hi, self.zeros)
+        return combine_groups(self.n, s, self.s1, self.s2, self.s3, self.s4, self.lo, self.hi, self.zeros,
+                              self.shift)
 
 
 def grouped_moments(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | float, rows: bool,
@@ -141,7 +143,7 @@ def grouped_moments(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | flo
 
 
 def group_sums(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | float, rows: bool,
-               bits: int = 16) -> GroupSums:
+               bits: int = 16, shift: np.ndarray | None = None) -> GroupSums:
     """Power sums of each row's (``rows``) or column's ``codes - zero``, and the range of ``scale·(codes - zero)``.
 
     ``scale`` and ``zero`` broadcast against ``codes`` (shape (R, 1) for row groups,
@@ -149,6 +151,10 @@ def group_sums(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | float, r
     zero points and float32 scales, the work is done in float32 where that is exact (the
     sums of ``e`` and ``e²``; the third and fourth powers, which only feed the kurtosis, to
     float32 rounding), and the range from the float32 products is made exact afterwards.
+
+    The powers are summed about ``shift`` (default: each group's mean rounded to an integer when the
+    fourth powers' sums are not exact and some group's mean is far from zero, else zero), so that
+    codes far from their zero point keep their kurtosis; sums to be added together must share it.
     """
     n = codes.shape[1] if rows else codes.shape[0]
     scale = np.asarray(scale)
@@ -166,21 +172,43 @@ def group_sums(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | float, r
         if rows and n < 256 and zero_array.size > 1:
             zero_full = np.repeat(zero_full.ravel(), n).reshape(codes.shape)
         e -= zero_full
-    np.multiply(e, scale_full, out=x)
-    lo, hi = x.min(), x.max()
-    zeros = int(np.count_nonzero(x == 0))
-    if single:  # the float32 products are rounded: the exact extremes are among the ties
-        lo, hi = _exact_extreme(x, e, scale, rows, lo, min), _exact_extreme(x, e, scale, rows, hi, max)
+    if not rows and codes.dtype.kind in "iu" and bool(np.all(scale != 0)):
+        lo, hi = _column_range(codes, scale, zero_array)  # from each column's extreme codes, exactly
+        zeros = int(np.count_nonzero(e == 0))
+    else:
+        np.multiply(e, scale_full, out=x)
+        lo, hi = x.min(), x.max()
+        zeros = int(np.count_nonzero(x == 0))
+        if single:  # the float32 products are rounded: the exact extremes are among the ties
+            lo, hi = _exact_extreme(x, e, scale, rows, lo, min), _exact_extreme(x, e, scale, rows, hi, max)
     ones = np.ones(n, dtype)
     sums = (lambda a: (a @ ones).astype(np.float64)) if rows else (lambda a: (ones @ a).astype(np.float64))
     s1 = sums(e)
+    if shift is None:
+        # the fourth powers' sums are rounded (float32 above 2^24, float64 above 2^53): about a
+        # group mean far from zero their cancellation would lose the kurtosis, so shift first
+        exact = n * ((1 << bits) - 1) ** 4 < (FLOAT32_EXACT if single else 1 << 53)
+        mean = s1 / n
+        shift = np.round(mean) if not exact and np.abs(mean).max() > 2 else np.zeros_like(s1)
+    if shift.any():
+        e -= (shift.reshape(-1, 1) if rows else shift.reshape(1, -1)).astype(dtype)
+        s1 = s1 - n * shift
     np.multiply(e, e, out=x)           # e² (x is no longer needed)
     s2 = sums(x)
     e *= x                              # e³
     s3 = sums(e)
     np.multiply(x, x, out=e)           # e⁴
     s4 = sums(e)
-    return GroupSums(n, s1, s2, s3, s4, float(lo), float(hi), zeros)
+    return GroupSums(n, shift, s1, s2, s3, s4, float(lo), float(hi), zeros)
+
+
+def _column_range(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> tuple[float, float]:
+    """The smallest and largest ``scale·(code - zero)`` over columns of integer codes, in float64 (exact)."""
+    s = np.ravel(scale).astype(np.float64)
+    z = np.ravel(zero).astype(np.float64)
+    low = s * (codes.min(axis=0).astype(np.float64) - z)
+    high = s * (codes.max(axis=0).astype(np.float64) - z)
+    return float(min(low.min(), high.min())), float(max(low.max(), high.max()))
 
 
 def _exact_extreme(x: np.ndarray, e: np.ndarray, scale: np.ndarray, rows: bool, rounded: float, pick) -> float:
@@ -192,18 +220,17 @@ def _exact_extreme(x: np.ndarray, e: np.ndarray, scale: np.ndarray, rows: bool, 
 
 
 def combine_groups(n: int, s: np.ndarray, s1: np.ndarray, s2: np.ndarray, s3: np.ndarray, s4: np.ndarray,
-                   lo: float, hi: float, zeros: int) -> Moments:
-    """Groups of ``n`` values ``s·e`` with power sums ``s1..s4`` of the integers ``e``, as one Moments.
+                   lo: float, hi: float, zeros: int, shift: np.ndarray | None = None) -> Moments:
+    """Groups of ``n`` values ``s·e`` with power sums ``s1..s4`` of ``e - shift``, as one Moments.
 
     Each group's central moments come from its own sums (exact integers in float64 for
     the mean and M2), then the many-group form of Pébay's merge combines them.
     """
     m = s1 / n
-    mm = m * m
-    c2 = np.maximum(s2 - s1 * m, 0.0)
-    c3 = s3 - 3 * m * s2 + 2 * n * mm * m
-    c4 = s4 - 4 * m * s3 + 6 * mm * s2 - 3 * n * mm * mm
-    group_mean = s * m
+    c2 = s2 - s1 * m
+    np.maximum(c2, 0.0, out=c2)
+    shifted = shift is not None and bool(shift.any())
+    group_mean = s * (m + shift) if shift is not None and shifted else s * m
     groups = m.size
     mean = float(group_mean.sum()) / groups
     delta = group_mean - mean
@@ -211,11 +238,24 @@ def combine_groups(n: int, s: np.ndarray, s1: np.ndarray, s2: np.ndarray, s3: np
     mean += correction
     delta -= correction
     ss = s * s
+    m2 = float(ss @ c2 + n * (delta @ delta))
+    total = n * groups
+    if not shifted and mean * mean * total <= m2:
+        # the mean is within a standard deviation of zero: the third and fourth moments about it
+        # follow from the plain power sums without losing digits (they only feed the kurtosis)
+        x1, x2 = float(s @ s1), float(ss @ s2)
+        x3, x4 = float((ss * s) @ s3), float((ss * ss) @ s4)
+        mu = mean
+        m3 = x3 - 3 * mu * x2 + 3 * mu * mu * x1 - total * mu ** 3
+        m4 = x4 - 4 * mu * x3 + 6 * mu * mu * x2 - 4 * mu ** 3 * x1 + total * mu ** 4
+        return Moments(total, mean, m2, m3, m4, lo, hi, 0, zeros)
+    mm = m * m
+    c3 = s3 - 3 * m * s2 + 2 * n * mm * m
+    c4 = s4 - 4 * m * s3 + 6 * mm * s2 - 3 * n * mm * mm
     m2g = ss * c2
     m3g = ss * s * c3
     m4g = ss * ss * c4
     d2 = delta * delta
-    m2 = float(m2g.sum() + n * d2.sum())
     m3 = float(m3g.sum() + 3 * (delta @ m2g) + n * (d2 @ delta))
     m4 = float(m4g.sum() + 4 * (delta @ m3g) + 6 * (d2 @ m2g) + n * (d2 @ d2))
     return Moments(n * groups, mean, m2, m3, m4, lo, hi, 0, zeros)
@@ -331,12 +371,14 @@ class BlockedKernel(Kernel):
         return blocks_moments(grid, scale, zero, self.block, self.length, self.bits)
 
 
-def column_sums(grid: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int) -> GroupSums | None:
-    """Column groups' sums over all rows, in slabs of rows short enough for exact float32 sums."""
+def column_sums(grid: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int,
+                total: GroupSums | None = None) -> GroupSums | None:
+    """Column groups' sums over all rows (added to ``total``, the same columns' sums so far), in slabs
+    of rows short enough for exact float32 sums."""
     step = max(1, float32_rows(bits)) if bits <= 8 else grid.shape[0]
-    total: GroupSums | None = None
     for at in range(0, grid.shape[0], step):
-        sums = group_sums(grid[at:at + step], scale[None, :], zero[None, :], rows=False, bits=bits)
+        sums = group_sums(grid[at:at + step], scale[None, :], zero[None, :], rows=False, bits=bits,
+                          shift=None if total is None else total.shift)
         if total is None:
             total = sums
         else:
@@ -422,7 +464,8 @@ class NBitsKernel(Kernel):
                     plane &= mask
                 kept = (tail - i + per_byte - 1) // per_byte
                 if kept > 0:
-                    sums = group_sums(plane[:, :kept], tail_scale, tail_zero, rows=True, bits=lay.bits)
+                    sums = group_sums(plane[:, :kept], tail_scale, tail_zero, rows=True, bits=lay.bits,
+                                      shift=None if last is None else last.shift)
                     last = sums if last is None else _added(last, sums)
             if last is not None:
                 result = result.merge(last.moments(tail_scale))
@@ -521,11 +564,7 @@ def measure_with_kernel(kernel: Kernel, task: MeasureTask, chunk: int, start: in
         assert kernel.scale is not None and kernel.zero is not None
         total: GroupSums | None = None
         for codes in raw_chunks(source, chunk, start, stop):
-            sums = column_sums(codes.reshape(-1, kernel.scale.size), kernel.scale, kernel.zero, kernel.bits)
-            if total is None:
-                total = sums
-            elif sums is not None:
-                total.add(sums)
+            total = column_sums(codes.reshape(-1, kernel.scale.size), kernel.scale, kernel.zero, kernel.bits, total)
         return total.moments(kernel.scale) if total is not None else Moments()
     result = Moments()
     at = start

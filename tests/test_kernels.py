@@ -298,3 +298,24 @@ def test_nbits_scales_read_from_the_file(tmp_path):
         stats, _ = measured(task)
     expected = (codes - zeros[:, :, None]) * scales.astype(np.float64)[:, :, None]
     check(stats, reference(expected), kurt_rel=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["axis1", "axis0", "blocked-odd"])
+def test_mean_far_from_zero_keeps_every_moment(layout):
+    """Codes far from their zero point: the mean is many standard deviations from zero."""
+    q, dq, _ = _dequant_case("uint8", layout)
+    q = np.clip(200 + (q - 128) // 20, 0, 255)
+    narrow = (0.01 * (1 + 0.001 * np.arange(dq.scale.size))).astype(np.float32).reshape(dq.scale.shape)
+    dq = Dequant(narrow, None, dq.axis, dq.block_size)
+    index = np.arange(q.shape[-1]) // (dq.block_size or 1)
+    scale = dq.scale.astype(np.float64)
+    if dq.block_size:
+        expected = q * scale[..., index]
+    else:
+        view = [1] * q.ndim
+        view[dq.axis] = q.shape[dq.axis]
+        expected = q * scale.reshape(view)
+    ref = reference(expected)
+    assert ref["mean"] ** 2 > 4 * ref["var"]
+    stats, _ = measured(MeasureTask(source(TensorProto.UINT8, q.shape, _stored("uint8", q)), dq))
+    check(stats, ref, kurt_rel=1e-5)
