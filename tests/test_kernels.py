@@ -319,3 +319,40 @@ def test_mean_far_from_zero_keeps_every_moment(layout):
     assert ref["mean"] ** 2 > 4 * ref["var"]
     stats, _ = measured(MeasureTask(source(TensorProto.UINT8, q.shape, _stored("uint8", q)), dq))
     check(stats, ref, kurt_rel=1e-5)
+
+
+def test_worker_pieces_keep_kernel_alignment(tmp_path, monkeypatch):
+    """Pieces handed to worker processes start on whole rows, channel periods and packed bytes."""
+    from initaudit.tensors import FilePayload
+
+    half = RNG.normal(0, 0.1, (300, 70)).astype(np.float16)
+    q, dq, expected_q = _dequant_case("int4", "axis1")
+    q, expected_q = np.tile(q, (30, 1)), np.tile(expected_q, (30, 1))
+    lay = NBitsLayout(40, 64, 4, 32)
+    codes = RNG.integers(0, 16, (40, 2, 32))
+    scales = RNG.uniform(0.01, 0.02, (40, 2)).astype(np.float32)
+    expected_n = ((codes - 8.0) * scales.astype(np.float64)[:, :, None]).reshape(40, -1)
+    blobs = [half.tobytes(), _stored("int4", q), _pack(codes, 4).tobytes()]
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"".join(blobs))
+    offsets = np.cumsum([0] + [len(b) for b in blobs])
+    with open(path, "rb") as handle:
+        fd = handle.fileno()
+        tasks = [
+            MeasureTask(TensorSource("h", TensorProto.FLOAT16, half.shape, FilePayload(fd, 0, len(blobs[0])))),
+            MeasureTask(TensorSource("q", TensorProto.INT4, q.shape, FilePayload(fd, int(offsets[1]), len(blobs[1]))),
+                        dq),
+            MeasureTask(TensorSource("n", TensorProto.UINT8, lay.stored_shape,
+                                     FilePayload(fd, int(offsets[2]), len(blobs[2]))),
+                        decoder=make_decoder(lay, scales, None), granularity=lay.row_bytes),
+        ]
+        sequential = measure_all(tasks, jobs=1)
+        monkeypatch.setattr(measure_module, "PARALLEL_MIN_BYTES", 0)
+        monkeypatch.setattr(measure_module, "PIECE_ELEMS", 500)
+        monkeypatch.setattr(measure_module, "CHUNK_ELEMS", 100)
+        monkeypatch.setattr(measure_module, "HISTOGRAM_CHUNK", 300)
+        assert all(len(measure_module._pieces(t)) >= 3 for t in tasks)
+        parallel = measure_all(tasks, jobs=2)
+    for (one, _), (two, _), expected in zip(sequential, parallel, (half, expected_q, expected_n)):
+        check(one, reference(expected), kurt_rel=1e-5)
+        check(two, reference(expected), kurt_rel=1e-5)
