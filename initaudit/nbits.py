@@ -69,8 +69,13 @@ def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
     """uint8 bytes → codes, low bits first (2, 4 or 8 bits each)."""
     if bits == 8:
         return packed
-    shifts = np.arange(0, 8, bits, dtype=np.uint8)
-    return ((packed[..., None] >> shifts) & ((1 << bits) - 1)).reshape(*packed.shape[:-1], -1)
+    per_byte = 8 // bits
+    out = np.empty((*packed.shape, per_byte), np.uint8)
+    for i in range(per_byte):  # one strided pass per position (a trailing axis of 2 or 4 is a slow loop)
+        np.right_shift(packed, bits * i, out=out[..., i])
+        if i < per_byte - 1:
+            out[..., i] &= (1 << bits) - 1
+    return out.reshape(*packed.shape[:-1], -1)
 
 
 def _rows(stored: Stored, first: int, count: int, width: int) -> np.ndarray:
