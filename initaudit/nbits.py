@@ -42,29 +42,6 @@ class NBitsLayout:
         return (self.n, self.k_blocks, self.blob_size)
 
 
-def unpack_planar(packed: np.ndarray, bits: int) -> np.ndarray:
-    """uint8 bytes [..., B] → codes [..., 8/bits · B] grouped by position in the byte: first every
-    byte's lowest code, then every byte's next one.  Contiguous passes (``unpack_codes``'s
-    interleaving runs an inner loop of 2); the order within a row is a fixed permutation,
-    ``planar_position``."""
-    if bits == 8:
-        return packed
-    per_byte = 8 // bits
-    mask = (1 << bits) - 1
-    out = np.empty((*packed.shape[:-1], per_byte, packed.shape[-1]), np.uint8)
-    for i in range(per_byte):
-        np.right_shift(packed, bits * i, out=out[..., i, :])
-        if i < per_byte - 1:
-            out[..., i, :] &= mask
-    return out.reshape(*packed.shape[:-1], -1)
-
-
-def planar_position(positions: np.ndarray, bits: int, row_bytes: int) -> np.ndarray:
-    """Where code ``p`` of a row (``row_bytes`` bytes, low bits first) lands in ``unpack_planar``'s row."""
-    per_byte = 8 // bits
-    return (positions % per_byte) * row_bytes + positions // per_byte
-
-
 def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
     """uint8 bytes → codes, low bits first (2, 4 or 8 bits each)."""
     if bits == 8:
