@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
-"""Throughput and peak memory of initaudit against the naive script and `cat`, in one run.
+"""Throughput and peak memory of initaudit, per storage type, with --jobs, against the floor, in one run.
 
-Generates synthetic models in a temporary folder (an external-data model and an
-inline-weights model of the given sizes, and a small one), warms the page cache,
-then runs, interleaved and repeated:
+Generates synthetic models in a temporary folder, warms the page cache, then runs every command
+interleaved and repeated (medians; ratios of the medians of paired runs):
 
-* ``cat`` of the model's bytes to /dev/null (the floor: reading them once),
-* the naive script (``onnx.load`` then ``numpy_helper.to_array(t).var()`` per initializer),
-* ``initaudit MODEL --format json``,
+1. storage types: the same N Mi weight values (default 256 Mi) as a chain of 4096×4096 MatMul
+   weights in one external data file, stored as float32, bfloat16, float16, int8 through a per-axis
+   DequantizeLinear, and MatMulNBits 4 bits block 32: wall, values/s, ratio to float32, peak RSS;
+2. float32 against the floor (``benchmarks/floor.py``: import onnx and numpy, parse the graph
+   without data, one float32 sum-of-squares pass over the memory-mapped data) on a 4 GiB model;
+3. ``--jobs``: a folder of many small models and a folder of a few large ones, default jobs
+   (the number of cores) against ``-j 1``.
 
-and prints medians of wall time, throughput and peak RSS (the largest of the
-process and its children, from wait4, measured from a small launcher process
-whose own ~9 MiB are the floor of every figure), with the ratios.
+Peak RSS is the largest of the process and its children (from wait4), measured from a small
+launcher process whose own ~9 MiB are the floor of every figure.
 
-    python benchmarks/bench.py                       # 4 GiB external, 1 GiB inline, 5 repeats
-    python benchmarks/bench.py --external-gib 1 --inline-gib 0.25 --repeat 3
+    python benchmarks/bench.py                 # the full run (about 10 minutes on 2 cores)
+    python benchmarks/bench.py --quick         # small sizes, 3 repeats: for development
+    python benchmarks/bench.py --classic       # the earlier comparison with cat and the naive script
 """
 from __future__ import annotations
 
@@ -25,12 +28,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+FLOOR = Path(__file__).resolve().parent / "floor.py"
 NAIVE = ("import sys, onnx; from onnx import numpy_helper; m = onnx.load(sys.argv[1]); "
          "[numpy_helper.to_array(t).var() for t in m.graph.initializer]")
 SIDE = 4096  # each weight is a [SIDE, SIDE] float32 matrix (64 MiB)
@@ -95,17 +100,24 @@ if pid == 0:
     os.dup2(fd, 1); os.dup2(fd, 2)
     os.execvp(sys.argv[1], sys.argv[1:])
 _, status, usage = os.wait4(pid, 0)
-print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(status),
+      usage.ru_utime + usage.ru_stime)
 """
 
 
 def run(argv: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB, the largest of the command and its children)."""
+    wall, rss, _ = run_cpu(argv)
+    return wall, rss
+
+
+def run_cpu(argv: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MiB) and CPU seconds (user + system, the command and its children)."""
     done = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *argv], capture_output=True, text=True, check=True)
-    wall, maxrss, code = done.stdout.split()
+    wall, maxrss, code, cpu = done.stdout.split()
     if int(code) not in (0, 1):
         raise SystemExit(f"{' '.join(argv[:4])} failed with exit code {code}")
-    return float(wall), int(maxrss) / 1024
+    return float(wall), int(maxrss) / 1024, float(cpu)
 
 
 def bench(label: str, model: Path, files: list[Path], repeat: int, naive: bool) -> None:
@@ -133,28 +145,207 @@ def bench(label: str, model: Path, files: list[Path], repeat: int, naive: bool) 
         print(f"initaudit is {wall['naive'] / wall['initaudit']:.1f}× faster than the naive script")
 
 
+# ---------------------------------------------------------------- storage types
+
+STORAGE = ("float32", "bfloat16", "float16", "int8 DequantizeLinear per axis", "MatMulNBits 4 bits block 32")
+NBITS_BLOCK = 32
+
+
+def _external(tensor: TensorProto, data, offset: int, payload: bytes) -> int:
+    data.write(payload)
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", data.name.rsplit("/", 1)[-1]), ("offset", str(offset)),
+                       ("length", str(len(payload)))):
+        tensor.external_data.add(key=key, value=value)
+    return offset + len(payload)
+
+
+def _stored_weight(kind: str, values: np.ndarray) -> tuple[bytes, int, list[TensorProto], dict]:
+    """(payload, ONNX data type, small side initializers, node attributes) of one weight."""
+    side = values.shape[0]
+    if kind == "float32":
+        return values.tobytes(), TensorProto.FLOAT, [], {}
+    if kind == "float16":
+        return values.astype(np.float16).tobytes(), TensorProto.FLOAT16, [], {}
+    if kind == "bfloat16":
+        return (values.view(np.uint32) >> 16).astype(np.uint16).tobytes(), TensorProto.BFLOAT16, [], {}
+    if kind.startswith("int8"):
+        scale = (np.abs(values).max(axis=0) / 127).astype(np.float32)
+        q = np.clip(np.round(values / scale), -127, 127).astype(np.int8)
+        return q.tobytes(), TensorProto.INT8, [numpy_helper.from_array(scale, "scale"),
+                                                numpy_helper.from_array(np.zeros(side, np.int8), "zero")], {}
+    # MatMulNBits: B[n, k_block, 16] from W[k, n], per block scale absmax/7, codes + 8, packed zero points
+    w = values.T.reshape(side, side // NBITS_BLOCK, NBITS_BLOCK)
+    scale = (np.abs(w).max(axis=2) / 7).astype(np.float32)
+    codes = np.clip(np.round(w / scale[:, :, None]) + 8, 0, 15).astype(np.uint8)
+    packed = codes[:, :, 0::2] | (codes[:, :, 1::2] << 4)
+    zeros = np.full((side, side // NBITS_BLOCK // 2), 0x88, np.uint8)
+    return packed.tobytes(), TensorProto.UINT8, [numpy_helper.from_array(scale.ravel(), "scale"),
+                                                 numpy_helper.from_array(zeros.ravel(), "zero")], \
+        {"K": side, "N": side, "bits": 4, "block_size": NBITS_BLOCK}
+
+
+def make_storage_model(folder: Path, kind: str, count: int, side: int = SIDE) -> tuple[Path, list[Path]]:
+    """``count`` [side, side] weights of one storage type, chained, in one external data file."""
+    stem = kind.split()[0].lower()
+    rng = np.random.default_rng(0)
+    nodes, initializers, x, offset = [], [], "x", 0
+    float_type = TensorProto.FLOAT16 if kind == "float16" else TensorProto.BFLOAT16 if kind == "bfloat16" \
+        else TensorProto.FLOAT
+    with open(folder / f"{stem}.onnx.data", "wb") as data:
+        for i, (name, values) in enumerate(_weights(rng, count, side)):
+            payload, data_type, side_inits, attrs = _stored_weight(kind, values)
+            dims = [side, side // NBITS_BLOCK, NBITS_BLOCK // 2] if attrs else [side, side]
+            tensor = TensorProto(name=name, data_type=data_type, dims=dims)
+            offset = _external(tensor, data, offset, payload)
+            initializers.append(tensor)
+            for init in side_inits:
+                init.name = f"{name}_{init.name}"
+                initializers.append(init)
+            if attrs:
+                nodes.append(helper.make_node("MatMulNBits", [x, name, f"{name}_scale", f"{name}_zero"], [f"h{i}"],
+                                              domain="com.microsoft", **attrs))
+            elif side_inits:
+                nodes.append(helper.make_node("DequantizeLinear", [name, f"{name}_scale", f"{name}_zero"],
+                                              [f"{name}_dq"], axis=1))
+                nodes.append(helper.make_node("MatMul", [x, f"{name}_dq"], [f"h{i}"]))
+            else:
+                nodes.append(helper.make_node("MatMul", [x, name], [f"h{i}"]))
+            x = f"h{i}"
+    graph = helper.make_graph(nodes, "bench", [helper.make_tensor_value_info("x", float_type, [1, side])],
+                              [helper.make_tensor_value_info(x, float_type, [1, side])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    path = folder / f"{stem}.onnx"
+    onnx.save(model, path)
+    return path, [path, folder / f"{stem}.onnx.data"]
+
+
+def initaudit_argv(target: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "initaudit", str(target), "--format", "json", "-o", os.devnull, *extra]
+
+
+@dataclass
+class Timing:
+    wall: float   # median wall seconds
+    cpu: float    # median CPU seconds (user + system, with children)
+    rss: float    # largest peak RSS, MiB
+
+
+def interleaved(commands: dict[str, list[str]], repeat: int) -> dict[str, Timing]:
+    """Medians of each command's runs, the commands run in turn ``repeat`` times."""
+    for argv in commands.values():  # warm the page cache and the imports
+        run_cpu(argv)
+    results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in commands}
+    for _ in range(repeat):
+        for name, argv in commands.items():
+            results[name].append(run_cpu(argv))
+    return {k: Timing(statistics.median(w for w, _, _ in v), statistics.median(c for _, _, c in v),
+                      max(r for _, r, _ in v)) for k, v in results.items()}
+
+
+def bench_storage(folder: Path, values_mi: int, repeat: int) -> None:
+    count = max(1, values_mi * (1 << 20) // (SIDE * SIDE))
+    values = count * SIDE * SIDE
+    models = {kind: make_storage_model(folder, kind, count) for kind in STORAGE}
+    got = interleaved({kind: initaudit_argv(path) for kind, (path, _) in models.items()}, repeat)
+    print(f"\n1. storage types: {values / (1 << 20):.0f} Mi values ({count} × {SIDE}×{SIDE} MatMul weights, one "
+          f"external data file), initaudit --format json, median of {repeat} interleaved runs")
+    print(f"{'storage':<32} {'data MiB':>9} {'wall s':>8} {'Mvalues/s':>10} {'vs float32':>11} {'peak RSS MiB':>13}"
+          f" {'CPU s':>7} {'CPU vs float32':>15}")
+    base = got["float32"]
+    for kind, (_, files) in models.items():
+        data = files[1].stat().st_size / (1 << 20)
+        t = got[kind]
+        print(f"{kind:<32} {data:9.0f} {t.wall:8.3f} {values / t.wall / 1e6:10.0f} {t.wall / base.wall:10.2f}× "
+              f"{t.rss:13.0f} {t.cpu:7.3f} {t.cpu / base.cpu:14.2f}×")
+    for _, files in models.values():
+        for f in files:
+            f.unlink()
+
+
+def bench_floor(folder: Path, gib: float, repeat: int) -> None:
+    model, files = make_external(folder, gib)
+    got = interleaved({"floor.py": [sys.executable, str(FLOOR), str(model)], "initaudit": initaudit_argv(model)},
+                      repeat)
+    size = sum(f.stat().st_size for f in files) / (1 << 30)
+    print(f"\n2. float32 against the floor: {size:.2f} GiB external-data model, median of {repeat} interleaved runs")
+    for name, t in got.items():
+        print(f"{name:<10} wall {t.wall:8.3f} s, CPU {t.cpu:8.3f} s, peak RSS {t.rss:6.0f} MiB")
+    print(f"initaudit / floor: {got['initaudit'].wall / got['floor.py'].wall:.2f}× wall "
+          f"({got['initaudit'].cpu / got['floor.py'].cpu:.2f}× CPU; initaudit uses every core, the floor one)")
+    for f in files:
+        f.unlink()
+
+
+def bench_jobs(folder: Path, small_models: int, large_models: int, large_gib: float, repeat: int) -> None:
+    small_dir, large_dir = folder / "small", folder / "large"
+    small_dir.mkdir()
+    large_dir.mkdir()
+    for i in range(small_models):
+        make_inline(small_dir, 6 * 256 * 256 * 4 / (1 << 30), f"small{i:02d}.onnx", side=256)
+    for i in range(large_models):
+        sub = large_dir / f"m{i}"
+        sub.mkdir()
+        make_external(sub, large_gib)
+    jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    print(f"\n3. --jobs (default here: {jobs}) against -j 1, median of {repeat} interleaved runs")
+    for label, target in ((f"{small_models} small models (6 × 256×256 float32 each)", small_dir),
+                          (f"{large_models} large models ({large_gib:g} GiB float32 each)", large_dir)):
+        got = interleaved({"-j 1": initaudit_argv(target, "-j", "1"), "default": initaudit_argv(target)}, repeat)
+        one, default = got["-j 1"].wall, got["default"].wall
+        print(f"{label:<48} -j 1 {one:7.3f} s, default {default:7.3f} s: "
+              f"default takes {default / one:.2f}× the time of -j 1 ({one / default:.2f}× faster)")
+
+
+def classic(folder: Path, args: argparse.Namespace) -> None:
+    small, small_files = make_inline(folder, 5 / 1024, "small.onnx", side=512)
+    bench("small inline model", small, small_files, args.repeat, naive=not args.no_naive)
+    if args.inline_gib > 0:
+        inline, inline_files = make_inline(folder, args.inline_gib)
+        bench("inline model", inline, inline_files, args.repeat, naive=not args.no_naive)
+        for f in inline_files:
+            f.unlink()
+    if args.external_gib > 0:
+        external, external_files = make_external(folder, args.external_gib)
+        bench("external-data model", external, external_files, args.repeat, naive=not args.no_naive)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--external-gib", type=float, default=4.0)
-    parser.add_argument("--inline-gib", type=float, default=1.0)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--no-naive", action="store_true", help="skip the (slow) naive script")
+    parser.add_argument("--quick", action="store_true", help="small sizes and 3 repeats, for development")
+    parser.add_argument("--values-mi", type=int, help="weight values per storage model, in Mi (default 256)")
+    parser.add_argument("--floor-gib", type=float, help="size of the float32 model held to the floor (default 4)")
+    parser.add_argument("--repeat", type=int, help="interleaved runs per command (default 5)")
+    parser.add_argument("--only", choices=["storage", "floor", "jobs"], action="append",
+                        help="run only these sections (repeatable)")
+    parser.add_argument("--classic", action="store_true",
+                        help="the earlier comparison with cat and the naive script instead")
+    parser.add_argument("--external-gib", type=float, default=4.0, help="--classic: external-data model size")
+    parser.add_argument("--inline-gib", type=float, default=1.0, help="--classic: inline model size")
+    parser.add_argument("--no-naive", action="store_true", help="--classic: skip the (slow) naive script")
     parser.add_argument("--dir", help="where to generate the models (default: a temporary folder)")
     args = parser.parse_args()
+    repeat = args.repeat or (3 if args.quick else 5)
+    args.repeat = repeat
+    values_mi = args.values_mi or (32 if args.quick else 256)
+    floor_gib = args.floor_gib or (0.5 if args.quick else 4.0)
+    sections = args.only or ["storage", "floor", "jobs"]
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         folder = Path(tmp)
         print(f"python {sys.version.split()[0]}, numpy {np.__version__}, onnx {onnx.__version__}, "
-              f"{os.cpu_count()} cores; generating models in {folder} …", flush=True)
-        small, small_files = make_inline(folder, 5 / 1024, "small.onnx", side=512)
-        bench("small inline model", small, small_files, args.repeat, naive=not args.no_naive)
-        if args.inline_gib > 0:
-            inline, inline_files = make_inline(folder, args.inline_gib)
-            bench("inline model", inline, inline_files, args.repeat, naive=not args.no_naive)
-            for f in inline_files:
-                f.unlink()
-        if args.external_gib > 0:
-            external, external_files = make_external(folder, args.external_gib)
-            bench("external-data model", external, external_files, args.repeat, naive=not args.no_naive)
+              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; generating models in {folder} …",
+              flush=True)
+        if args.classic:
+            classic(folder, args)
+            return
+        if "storage" in sections:
+            bench_storage(folder, values_mi, repeat)
+        if "floor" in sections:
+            bench_floor(folder, floor_gib, repeat)
+        if "jobs" in sections:
+            bench_jobs(folder, 46, 2 if args.quick else 4, 0.125 if args.quick else 0.25, repeat)
+        print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (figures from a busy machine are noisy)")
 
 
 if __name__ == "__main__":

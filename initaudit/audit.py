@@ -6,13 +6,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from threadpoolctl import threadpool_limits
+
 from . import __version__
 from .errors import InitauditError
 from .graph import ModelGraph, Scope
 from .layerrules import dead_rules
 from .layers import finish, is_candidate, plan, plan_unsupported
 from .loader import load_model
-from .measure import default_jobs, measure_all
+from .measure import PARALLEL_MIN_BYTES, default_jobs, measure_all
 from .modelpolicy import layer_specs
 from .ops import WEIGHT_OPS, canonical_domain
 from .options import FAIL_ON, AuditOptions
@@ -41,16 +43,33 @@ def audit(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], jobs
     if jobs < 1:
         raise InitauditError(f"jobs must be at least 1, got {jobs}")
     files = expand_paths([paths] if isinstance(paths, (str, os.PathLike)) else list(paths))
-    if len(files) > 1 and jobs > 1:
-        models = tuple(_audit_in_processes(files, opts, jobs))
-    else:
-        models = tuple(audit_model(path, opts, jobs) for path in files)
+    # BLAS threads do not pay on per-layer matrices, and on a busy machine they spin waiting
+    # for each other (a 256×256 Gram matrix took 20 ms instead of 1): one thread per process
+    with threadpool_limits(limits=1, user_api="blas"):
+        if len(files) > 1 and jobs > 1 and _folder_bytes(files) >= PARALLEL_MIN_BYTES:
+            models = tuple(_audit_in_processes(files, opts, jobs))
+        else:
+            models = tuple(audit_model(path, opts, jobs) for path in files)
     dead = dead_rules(opts.layers, {i for m in models for i in m.rules_matched})
     warnings = tuple(f"{rule.label} matched no layer in any audited model" for rule in dead)
     if warnings and opts.keeps("IA503"):
         notes = tuple(Finding("IA503", "info", w) for w in warnings)
         models = tuple(replace(m, findings=m.findings + notes) for m in models)
     return Report(models, opts.fail_on, {"version": __version__}, warnings)
+
+
+def _folder_bytes(files: list[Path]) -> int:
+    """Bytes in the models' folders (external data lives next to its model): below
+    ``PARALLEL_MIN_BYTES`` a process pool's start-up costs more than the work it shares."""
+    total = 0
+    for folder in {f.resolve().parent for f in files}:
+        try:
+            total += sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
+        except OSError:
+            continue
+        if total >= PARALLEL_MIN_BYTES:
+            break
+    return total
 
 
 def _audit_one(args: tuple[Path, AuditOptions]) -> ModelReport | InitauditError:

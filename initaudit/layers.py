@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from onnx import NodeProto, TensorProto, helper
@@ -40,7 +40,7 @@ from .schemes import fixed_std
 from .stats import TensorStats
 from .suggest import suggestion
 from .tensors import FLOAT_TYPES, TensorSource
-from .trace import Followed, SourceRef, WeightUse, constant_input, constant_value, follow
+from .trace import Followed, LoadArray, SourceRef, WeightUse, constant_input, constant_value, follow
 
 INTEGER_OPS = {"ConvInteger", "MatMulInteger"}
 PACKABLE = {"MatMul", "Gemm", "MatMulNBits"}
@@ -247,8 +247,9 @@ def _nbits_task(model: LoadedModel, graph: ModelGraph, use: WeightUse,
     node = use.consumer
     attrs = _attrs(node)
     layout = NBitsLayout(int(attrs["N"]), int(attrs["K"]), int(attrs.get("bits", 4)), int(attrs["block_size"]))
-    scales = constant_input(graph, use.scope, node, 2, model.load_array)
-    zeros = constant_input(graph, use.scope, node, 3, model.load_array)
+    lazy = cast(LoadArray, model.source)  # scales and zero points are read a few rows at a time
+    scales = cast("TensorSource | None", constant_input(graph, use.scope, node, 2, lazy))
+    zeros = cast("TensorSource | None", constant_input(graph, use.scope, node, 3, lazy))
     if scales is None or (len(node.input) > 3 and node.input[3] and zeros is None):
         return MeasureTask(source), f"MatMulNBits {node.name!r}: scales or zero points are not constants"
     try:

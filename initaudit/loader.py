@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, numpy_helper
 
 from .errors import InitauditError
+from .filebuffer import FileBuffer
 from .protoscan import Stripped, strip_payloads
 from .tensors import (
     NUMERIC_TYPES,
@@ -249,13 +250,20 @@ def _undecodable_name(model: onnx.ModelProto) -> bytes | None:
     return next((name for name in _names(model) if isinstance(name, bytes)), None)
 
 
+#: Files up to this size are walked through ``mmap`` (fastest); larger ones with ``pread`` (bounded memory).
+MMAP_MAX_BYTES = 32 << 20
+
+
 def _parse(path: Path, fd: int) -> tuple[onnx.ModelProto, Stripped | None]:
     size = os.fstat(fd).st_size
     if size == 0:
         return onnx.ModelProto(), None
     try:
-        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:
-            stripped = strip_payloads(mapped)
+        if size > MMAP_MAX_BYTES:  # mapped, a large file's walked places would count in the RSS
+            stripped = strip_payloads(FileBuffer(fd, size))
+        else:
+            with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:
+                stripped = strip_payloads(mapped)
     except InitauditError as exc:
         raise InitauditError(f"{path}: not a readable ONNX model ({exc})") from None
     try:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .kernels import HistogramKernel, Kernel, measure_with_kernel, plan_kernel, raw_chunks
 from .ops import Part
 from .stats import MomentAccumulator, Moments, TensorStats
 from .tensors import CHUNK_ELEMS, FilePayload, TensorSource
@@ -31,11 +32,14 @@ class MeasureTask:
 
 
 def dequantize(values: np.ndarray, start: int, dq: Dequant, shape: Sequence[int]) -> np.ndarray:
-    """``(q - zero_point) * scale`` for elements ``[start, start + len)`` of a C-order tensor."""
-    q = values.astype(np.float32)
+    """``(q - zero_point) * scale`` for elements ``[start, start + len)`` of a C-order tensor.
+
+    In float64, where the product of a float32 scale and an integer is exact (the
+    fast kernels compute the same values)."""
+    q = values.astype(np.float64)
     if dq.axis is None:
-        offset = np.float32(0.0 if dq.zero_point is None else dq.zero_point)
-        return (q - offset) * np.float32(dq.scale)
+        offset = 0.0 if dq.zero_point is None else float(dq.zero_point)
+        return (q - offset) * float(dq.scale)
     flat = np.arange(start, start + values.size, dtype=np.int64)
     index: tuple[np.ndarray, ...] | np.ndarray
     if dq.block_size:
@@ -45,15 +49,22 @@ def dequantize(values: np.ndarray, start: int, dq: Dequant, shape: Sequence[int]
     else:
         inner = math.prod(shape[dq.axis + 1:])
         index = (flat // inner) % shape[dq.axis]
+    scale = dq.scale[index].astype(np.float64)
     if dq.zero_point is None:
-        return q * dq.scale[index]
-    return (q - dq.zero_point[index].astype(np.float32)) * dq.scale[index]
+        return q * scale
+    return (q - dq.zero_point[index].astype(np.float64)) * scale
 
 
-def chunk_size(task: MeasureTask) -> int:
+#: Elements per chunk for the histogram kernels: bincount's fixed costs (a 65,536-bin table) amortized.
+HISTOGRAM_CHUNK = 4 * CHUNK_ELEMS
+
+
+def chunk_size(task: MeasureTask, kernel: Kernel | None = None) -> int:
     """A chunk length that is a whole number of part rows (or decoder units) when they are short."""
-    block = max([p.block for p in task.parts] + [task.granularity])
-    if task.decoder is None and block >= CHUNK_ELEMS:
+    if isinstance(kernel, HistogramKernel):
+        return HISTOGRAM_CHUNK - HISTOGRAM_CHUNK % task.source.per_byte
+    block = max([p.block for p in task.parts] + [task.granularity, kernel.granularity if kernel else 1])
+    if task.decoder is None and kernel is None and block >= CHUNK_ELEMS:
         return CHUNK_ELEMS
     return max(1, CHUNK_ELEMS // block) * block
 
@@ -78,6 +89,10 @@ def measure_range(task: MeasureTask, start: int = 0, stop: int | None = None) ->
 
 def _measure_range(task: MeasureTask, start: int, stop: int | None) -> tuple[Moments, list[Moments]]:
     source, dequant, parts = task.source, task.dequant, task.parts
+    stop = source.count if stop is None else stop
+    kernel = plan_kernel(task)
+    if kernel is not None:
+        return _kernel_range(kernel, task, start, stop)
     whole = MomentAccumulator()
     per_part = [MomentAccumulator() for _ in parts]
     at = start
@@ -95,6 +110,26 @@ def _measure_range(task: MeasureTask, start: int, stop: int | None) -> tuple[Mom
     return whole.moments(), [acc.moments() for acc in per_part]
 
 
+def _kernel_range(kernel: Kernel, task: MeasureTask, start: int, stop: int) -> tuple[Moments, list[Moments]]:
+    chunk = chunk_size(task, kernel)
+    if not task.parts:
+        return measure_with_kernel(kernel, task, chunk, start, stop), []
+    assert isinstance(kernel, HistogramKernel)  # only the raw-pattern histogram is cut into parts
+    empty = np.zeros(0, np.int64)
+    whole, counts = empty, [empty for _ in task.parts]
+    at = start
+    for codes in raw_chunks(task.source, chunk, start, stop):
+        hist = kernel.histogram(codes)
+        whole = hist if whole.size == 0 else whole + hist
+        for i, part in enumerate(task.parts):
+            for values in _part_values(codes, at, part):
+                hist = kernel.histogram(values)
+                counts[i] = hist if counts[i].size == 0 else counts[i] + hist
+        at += codes.size
+    return (kernel.finish(whole) if whole.size else Moments(),
+            [kernel.finish(c) if c.size else Moments() for c in counts])
+
+
 def _stats(whole: Moments, parts: list[Moments]) -> tuple[TensorStats, list[TensorStats]]:
     return whole.stats(), [m.stats() for m in parts]
 
@@ -103,7 +138,7 @@ def _pieces(task: MeasureTask) -> list[tuple[int, int]]:
     count = task.source.count
     if not isinstance(task.source.payload, FilePayload) or count <= PIECE_ELEMS:
         return [(0, count)]
-    chunk = chunk_size(task)
+    chunk = chunk_size(task, plan_kernel(task))
     step = max(chunk, PIECE_ELEMS - PIECE_ELEMS % chunk)
     step -= step % task.source.per_byte
     return [(s, min(s + step, count)) for s in range(0, count, step)]

@@ -182,5 +182,5 @@ def strip_payloads(buf, min_bytes: int = 4096) -> Stripped:
     """Model bytes with every raw payload ≥ ``min_bytes`` replaced by a reference into ``buf``'s file."""
     rewriter = _Rewriter(buf, min_bytes)
     new = rewriter.model(0, len(buf), 0)
-    data = bytes(buf) if new is None else new
+    data = bytes(buf[0:len(buf)]) if new is None else new
     return Stripped(data, rewriter.marker, rewriter.payloads, rewriter.payload_bytes)
