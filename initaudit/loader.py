@@ -25,6 +25,7 @@ from .tensors import (
     FilePayload,
     MemoryPayload,
     TensorSource,
+    packed_bits,
     storage_nbytes,
     typed_field_source,
 )
@@ -153,8 +154,9 @@ def _check_typed_fields(tensor: TensorProto, name: str, shape: tuple[int, ...]) 
     held = len(getattr(tensor, field_name))
     if tensor.data_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128):
         held //= 2
-    packed = tensor.data_type in (TensorProto.INT4, TensorProto.UINT4)
-    if held != count and not (packed and held == (count + 1) // 2):
+    if packed_bits(tensor.data_type):  # one int32 per byte of packed 4-bit / 2-bit elements
+        count = storage_nbytes(tensor.data_type, count)
+    if held != count:
         raise InitauditError(f"tensor {name!r} holds {held} values, its shape {list(shape)} needs {count}")
 
 
