@@ -151,9 +151,14 @@ _WIDE_FIELDS: dict[int, tuple[str, str]] = {
 }
 
 
-def typed_field_values(tensor: TensorProto, count: int) -> np.ndarray:
-    """Values of a tensor stored in typed proto fields, decoded as its raw bytes would be."""
+def typed_field_bytes(tensor: TensorProto) -> bytes:
+    """The raw bytes equal to the values a tensor holds in typed proto fields."""
     wide = _WIDE_FIELDS.get(tensor.data_type)
     if wide is not None:
-        return np.asarray(getattr(tensor, wide[0]), wide[1])
-    return decode_raw(int32_field_bytes(np.asarray(tensor.int32_data), tensor.data_type), tensor.data_type, count)
+        return np.asarray(getattr(tensor, wide[0]), wide[1]).tobytes()
+    return int32_field_bytes(np.asarray(tensor.int32_data), tensor.data_type)
+
+
+def typed_field_values(tensor: TensorProto, count: int) -> np.ndarray:
+    """Values of a tensor stored in typed proto fields, decoded as its raw bytes would be."""
+    return decode_raw(typed_field_bytes(tensor), tensor.data_type, count)

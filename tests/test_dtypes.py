@@ -226,3 +226,21 @@ def test_external_bfloat16_is_sized_as_two_bytes(tmp_path):
     layer = initaudit.audit(save(m, tmp_path)).models[0].layers[0]
     assert layer.storage == "external" and layer.stats.count == 1024 * 1024
     assert layer.stats.var == pytest.approx(float(exact.astype(np.float64).var()), rel=1e-9)
+
+
+@pytest.mark.parametrize("storage", ["inline", "typed"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float8e4m3fn", "float8e5m2fnuz"])
+def test_sparse_initializer_keeps_its_type(tmp_path, dtype, storage):
+    shape = (16, 12)
+    data_type, raw, int32_data, values = _case(dtype, (1, 40))
+    flat = np.sort(RNG.choice(shape[0] * shape[1], 40, replace=False))
+    sparse = helper.make_sparse_tensor(_stored("w", data_type, [40], raw, int32_data, storage),
+                                       tensor("w_idx", flat.astype(np.int64)), list(shape))
+    m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [])
+    m.graph.sparse_initializer.append(sparse)
+    layer = initaudit.audit(save(m, tmp_path)).models[0].layers[0]
+    expected = np.zeros(shape[0] * shape[1])
+    expected[flat] = values
+    assert layer.dtype == dtype and layer.stats.count == expected.size
+    assert layer.stats.var == pytest.approx(expected.var(), rel=1e-9)
+    assert (layer.stats.min, layer.stats.max) == (expected.min(), expected.max())
