@@ -26,7 +26,10 @@ from .tensors import (
     FilePayload,
     MemoryPayload,
     TensorSource,
+    dtype_name,
+    packed_bits,
     storage_nbytes,
+    typed_field_bytes,
     typed_field_source,
 )
 
@@ -154,8 +157,9 @@ def _check_typed_fields(tensor: TensorProto, name: str, shape: tuple[int, ...]) 
     held = len(getattr(tensor, field_name))
     if tensor.data_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128):
         held //= 2
-    packed = tensor.data_type in (TensorProto.INT4, TensorProto.UINT4)
-    if held != count and not (packed and held == (count + 1) // 2):
+    if packed_bits(tensor.data_type):  # one int32 per byte of packed 4-bit / 2-bit elements
+        count = storage_nbytes(tensor.data_type, count)
+    if held != count:
         raise InitauditError(f"tensor {name!r} holds {held} values, its shape {list(shape)} needs {count}")
 
 
@@ -208,16 +212,22 @@ def _densify_sparse(graph: onnx.GraphProto) -> None:
         count = int(np.prod(dims, dtype=np.int64))
         if count > SPARSE_MAX_VALUES or sparse.values.data_location == TensorProto.EXTERNAL:
             raise InitauditError(f"sparse initializer {name!r} of {count} values is too large or external")
+        data_type = sparse.values.data_type
+        if data_type not in NUMERIC_TYPES or packed_bits(data_type):
+            raise InitauditError(f"sparse initializer {name!r} of type {dtype_name(data_type)} is not supported")
         try:
-            values = numpy_helper.to_array(sparse.values).ravel()
+            # Scattered as whole elements of bytes, so the type stays what it was whatever onnx maps it to.
+            element = np.dtype(f"V{storage_nbytes(data_type, 1)}")
+            raw = sparse.values.raw_data if sparse.values.HasField("raw_data") else typed_field_bytes(sparse.values)
+            values = np.frombuffer(raw, element, int(np.prod(sparse.values.dims, dtype=np.int64)))
             indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
             if indices.ndim == 2:  # one row of coordinates per value
                 indices = np.ravel_multi_index(tuple(indices.T), dims)
-            dense = np.zeros(count, values.dtype)
+            dense = np.zeros(count, element)
             dense[indices.ravel()] = values
         except (ValueError, IndexError, TypeError) as exc:
             raise InitauditError(f"sparse initializer {name!r} is malformed ({exc})") from None
-        graph.initializer.append(numpy_helper.from_array(dense.reshape(dims), name))
+        graph.initializer.append(TensorProto(name=name, data_type=data_type, dims=dims, raw_data=dense.tobytes()))
     del graph.sparse_initializer[:]
 
 

@@ -12,68 +12,19 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
+from .dtypes import FLOAT_TYPES, INTEGER_TYPES, NUMERIC_TYPES, int32_field_bytes, packed_bits
+from .dtypes import decode as decode_raw
+from .dtypes import nbytes as storage_nbytes
+from .dtypes import type_name as dtype_name
 from .errors import InitauditError
+
+__all__ = ["FLOAT_TYPES", "INTEGER_TYPES", "NUMERIC_TYPES", "decode_raw", "dtype_name", "packed_bits",
+           "storage_nbytes"]
 
 #: Element count per streamed chunk: 128 Ki values (512 KiB of float32, 1 MiB as float64) stay in L2.
 CHUNK_ELEMS = 1 << 17
-
-_PACKED_BITS: dict[int, int] = {TensorProto.INT4: 4, TensorProto.UINT4: 4}
-for _name, _bits in (("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2)):
-    if hasattr(TensorProto, _name):
-        _PACKED_BITS[getattr(TensorProto, _name)] = _bits
-
-FLOAT_TYPES = {
-    TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16,
-    *(getattr(TensorProto, n) for n in (
-        "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT4E2M1",
-    ) if hasattr(TensorProto, n)),
-}
-INTEGER_TYPES = {
-    TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16,
-    TensorProto.INT32, TensorProto.UINT32, TensorProto.INT4, TensorProto.UINT4,
-}
-NUMERIC_TYPES = FLOAT_TYPES | INTEGER_TYPES | set(_PACKED_BITS) | {TensorProto.INT64, TensorProto.UINT64,
-                                                                   TensorProto.BOOL}
-
-
-def dtype_name(data_type: int) -> str:
-    return TensorProto.DataType.Name(data_type).lower()
-
-
-def storage_nbytes(data_type: int, count: int) -> int:
-    """Bytes the raw encoding of ``count`` elements takes (sub-byte types are packed)."""
-    bits = _PACKED_BITS.get(data_type)
-    if bits:
-        return math.ceil(count * bits / 8)
-    return count * np.dtype(helper.tensor_dtype_to_np_dtype(data_type)).itemsize
-
-
-def decode_raw(buf: memoryview | bytes, data_type: int, count: int) -> np.ndarray:
-    """Little-endian raw bytes → numbers numpy can reduce (bfloat16 → float32, int4 unpacked)."""
-    bits = _PACKED_BITS.get(data_type)
-    if bits:
-        packed = np.frombuffer(buf, np.uint8)
-        per_byte = 8 // bits
-        shifts = np.arange(per_byte, dtype=np.uint8) * bits
-        values = ((packed[:, None] >> shifts) & ((1 << bits) - 1)).ravel()[:count]
-        if data_type == TensorProto.INT4 or data_type == getattr(TensorProto, "INT2", -1):
-            values = values.astype(np.int8)
-            values[values >= 1 << (bits - 1)] -= 1 << bits
-            return values
-        if data_type == getattr(TensorProto, "FLOAT4E2M1", -1):
-            return values.view(helper.tensor_dtype_to_np_dtype(data_type)).astype(np.float32)
-        return values
-    if data_type == TensorProto.BFLOAT16:
-        half = np.frombuffer(buf, "<u2", count)
-        return (half.astype(np.uint32) << 16).view(np.float32)
-    np_dtype = np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
-    values = np.frombuffer(buf, np_dtype.newbyteorder("<"), count)
-    if np_dtype.itemsize == 1 and data_type in FLOAT_TYPES:  # float8 families via ml_dtypes
-        return values.astype(np.float32)
-    return values
-
 
 class Payload(Protocol):
     def iter_bytes(self, chunk_bytes: int, itemsize: int = 1) -> Iterator[memoryview]: ...
@@ -152,7 +103,8 @@ class TensorSource:
     @property
     def per_byte(self) -> int:
         """Elements per byte of a packed sub-byte type (1 otherwise)."""
-        return 8 // _PACKED_BITS[self.data_type] if self.data_type in _PACKED_BITS else 1
+        bits = packed_bits(self.data_type)
+        return 8 // bits if bits else 1
 
     def iter_values(self, chunk_elems: int = CHUNK_ELEMS, start: int = 0,
                     stop: int | None = None) -> Iterator[np.ndarray]:
@@ -160,8 +112,6 @@ class TensorSource:
         stop = self.count if stop is None else stop
         if self.payload is None:
             values = self.to_array().reshape(-1)[start:stop]
-            if self.is_float and values.dtype not in (np.float16, np.float32, np.float64):
-                values = values.astype(np.float32)  # bfloat16 / float8 from ml_dtypes
             for at in range(0, values.size, chunk_elems):
                 yield values[at:at + chunk_elems]
             return
@@ -169,7 +119,7 @@ class TensorSource:
             raise ValueError(f"start {start} splits a byte of packed {self.dtype} values")
         chunk_elems -= chunk_elems % self.per_byte
         chunk_bytes = storage_nbytes(self.data_type, chunk_elems)
-        itemsize = 1 if self.data_type in _PACKED_BITS else storage_nbytes(self.data_type, 1)
+        itemsize = 1 if packed_bits(self.data_type) else storage_nbytes(self.data_type, 1)
         remaining = stop - start
         offset = storage_nbytes(self.data_type, start)
         payload = self.payload if (start, stop) == (0, self.count) else self.payload.sub(
@@ -183,8 +133,8 @@ class TensorSource:
         """The whole tensor in memory: for small tensors only (scales, shapes, zero points)."""
         if self.payload is None:
             assert self.proto is not None
-            return numpy_helper.to_array(self.proto).reshape(self.shape)
-        parts = [np.array(v, copy=True) for v in self.iter_values(max(self.count, 1))]
+            return typed_field_values(self.proto, self.count).reshape(self.shape)
+        parts = [np.array(v, copy=True) for v in self.iter_values(max(self.count, self.per_byte))]
         flat = np.concatenate(parts) if parts else np.zeros(0)
         return flat.reshape(self.shape)
 
@@ -192,3 +142,23 @@ class TensorSource:
 def typed_field_source(tensor: TensorProto, name: str, location: str) -> TensorSource:
     return TensorSource(name, tensor.data_type, tuple(tensor.dims), None, tensor, location)
 
+
+#: The typed field holding each type's values when there is no ``raw_data`` (all others: ``int32_data``).
+_WIDE_FIELDS: dict[int, tuple[str, str]] = {
+    TensorProto.FLOAT: ("float_data", "<f4"), TensorProto.DOUBLE: ("double_data", "<f8"),
+    TensorProto.INT64: ("int64_data", "<i8"), TensorProto.UINT32: ("uint64_data", "<u4"),
+    TensorProto.UINT64: ("uint64_data", "<u8"),
+}
+
+
+def typed_field_bytes(tensor: TensorProto) -> bytes:
+    """The raw bytes equal to the values a tensor holds in typed proto fields."""
+    wide = _WIDE_FIELDS.get(tensor.data_type)
+    if wide is not None:
+        return np.asarray(getattr(tensor, wide[0]), wide[1]).tobytes()
+    return int32_field_bytes(np.asarray(tensor.int32_data), tensor.data_type)
+
+
+def typed_field_values(tensor: TensorProto, count: int) -> np.ndarray:
+    """Values of a tensor stored in typed proto fields, decoded as its raw bytes would be."""
+    return decode_raw(typed_field_bytes(tensor), tensor.data_type, count)

@@ -47,3 +47,18 @@ def single_op(op: str, weight: np.ndarray, weight_slot: int = 1, name: str = "w"
     inputs[weight_slot] = name
     node = helper.make_node(op, inputs, ["y"], name=f"{op}_0", **attrs)
     return model([node], [tensor(name, weight)])
+
+
+def bfloat16(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 values rounded to bfloat16 (nearest, ties to even; finite values only): the stored
+    16-bit codes and the float32 numbers they stand for (a bfloat16 is the top half of a float32)."""
+    bits = np.asarray(values, np.float32).view(np.uint32).astype(np.uint64)
+    codes = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return codes, (codes.astype(np.uint32) << 16).view(np.float32)
+
+
+def raw_tensor(name: str, data_type: int, dims: Sequence[int], raw: bytes) -> TensorProto:
+    """A tensor from its raw bytes, for element types older onnx helpers cannot build from numbers."""
+    t = TensorProto(name=name, data_type=data_type, raw_data=raw)
+    t.dims.extend(dims)
+    return t

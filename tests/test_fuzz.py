@@ -123,7 +123,7 @@ def test_names_that_are_not_utf8(tmp_path, capsys):
     path = tmp_path / "bad_name.onnx"
     path.write_bytes(data)
     assert main([str(path)]) == 2
-    assert "not valid UTF-8" in capsys.readouterr().err
+    assert "utf-8" in capsys.readouterr().err.lower()  # protobuf's pure-Python runtime refuses it while parsing
 
 
 def test_attribute_of_the_wrong_type_is_a_finding(tmp_path, capsys):

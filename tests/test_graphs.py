@@ -7,7 +7,7 @@ import os
 import numpy as np
 import onnx
 import pytest
-from modelkit import model, save, tensor, xavier_uniform
+from modelkit import bfloat16, model, raw_tensor, save, tensor, xavier_uniform
 from onnx import TensorProto, helper
 
 import initaudit
@@ -90,9 +90,8 @@ def test_fp16_through_cast(tmp_path):
 
 
 def test_bfloat16_weight(tmp_path):
-    import ml_dtypes
-    w = xavier_uniform(RNG, (64, 32), 64, 32).astype(ml_dtypes.bfloat16)
-    t = helper.make_tensor("w", TensorProto.BFLOAT16, w.shape, w.view(np.uint16).tobytes(), raw=True)
+    codes, w = bfloat16(xavier_uniform(RNG, (64, 32), 64, 32))
+    t = raw_tensor("w", TensorProto.BFLOAT16, codes.shape, codes.tobytes())
     m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [t])
     layer = layers(save(m, tmp_path))["w"]
     assert layer.dtype == "bfloat16"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from modelkit import model, save, tensor
+from modelkit import bfloat16, model, raw_tensor, save, tensor
 from onnx import TensorProto, helper
 
 import initaudit
@@ -23,10 +23,8 @@ DTYPES = {
 
 
 def _bf16_tensor(name: str, values: np.ndarray) -> tuple[TensorProto, np.ndarray]:
-    import ml_dtypes
-    b = values.astype(ml_dtypes.bfloat16)
-    return helper.make_tensor(name, TensorProto.BFLOAT16, b.shape, b.view(np.uint16).tobytes(), raw=True), \
-        b.astype(np.float64)
+    codes, exact = bfloat16(values)
+    return raw_tensor(name, TensorProto.BFLOAT16, codes.shape, codes.tobytes()), exact.astype(np.float64)
 
 
 def _external(m: onnx.ModelProto, folder, offset_pad: int = 0) -> None:
