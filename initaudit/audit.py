@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
+from contextlib import closing
 from pathlib import Path
 
 from . import __version__
@@ -17,10 +18,11 @@ from .report import ModelReport, Report, Skipped
 from .signal import signal_drift
 from .trace import PASS_THROUGH, SourceRef, WeightUse, constant_tensor, find_uses
 
-__all__ = ["audit", "audit_model", "expand_paths", "AuditOptions", "FAIL_ON"]
+__all__ = ["audit", "audit_model", "expand_paths", "unreadable_model", "AuditOptions", "FAIL_ON"]
 
 
 def audit(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], jobs: int | None = None,
+          errors: str = "raise", progress: Callable[[int, int, str], None] | None = None,
           **options: object) -> Report:
     """Audit one model, several, or every ``*.onnx`` below a folder.
 
@@ -29,38 +31,60 @@ def audit(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], jobs
     (default: the number of cores) processes share the work: several models are
     spread over them, a single large model's tensors too.
 
+    ``errors="raise"`` (default) raises on the first model that cannot be read;
+    ``errors="report"`` audits every readable model and carries each unreadable
+    one as a ``ModelReport`` with ``error`` set and no layers (exit code 2).
+    ``progress(done, total, path)`` is called after each model.
+
     Raises:
-        InitauditError: a bad option, or a model that cannot be read.
+        InitauditError: a bad option, or (with ``errors="raise"``) a model that cannot be read.
     """
+    if errors not in ("raise", "report"):
+        raise InitauditError(f"errors must be 'raise' or 'report', got {errors!r}")
     opts = AuditOptions(**options)  # type: ignore[arg-type]
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
         raise InitauditError(f"jobs must be at least 1, got {jobs}")
     files = expand_paths([paths] if isinstance(paths, (str, os.PathLike)) else list(paths))
     if len(files) > 1 and jobs > 1:
-        models = tuple(_audit_in_processes(files, opts, jobs))
+        results: Generator[ModelReport | InitauditError, None, None] = _audit_in_processes(files, opts, jobs)
     else:
-        models = tuple(audit_model(path, opts, jobs) for path in files)
-    return Report(models, opts.fail_on, {"version": __version__})
+        results = (_audit_one((path, opts, jobs)) for path in files)
+    models = []
+    with closing(results):  # a raise below shuts the worker pool down here, not in a finalizer
+        for path, result in zip(files, results):
+            if isinstance(result, InitauditError):
+                if errors == "raise":
+                    raise result
+                result = unreadable_model(path, str(result), opts)
+            models.append(result)
+            if progress is not None:
+                progress(len(models), len(files), str(path))
+    return Report(tuple(models), opts.fail_on, {"version": __version__})
 
 
-def _audit_one(args: tuple[Path, AuditOptions]) -> ModelReport | InitauditError:
+def unreadable_model(path: str | os.PathLike[str], reason: str, opts: AuditOptions) -> ModelReport:
+    """The entry of a model that could not be read: its path, the one-line reason, no layers."""
+    prefix = f"{path}: "
+    reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+    return ModelReport(path=str(path), opset=0, producer="", ir_version=0, target=opts.target,
+                       convention=opts.convention, profile=opts.profile, layers=(), error=reason)
+
+
+def _audit_one(args: tuple[Path, AuditOptions, int]) -> ModelReport | InitauditError:
     try:
-        return audit_model(args[0], args[1])
-    except InitauditError as exc:  # carried back and raised in order
+        return audit_model(*args)
+    except InitauditError as exc:  # carried back and raised (or reported) in order
         return exc
 
 
-def _audit_in_processes(files: list[Path], opts: AuditOptions, jobs: int) -> Iterable[ModelReport]:
+def _audit_in_processes(files: list[Path], opts: AuditOptions, jobs: int) -> Generator[ModelReport | InitauditError, None, None]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=context) as pool:
-        for result in pool.map(_audit_one, [(f, opts) for f in files]):
-            if isinstance(result, InitauditError):
-                raise result
-            yield result
+        yield from pool.map(_audit_one, [(f, opts, 1) for f in files])
 
 
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:

@@ -127,7 +127,9 @@ def run_audit(argv: Sequence[str]) -> int:
     if fmt not in REPORTERS:
         raise InitauditError(f"unknown format {fmt!r}; choose one of {', '.join(sorted(REPORTERS))}")
     jobs = args.jobs if args.jobs is not None else config.get("jobs")
-    report = audit(args.models, jobs=jobs, **options)
+    report = audit(args.models, jobs=jobs, errors="report", **options)
+    for model in report.unreadable:
+        print(f"initaudit: error: {model.path}: {model.error}", file=sys.stderr)
     if fmt == "table":
         color = args.color == "always" or (
             args.color == "auto" and args.output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ)

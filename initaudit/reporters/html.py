@@ -68,6 +68,10 @@ def _chart(model: ModelReport) -> str:
 
 
 def _model(model: ModelReport) -> str:
+    if model.error is not None:
+        return (f"<h2>{escape(model.path)}</h2>"
+                f'<p><span class="badge" style="background:{COLOR["fail"]}">unreadable</span> '
+                f"<code>IA001</code> {escape(model.error)}</p>")
     s = model.summary
     out = [f"<h2>{escape(model.path)}</h2>",
            f'<p><span class="badge" style="background:{COLOR["ok"]}">{s["ok"]} ok</span>'

@@ -78,6 +78,14 @@ def layer_dict(layer: LayerReport) -> dict[str, Any]:
 
 
 def model_dict(model: ModelReport) -> dict[str, Any]:
+    if model.error is not None:  # same keys as a readable model, so a reader needs no special case
+        return {
+            "model": {"path": model.path, "opset": None, "producer": None, "ir_version": None},
+            "target": model.target, "convention": model.convention, "profile": model.profile,
+            "layers": [], "summary": model.summary, "status": "error", "error": model.error,
+            "findings": [{"code": "IA001", "severity": "fail", "message": model.error}],
+            "signal_gain": None, "skipped": [],
+        }
     return {
         "model": {"path": model.path, "opset": model.opset, "producer": model.producer,
                   "ir_version": model.ir_version},

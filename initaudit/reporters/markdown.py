@@ -18,6 +18,9 @@ def render(report: Report) -> str:
     out = []
     for model in report.models:
         out.append(f"## initaudit: `{model.path}`\n")
+        if model.error is not None:
+            out.append(f"**Could not be read** (`IA001`): {_cell(model.error)}\n")
+            continue
         out.append(summary_line(model) + "\n")
         rows = [[_cell(layer.name), layer.op, shape(layer.shape), layer.layout or "-", num(layer.fan_in, 9),
                  num(layer.fan_out, 9), num(std(layer)), num(target_std(layer)), num(layer.ratio),

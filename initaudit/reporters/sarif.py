@@ -12,7 +12,8 @@ LEVEL = {"fail": "error", "warn": "warning", "info": "note"}
 
 def render(report: Report) -> str:
     used = sorted({f.code for m in report.models for layer in m.layers for f in layer.findings}
-                  | {f.code for m in report.models for f in m.findings})
+                  | {f.code for m in report.models for f in m.findings}
+                  | ({"IA001"} if report.unreadable else set()))
     rules = [{
         "id": code,
         "name": RULES[code].name,
@@ -24,6 +25,10 @@ def render(report: Report) -> str:
     results = []
     for model in report.models:
         location = {"physicalLocation": {"artifactLocation": {"uri": model.path}}}
+        if model.error is not None:
+            results.append({"ruleId": "IA001", "ruleIndex": used.index("IA001"), "level": "error",
+                            "message": {"text": f"{model.path} could not be read: {model.error}"},
+                            "locations": [location]})
         for finding in model.findings:
             results.append({"ruleId": finding.code, "ruleIndex": used.index(finding.code),
                             "level": LEVEL[finding.severity], "message": {"text": finding.message},
