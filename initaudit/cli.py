@@ -32,7 +32,8 @@ def _codes(text: str) -> list[str]:
 
 def audit_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="initaudit", description="Audit the initialization scale of every weight in ONNX models.",
-                epilog="Other commands: `initaudit fans SHAPE --layout LAYOUT`, `initaudit rules [CODE]`. "
+                epilog="Other commands: `initaudit fans SHAPE --layout LAYOUT`, `initaudit rules [CODE]`, "
+                       "`initaudit schema` (the JSON report's schema). "
                        "Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or unreadable model.")
     p.add_argument("models", nargs="+", metavar="MODEL", help="ONNX files, or folders (every *.onnx below)")
     p.add_argument("--target", choices=TARGETS, help="scheme each layer is held to (default: xavier)")
@@ -112,6 +113,14 @@ def run_rules(argv: Sequence[str]) -> int:
     return 0
 
 
+def run_schema(argv: Sequence[str]) -> int:
+    _Parser(prog="initaudit schema", description="Print the JSON Schema of the --format json report.").parse_args(argv)
+    from .schema import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
+
+
 def run_audit(argv: Sequence[str]) -> int:
     args = audit_parser().parse_args(argv)
     config = load_config(args.config)
@@ -149,7 +158,7 @@ def run_audit(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"fans": run_fans, "rules": run_rules}
+    commands = {"fans": run_fans, "rules": run_rules, "schema": run_schema}
     try:
         if argv and argv[0] in commands and not os.path.exists(argv[0]):
             return commands[argv[0]](argv[1:])
