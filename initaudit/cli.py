@@ -145,6 +145,8 @@ def run_audit(argv: Sequence[str]) -> int:
         text = render(report, fmt, color=color)
     else:
         text = render(report, fmt)
+    if fmt == "github" and os.environ.get("GITHUB_STEP_SUMMARY"):
+        _append(os.environ["GITHUB_STEP_SUMMARY"], render(report, "markdown"))
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as handle:
@@ -154,6 +156,14 @@ def run_audit(argv: Sequence[str]) -> int:
     else:
         sys.stdout.write(text)
     return report.exit_code
+
+
+def _append(path: str, text: str) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise InitauditError(f"{path}: cannot append the step summary ({exc.strerror})") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
