@@ -10,6 +10,7 @@ from typing import NoReturn
 from . import __version__
 from .audit import audit
 from .bands import PROFILES
+from .baseline import apply_baseline, write_baseline
 from .config import load_config
 from .errors import InitauditError
 from .fans import CONVENTIONS, layout_fans
@@ -54,6 +55,10 @@ def audit_parser() -> argparse.ArgumentParser:
                    help="worker processes for several models or one large one (default: the number of cores)")
     p.add_argument("--config", metavar="FILE", help="TOML file with a [tool.initaudit] table "
                                                     "(default: the nearest pyproject.toml)")
+    p.add_argument("--baseline", metavar="FILE",
+                   help="fail only on findings not recorded in FILE (matched by fingerprint); list those gone")
+    p.add_argument("--write-baseline", metavar="FILE",
+                   help="record every finding of this run in FILE and exit 0 (2 if a model was unreadable)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the table")
     p.add_argument("--version", action="version", version=f"initaudit {__version__}")
     return p
@@ -139,6 +144,8 @@ def run_audit(argv: Sequence[str]) -> int:
     report = audit(args.models, jobs=jobs, errors="report", **options)
     for model in report.unreadable:
         print(f"initaudit: error: {model.path}: {model.error}", file=sys.stderr)
+    if args.baseline:
+        report = apply_baseline(report, args.baseline)
     if fmt == "table":
         color = args.color == "always" or (
             args.color == "auto" and args.output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
@@ -155,6 +162,11 @@ def run_audit(argv: Sequence[str]) -> int:
             raise InitauditError(f"{args.output}: cannot write the report ({exc.strerror})") from None
     else:
         sys.stdout.write(text)
+    if args.write_baseline:
+        count = write_baseline(report, args.write_baseline)
+        print(f"initaudit: recorded {count} finding{'s' if count != 1 else ''} in {args.write_baseline}",
+              file=sys.stderr)
+        return 2 if report.unreadable else 0
     return report.exit_code
 
 

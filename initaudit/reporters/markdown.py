@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
+from ..baseline import baseline_line
 from ..report import Report
 from ._common import num, shape, std, summary_line, target_std
 
@@ -16,6 +17,9 @@ def _cell(text: str) -> str:
 
 def render(report: Report) -> str:
     out = []
+    baseline = baseline_line(report)
+    if baseline:
+        out.append("```text\n" + baseline + "\n```\n")
     for model in report.models:
         out.append(f"## initaudit: `{model.path}`\n")
         if model.error is not None:
