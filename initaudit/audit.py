@@ -1,6 +1,7 @@
 """The library entry point: model file(s) in, ``Report`` out."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Generator, Iterable, Sequence
 from contextlib import closing
@@ -9,12 +10,13 @@ from pathlib import Path
 from . import __version__
 from .errors import InitauditError
 from .graph import ModelGraph, Scope
+from .histogram import layer_histogram
 from .layers import finish, is_candidate, plan, plan_unsupported
 from .loader import load_model
-from .measure import default_jobs, measure_all
+from .measure import MeasureTask, default_jobs, measure_all
 from .ops import WEIGHT_OPS, canonical_domain
 from .options import FAIL_ON, AuditOptions
-from .report import ModelReport, Report, Skipped
+from .report import LayerReport, ModelReport, Report, Skipped
 from .signal import signal_drift
 from .trace import PASS_THROUGH, SourceRef, WeightUse, constant_tensor, find_uses
 
@@ -126,6 +128,8 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
                     planned.append(plan_unsupported(model, ref, op, domain))
         measured = measure_all([p.task for p in planned], jobs)
         layers = [finish(p, stats, parts, opts) for p, (stats, parts) in zip(planned, measured)]
+        if opts.histograms:
+            layers = [with_histogram(layer, p.task) for p, layer in zip(planned, layers)]
         drift, findings = signal_drift(graph, grouped, layers, opts.drift_limit)
     proto = model.proto
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -135,6 +139,15 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
         layers=tuple(layers), skipped=tuple(skipped), signal_gain=drift,
         findings=tuple(f for f in findings if opts.keeps(f.code)),
     )
+
+
+def with_histogram(layer: LayerReport, task: MeasureTask) -> LayerReport:
+    """A flagged layer with the histogram of its values (a second pass over that layer only)."""
+    if layer.status == "ok" or not layer.stats.count:
+        return layer
+    s = layer.stats
+    found = layer_histogram(task, s.min, s.max, s.std, layer.target_var, layer.scale)
+    return dataclasses.replace(layer, histogram=found)
 
 
 def _stored_tensors(scope: Scope) -> Iterable[SourceRef]:

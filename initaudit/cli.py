@@ -141,6 +141,7 @@ def run_audit(argv: Sequence[str]) -> int:
     if fmt not in REPORTERS:
         raise InitauditError(f"unknown format {fmt!r}; choose one of {', '.join(sorted(REPORTERS))}")
     jobs = args.jobs if args.jobs is not None else config.get("jobs")
+    options["histograms"] = fmt == "html"  # a second pass over flagged layers, only for the page that draws it
     report = audit(args.models, jobs=jobs, errors="report", **options)
     for model in report.unreadable:
         print(f"initaudit: error: {model.path}: {model.error}", file=sys.stderr)

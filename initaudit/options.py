@@ -23,6 +23,7 @@ class AuditOptions:
     ignore: tuple[str, ...] = ()
     fp16: bool = False
     drift_limit: float = 100.0             # IA104 when the activation variance drifts beyond this factor
+    histograms: bool = False               # a histogram of each flagged layer's values (for --format html)
 
     def __post_init__(self) -> None:
         for value, allowed, what in (

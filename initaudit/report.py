@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .fans import Fans
+from .histogram import Histogram
 from .stats import TensorStats
 
 STATUS_ORDER = {"ok": 0, "warn": 1, "fail": 2, "error": 3}   # error: a model that could not be read
@@ -81,6 +82,7 @@ class LayerReport:
     pool_area: int = 1
     scale: float = 1.0                 # the consumer multiplies the weight by this (Gemm alpha)
     forward_gain: float | None = None  # estimated output/input activation variance of this layer
+    histogram: Histogram | None = None  # values of a flagged layer, only when a report that draws them asks
 
 
 @dataclass(frozen=True)
