@@ -55,6 +55,8 @@ def audit_parser() -> argparse.ArgumentParser:
                    help="worker processes for several models or one large one (default: the number of cores)")
     p.add_argument("--config", metavar="FILE", help="TOML file with a [tool.initaudit] table "
                                                     "(default: the nearest pyproject.toml)")
+    p.add_argument("--also", action="append", default=[], metavar="FORMAT:FILE",
+                   help="also write the report in FORMAT to FILE (repeatable), e.g. --also sarif:initaudit.sarif")
     p.add_argument("--baseline", metavar="FILE",
                    help="fail only on findings not recorded in FILE (matched by fingerprint); list those gone")
     p.add_argument("--write-baseline", metavar="FILE",
@@ -141,7 +143,14 @@ def run_audit(argv: Sequence[str]) -> int:
     if fmt not in REPORTERS:
         raise InitauditError(f"unknown format {fmt!r}; choose one of {', '.join(sorted(REPORTERS))}")
     jobs = args.jobs if args.jobs is not None else config.get("jobs")
-    options["histograms"] = fmt == "html"  # a second pass over flagged layers, only for the page that draws it
+    extra = []
+    for spec in args.also:
+        also_fmt, _, also_path = spec.partition(":")
+        if also_fmt not in REPORTERS or not also_path:
+            raise InitauditError(f"--also {spec!r}: expected FORMAT:FILE with FORMAT one of {', '.join(REPORTERS)}")
+        extra.append((also_fmt, also_path))
+    # a second pass over flagged layers, only for the page that draws their histograms
+    options["histograms"] = "html" in (fmt, *(f for f, _ in extra))
     report = audit(args.models, jobs=jobs, errors="report", **options)
     for model in report.unreadable:
         print(f"initaudit: error: {model.path}: {model.error}", file=sys.stderr)
@@ -153,14 +162,12 @@ def run_audit(argv: Sequence[str]) -> int:
         text = render(report, fmt, color=color)
     else:
         text = render(report, fmt)
+    for also_fmt, also_path in extra:
+        _write(also_path, render(report, also_fmt))
     if fmt == "github" and os.environ.get("GITHUB_STEP_SUMMARY"):
         _append(os.environ["GITHUB_STEP_SUMMARY"], render(report, "markdown"))
     if args.output:
-        try:
-            with open(args.output, "w", encoding="utf-8") as handle:
-                handle.write(text)
-        except OSError as exc:
-            raise InitauditError(f"{args.output}: cannot write the report ({exc.strerror})") from None
+        _write(args.output, text)
     else:
         sys.stdout.write(text)
     if args.write_baseline:
@@ -169,6 +176,14 @@ def run_audit(argv: Sequence[str]) -> int:
               file=sys.stderr)
         return 2 if report.unreadable else 0
     return report.exit_code
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise InitauditError(f"{path}: cannot write the report ({exc.strerror})") from None
 
 
 def _append(path: str, text: str) -> None:
