@@ -15,6 +15,7 @@ from .config import load_config
 from .errors import InitauditError
 from .fans import CONVENTIONS, layout_fans
 from .options import FAIL_ON
+from .progress import Progress
 from .reporters import REPORTERS, render
 from .rules import RULES
 from .schemes import TARGETS
@@ -151,7 +152,12 @@ def run_audit(argv: Sequence[str]) -> int:
         extra.append((also_fmt, also_path))
     # a second pass over flagged layers, only for the page that draws their histograms
     options["histograms"] = "html" in (fmt, *(f for f, _ in extra))
-    report = audit(args.models, jobs=jobs, errors="report", **options)
+    progress = Progress.for_stream(sys.stderr)
+    try:
+        report = audit(args.models, jobs=jobs, errors="report", progress=progress, **options)
+    finally:
+        if progress is not None:
+            progress.close()
     for model in report.unreadable:
         print(f"initaudit: error: {model.path}: {model.error}", file=sys.stderr)
     if args.baseline:
