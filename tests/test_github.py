@@ -111,3 +111,19 @@ def test_annotation_counts_match_the_json_report(capsys):
     out = capsys.readouterr().out
     assert out.count("::error ") == min(10, severities.count("fail"))
     assert out.count("::warning ") == min(10, severities.count("warn"))
+
+
+def test_gitlab_code_quality_report(tmp_path, monkeypatch):
+    """GitLab's documented fields: description, check_name, unique fingerprint, severity, location.path/lines.begin."""
+    (tmp_path / "m").mkdir()
+    shutil.copy(SAMPLES / "lenet_torch_default.onnx", tmp_path / "m" / "net.onnx")
+    (tmp_path / "m" / "bad.onnx").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    issues = json.loads(render(initaudit.audit("m", jobs=1, errors="report"), "codequality"))
+    assert len(issues) == 1 + 6  # the unreadable model, then 4 IA101, 1 IA102, 1 IA104
+    for issue in issues:
+        assert issue["description"] and issue["check_name"]
+        assert issue["severity"] in ("info", "minor", "major", "critical", "blocker")
+        assert issue["location"]["path"] in ("m/net.onnx", "m/bad.onnx") and issue["location"]["lines"]["begin"] == 1
+    assert len({i["fingerprint"] for i in issues}) == len(issues)
+    assert [i["severity"] for i in issues].count("major") == 4 and issues[0]["check_name"].startswith("IA001")

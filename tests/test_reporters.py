@@ -34,7 +34,7 @@ def reports(tmp_path_factory):
 @pytest.mark.parametrize("case", ["nasty", "empty", "lenet"])
 def test_every_format_renders_every_report(reports, fmt, case):
     text = render(reports[case], fmt)
-    assert text.endswith("\n") and len(text) > 20
+    assert text.endswith("\n") and (len(text) > 20 or (fmt == "codequality" and text == "[]\n"))
 
 
 def test_html_escapes_names_and_draws_the_chart(reports):
