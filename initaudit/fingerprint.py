@@ -14,6 +14,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path, PurePath
 
 from .report import Finding, LayerReport, ModelReport, Report
@@ -23,8 +24,12 @@ VERSION = "v1"
 
 def relative_path(path: str, root: str | os.PathLike[str] | None = None) -> str:
     """``path`` relative to ``root`` (default: the working directory), with forward slashes."""
-    base = os.path.abspath(root if root is not None else os.getcwd())
-    return PurePath(os.path.relpath(os.path.abspath(path), base)).as_posix()
+    return _relative(os.path.abspath(path), os.path.abspath(root if root is not None else os.getcwd()))
+
+
+@lru_cache(maxsize=4096)
+def _relative(path: str, base: str) -> str:  # one model's findings ask for the same path thousands of times
+    return PurePath(os.path.relpath(path, base)).as_posix()
 
 
 def is_inside(relative: str) -> bool:

@@ -183,7 +183,9 @@ def test_at_most_25000_results_most_severe_kept(repo):
     assert levels.count("error") == 4 and levels.count("warning") == 2  # every error and warning kept
     note = run["invocations"][0]["toolExecutionNotifications"][0]["message"]["text"]
     assert note.startswith(f"{25_003 + 6 - 25_000} less severe results were left out")
-    assert github_problems(log) == [] and _schema_errors(log) == []
+    assert github_problems(log) == []
+    run["results"] = run["results"][:50] + run["results"][-50:]  # the schema, on a sample (25,000 take a minute)
+    assert _schema_errors(log) == []
 
 
 def _scrub(log: dict) -> dict:
