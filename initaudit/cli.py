@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from typing import NoReturn
 from . import __version__
 from .audit import audit
 from .bands import PROFILES
-from .baseline import apply_baseline, write_baseline
+from .baseline import compare, read_baseline, write_baseline
 from .config import load_config
 from .errors import InitauditError
 from .fans import CONVENTIONS, layout_fans
@@ -152,6 +153,7 @@ def run_audit(argv: Sequence[str]) -> int:
         extra.append((also_fmt, also_path))
     # a second pass over flagged layers, only for the page that draws their histograms
     options["histograms"] = "html" in (fmt, *(f for f, _ in extra))
+    recorded = read_baseline(args.baseline) if args.baseline else None  # a bad file stops us before the work
     progress = Progress.for_stream(sys.stderr)
     try:
         report = audit(args.models, jobs=jobs, errors="report", progress=progress, **options)
@@ -160,8 +162,8 @@ def run_audit(argv: Sequence[str]) -> int:
             progress.close()
     for model in report.unreadable:
         print(f"initaudit: error: {model.path}: {model.error}", file=sys.stderr)
-    if args.baseline:
-        report = apply_baseline(report, args.baseline)
+    if recorded is not None:
+        report = dataclasses.replace(report, baseline=compare(report, recorded, args.baseline))
     if fmt == "table":
         color = args.color == "always" or (
             args.color == "auto" and args.output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
