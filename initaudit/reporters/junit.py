@@ -21,20 +21,23 @@ def render(report: Report) -> str:
             errors += 1
             continue
         n_fail = 0
-        for index, layer in enumerate(model.layers):
-            case = ET.SubElement(suite, "testcase", classname=model.path, name=layer.name)
-            text = "\n".join(f"{f.code} {f.severity}: {f.message}" for f in layer.findings)
+        owners = [(index, layer.name, layer.findings) for index, layer in enumerate(model.layers)]
+        if model.findings:  # model-level findings (IA104) count toward the exit code too
+            owners.append((-1, "(model)", model.findings))
+        for index, name, findings in owners:
+            case = ET.SubElement(suite, "testcase", classname=model.path, name=name)
+            text = "\n".join(f"{f.code} {f.severity}: {f.message}" for f in findings)
             if report.failing(m, index):  # as the exit code counts it (fail-on, baseline)
                 n_fail += 1
-                first = max(layer.findings, key=lambda f: STATUS_ORDER[SEVERITY_STATUS[f.severity]])
+                first = max(findings, key=lambda f: STATUS_ORDER[SEVERITY_STATUS[f.severity]])
                 failure = ET.SubElement(case, "failure", message=f"{first.code}: {first.message}", type=first.code)
                 failure.text = text
             elif text:
                 ET.SubElement(case, "system-out").text = text
-        suite.set("tests", str(len(model.layers)))
+        suite.set("tests", str(len(owners)))
         suite.set("failures", str(n_fail))
         suite.set("errors", "0")
-        total += len(model.layers)
+        total += len(owners)
         failures += n_fail
     suites.set("tests", str(total))
     suites.set("failures", str(failures))
