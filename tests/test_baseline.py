@@ -77,6 +77,8 @@ def test_new_findings_fail_gone_ones_are_listed(project, capsys):
     code, out, _ = run(capsys, path, "--baseline", "base.json", "--format", "sarif")
     results = json.loads(out)["runs"][0]["results"]
     assert sorted(r["baselineState"] for r in results) == ["new", "unchanged"]
+    code, out, _ = run(capsys, path, "--baseline", "base.json", "--format", "html")
+    assert "baseline base.json: 1 new, 1 unchanged, 1 gone" in out and "gone: models/net.onnx w2 IA101" in out
     code, out, _ = run(capsys, path, "--baseline", "base.json", "--format", "junit")
     assert 'failures="1"' in out.split("\n")[1]
 

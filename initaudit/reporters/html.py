@@ -14,6 +14,7 @@ from html import escape
 
 from .. import __version__
 from ..bands import FIXED_BANDS
+from ..baseline import baseline_line
 from ..histogram import Histogram
 from ..report import STATUS_ORDER, LayerReport, ModelReport, Report
 from ..rules import RULES
@@ -331,6 +332,9 @@ def _model(model: ModelReport, index: int) -> str:
 
 def render(report: Report) -> str:
     body = "\n".join(_model(m, i) for i, m in enumerate(report.models))
+    baseline = baseline_line(report)
+    if baseline:
+        body = f"<pre>{escape(baseline)}</pre>\n{body}"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>initaudit report</title><style>{STYLE}</style></head><body>"
             f"<h1>initaudit {__version__} — weight initialization audit</h1>\n{body}\n"
