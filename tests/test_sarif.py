@@ -198,3 +198,12 @@ def _scrub(log: dict) -> dict:
 def test_golden_sarif(repo):
     log = _scrub(_sarif(["models/lenet_torch_default.onnx", "models/truncated.onnx"]))
     check_golden("lenet_torch_default.sarif", json.dumps(log, indent=2, ensure_ascii=False) + "\n")
+
+
+def test_a_model_outside_the_working_directory_gets_an_absolute_file_uri(repo):
+    outside = repo.parent / "elsewhere.onnx"
+    shutil.copy(SAMPLES / "lenet_torch_default.onnx", outside)
+    log = _sarif([outside])
+    artifact = log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert artifact["uri"] == outside.as_uri() and "uriBaseId" not in artifact  # never resolved against the checkout
+    assert _schema_errors(log) == []
