@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,22 +12,24 @@ from threadpoolctl import threadpool_limits
 from . import __version__
 from .errors import InitauditError
 from .graph import ModelGraph, Scope
+from .histogram import layer_histogram
 from .layerrules import dead_rules
 from .layers import finish, is_candidate, plan, plan_unsupported
 from .loader import load_model
-from .measure import PARALLEL_MIN_BYTES, default_jobs, measure_all
+from .measure import PARALLEL_MIN_BYTES, MeasureTask, default_jobs, measure_all
 from .modelpolicy import layer_specs
 from .ops import WEIGHT_OPS, canonical_domain
 from .options import FAIL_ON, AuditOptions
-from .report import Finding, ModelReport, Report, Skipped
+from .report import Finding, LayerReport, ModelReport, Report, Skipped
 from .signal import signal_drift
 from .trace import PASS_THROUGH, SourceRef, WeightUse, constant_tensor, find_uses
 from .trained import apply_review, decide_profile, looks_trained, model_findings, profile_finding, unit_pass
 
-__all__ = ["audit", "audit_model", "expand_paths", "AuditOptions", "FAIL_ON"]
+__all__ = ["audit", "audit_model", "expand_paths", "unreadable_model", "AuditOptions", "FAIL_ON"]
 
 
 def audit(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], jobs: int | None = None,
+          errors: str = "raise", progress: Callable[[int, int, str], None] | None = None,
           **options: object) -> Report:
     """Audit one model, several, or every ``*.onnx`` below a folder.
 
@@ -35,9 +38,16 @@ def audit(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], jobs
     (default: the number of cores) processes share the work: several models are
     spread over them, a single large model's tensors too.
 
+    ``errors="raise"`` (default) raises on the first model that cannot be read;
+    ``errors="report"`` audits every readable model and carries each unreadable
+    one as a ``ModelReport`` with ``error`` set and no layers (exit code 2).
+    ``progress(done, total, path)`` is called after each model.
+
     Raises:
-        InitauditError: a bad option, or a model that cannot be read.
+        InitauditError: a bad option, or (with ``errors="raise"``) a model that cannot be read.
     """
+    if errors not in ("raise", "report"):
+        raise InitauditError(f"errors must be 'raise' or 'report', got {errors!r}")
     opts = AuditOptions(**options)  # type: ignore[arg-type]
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
@@ -45,17 +55,27 @@ def audit(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], jobs
     files = expand_paths([paths] if isinstance(paths, (str, os.PathLike)) else list(paths))
     # BLAS threads do not pay on per-layer matrices, and on a busy machine they spin waiting
     # for each other (a 256×256 Gram matrix took 20 ms instead of 1): one thread per process
+    models: list[ModelReport] = []
     with threadpool_limits(limits=1, user_api="blas"):
         if len(files) > 1 and jobs > 1 and _folder_bytes(files) >= PARALLEL_MIN_BYTES:
-            models = tuple(_audit_in_processes(files, opts, jobs))
+            results: Generator[ModelReport | InitauditError, None, None] = _audit_in_processes(files, opts, jobs)
         else:
-            models = tuple(audit_model(path, opts, jobs) for path in files)
+            results = (_audit_one((path, opts, jobs)) for path in files)
+        with closing(results):  # a raise below shuts the worker pool down here, not in a finalizer
+            for path, result in zip(files, results):
+                if isinstance(result, InitauditError):
+                    if errors == "raise":
+                        raise result
+                    result = unreadable_model(path, str(result), opts)
+                models.append(result)
+                if progress is not None:
+                    progress(len(models), len(files), str(path))
     dead = dead_rules(opts.layers, {i for m in models for i in m.rules_matched})
     warnings = tuple(f"{rule.label} matched no layer in any audited model" for rule in dead)
     if warnings and opts.keeps("IA503"):
         notes = tuple(Finding("IA503", "info", w) for w in warnings)
-        models = tuple(replace(m, findings=m.findings + notes) for m in models)
-    return Report(models, opts.fail_on, {"version": __version__}, warnings)
+        models = [replace(m, findings=m.findings + notes) if m.error is None else m for m in models]
+    return Report(tuple(models), opts.fail_on, {"version": __version__}, warnings)
 
 
 def _folder_bytes(files: list[Path]) -> int:
@@ -72,23 +92,28 @@ def _folder_bytes(files: list[Path]) -> int:
     return total
 
 
-def _audit_one(args: tuple[Path, AuditOptions]) -> ModelReport | InitauditError:
+def unreadable_model(path: str | os.PathLike[str], reason: str, opts: AuditOptions) -> ModelReport:
+    """The entry of a model that could not be read: its path, the one-line reason, no layers."""
+    prefix = f"{path}: "
+    reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+    return ModelReport(path=str(path), opset=0, producer="", ir_version=0, target=opts.target,
+                       convention=opts.convention, profile=opts.profile, layers=(), error=reason)
+
+
+def _audit_one(args: tuple[Path, AuditOptions, int]) -> ModelReport | InitauditError:
     try:
-        return audit_model(args[0], args[1])
-    except InitauditError as exc:  # carried back and raised in order
+        return audit_model(*args)
+    except InitauditError as exc:  # carried back and raised (or reported) in order
         return exc
 
 
-def _audit_in_processes(files: list[Path], opts: AuditOptions, jobs: int) -> Iterable[ModelReport]:
+def _audit_in_processes(files: list[Path], opts: AuditOptions, jobs: int) -> Generator[ModelReport | InitauditError, None, None]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=context) as pool:
-        for result in pool.map(_audit_one, [(f, opts) for f in files]):
-            if isinstance(result, InitauditError):
-                raise result
-            yield result
+        yield from pool.map(_audit_one, [(f, opts, 1) for f in files])
 
 
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -140,6 +165,8 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
             layers = apply_review(layers, sums, opts)
         if opts.profile == "init" and profile_reason is None:
             profile_reason = looks_trained([stats for stats, _ in measured])
+        if opts.histograms:
+            layers = [with_histogram(layer, p.task) for p, layer in zip(planned, layers)]
         drift, findings = signal_drift(graph, grouped, layers, opts.drift_limit)
         findings = model_findings(findings, opts)
         hint = profile_finding(profile_reason)
@@ -154,6 +181,15 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
         findings=tuple(f for f in findings if opts.keeps(f.code)), policy=policy, rules_matched=matched,
         profile_reason=profile_reason,
     )
+
+
+def with_histogram(layer: LayerReport, task: MeasureTask) -> LayerReport:
+    """A flagged layer with the histogram of its values (a second pass over that layer only)."""
+    if layer.status == "ok" or not layer.stats.count:
+        return layer
+    s = layer.stats
+    found = layer_histogram(task, s.min, s.max, s.std, layer.target_var, layer.scale)
+    return replace(layer, histogram=found)
 
 
 def _stored_tensors(scope: Scope) -> Iterable[SourceRef]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -9,10 +10,12 @@ from typing import NoReturn
 
 from . import __version__
 from .audit import audit
+from .baseline import compare, read_baseline, write_baseline
 from .config import load_config
 from .errors import InitauditError
 from .fans import CONVENTIONS, layout_fans
 from .options import FAIL_ON, PROFILE_CHOICES
+from .progress import Progress
 from .reporters import REPORTERS, render
 from .rules import RULES
 from .schemes import TARGETS
@@ -31,7 +34,8 @@ def _codes(text: str) -> list[str]:
 
 def audit_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="initaudit", description="Audit the initialization scale of every weight in ONNX models.",
-                epilog="Other commands: `initaudit fans SHAPE --layout LAYOUT`, `initaudit rules [CODE]`. "
+                epilog="Other commands: `initaudit fans SHAPE --layout LAYOUT`, `initaudit rules [CODE]`, "
+                       "`initaudit schema` (the JSON report's schema). "
                        "Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or unreadable model.")
     p.add_argument("models", nargs="+", metavar="MODEL", help="ONNX files, or folders (every *.onnx below)")
     p.add_argument("--target", metavar="{" + ",".join(TARGETS) + ",std:VALUE}",
@@ -54,6 +58,12 @@ def audit_parser() -> argparse.ArgumentParser:
                    help="worker processes for several models or one large one (default: the number of cores)")
     p.add_argument("--config", metavar="FILE", help="TOML file with a [tool.initaudit] table "
                                                     "(default: the nearest pyproject.toml)")
+    p.add_argument("--also", action="append", default=[], metavar="FORMAT:FILE",
+                   help="also write the report in FORMAT to FILE (repeatable), e.g. --also sarif:initaudit.sarif")
+    p.add_argument("--baseline", metavar="FILE",
+                   help="fail only on findings not recorded in FILE (matched by fingerprint); list those gone")
+    p.add_argument("--write-baseline", metavar="FILE",
+                   help="record every finding of this run in FILE and exit 0 (2 if a model was unreadable)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the table")
     p.add_argument("--version", action="version", version=f"initaudit {__version__}")
     return p
@@ -113,6 +123,14 @@ def run_rules(argv: Sequence[str]) -> int:
     return 0
 
 
+def run_schema(argv: Sequence[str]) -> int:
+    _Parser(prog="initaudit schema", description="Print the JSON Schema of the --format json report.").parse_args(argv)
+    from .schema import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
+
+
 def run_audit(argv: Sequence[str]) -> int:
     args = audit_parser().parse_args(argv)
     config = load_config(args.config)
@@ -128,29 +146,68 @@ def run_audit(argv: Sequence[str]) -> int:
     if fmt not in REPORTERS:
         raise InitauditError(f"unknown format {fmt!r}; choose one of {', '.join(sorted(REPORTERS))}")
     jobs = args.jobs if args.jobs is not None else config.get("jobs")
-    report = audit(args.models, jobs=jobs, **options)
+    extra = []
+    for spec in args.also:
+        also_fmt, _, also_path = spec.partition(":")
+        if also_fmt not in REPORTERS or not also_path:
+            raise InitauditError(f"--also {spec!r}: expected FORMAT:FILE with FORMAT one of {', '.join(REPORTERS)}")
+        extra.append((also_fmt, also_path))
+    # a second pass over flagged layers, only for the page that draws their histograms
+    options["histograms"] = "html" in (fmt, *(f for f, _ in extra))
+    recorded = read_baseline(args.baseline) if args.baseline else None  # a bad file stops us before the work
+    progress = Progress.for_stream(sys.stderr)
+    try:
+        report = audit(args.models, jobs=jobs, errors="report", progress=progress, **options)
+    finally:
+        if progress is not None:
+            progress.close()
     for warning in report.warnings:
         print(f"initaudit: warning: {warning}", file=sys.stderr)
+    for model in report.unreadable:
+        print(f"initaudit: error: {model.path}: {model.error}", file=sys.stderr)
+    if recorded is not None:
+        report = dataclasses.replace(report, baseline=compare(report, recorded, args.baseline))
     if fmt == "table":
         color = args.color == "always" or (
             args.color == "auto" and args.output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
         text = render(report, fmt, color=color)
     else:
         text = render(report, fmt)
+    for also_fmt, also_path in extra:
+        _write(also_path, render(report, also_fmt))
+    if fmt == "github" and os.environ.get("GITHUB_STEP_SUMMARY"):
+        _append(os.environ["GITHUB_STEP_SUMMARY"], render(report, "markdown"))
     if args.output:
-        try:
-            with open(args.output, "w", encoding="utf-8") as handle:
-                handle.write(text)
-        except OSError as exc:
-            raise InitauditError(f"{args.output}: cannot write the report ({exc.strerror})") from None
+        _write(args.output, text)
     else:
         sys.stdout.write(text)
+    if args.write_baseline:
+        count = write_baseline(report, args.write_baseline)
+        print(f"initaudit: recorded {count} finding{'s' if count != 1 else ''} in {args.write_baseline}",
+              file=sys.stderr)
+        return 2 if report.unreadable else 0
     return report.exit_code
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise InitauditError(f"{path}: cannot write the report ({exc.strerror})") from None
+
+
+def _append(path: str, text: str) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise InitauditError(f"{path}: cannot append the step summary ({exc.strerror})") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"fans": run_fans, "rules": run_rules}
+    commands = {"fans": run_fans, "rules": run_rules, "schema": run_schema}
     try:
         if argv and argv[0] in commands and not os.path.exists(argv[0]):
             return commands[argv[0]](argv[1:])

@@ -27,6 +27,7 @@ class AuditOptions:
     fp16: bool = False
     drift_limit: float = 100.0             # IA104 when the activation variance drifts beyond this factor
     layers: tuple[LayerRule, ...] = ()     # per-layer rules ([[tool.initaudit.layers]]), later ones win
+    histograms: bool = False               # a histogram of each flagged layer's values (for --format html)
 
     def __post_init__(self) -> None:
         try:

@@ -5,13 +5,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .fans import Fans
+from .histogram import Histogram
 from .stats import TensorStats
 
 if TYPE_CHECKING:
     from .policy import Policy
     from .review import Review
 
-STATUS_ORDER = {"ok": 0, "warn": 1, "fail": 2}
+STATUS_ORDER = {"ok": 0, "warn": 1, "fail": 2, "error": 3}   # error: a model that could not be read
 SEVERITY_STATUS = {"info": "ok", "warn": "warn", "fail": "fail"}
 
 
@@ -87,6 +88,7 @@ class LayerReport:
     scale: float = 1.0                 # the consumer multiplies the weight by this (Gemm alpha)
     forward_gain: float | None = None  # estimated output/input activation variance of this layer
     review: Review | None = None       # trained-model review evidence (--profile trained)
+    histogram: Histogram | None = None  # values of a flagged layer, only when a report that draws them asks
 
 
 @dataclass(frozen=True)
@@ -115,9 +117,12 @@ class ModelReport:
     policy: Policy | None = None             # the init most layers share (None: no dominant one)
     rules_matched: tuple[int, ...] = ()      # indices of the config's layer rules that matched a layer here
     profile_reason: str | None = None        # why this profile (--profile auto), or a hint for an init run
+    error: str | None = None                 # why the model could not be read (then no layers)
 
     @property
     def status(self) -> str:
+        if self.error is not None:
+            return "error"
         statuses = [layer.status for layer in self.layers] + [worst_status(self.findings)]
         return max(statuses, key=STATUS_ORDER.__getitem__, default="ok")
 
@@ -136,11 +141,40 @@ class Report:
     fail_on: str = "fail"
     options: dict[str, object] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()           # about the run itself (a config rule that matched nothing)
+    baseline: BaselineResult | None = None
+
+    @property
+    def unreadable(self) -> tuple[ModelReport, ...]:
+        return tuple(m for m in self.models if m.error is not None)
+
+    def counts(self, model: int, layer: int, finding: int) -> bool:
+        """Whether a finding (by position: layer -1 for a model-level one) can fail the run: not in the baseline."""
+        return self.baseline is None or (model, layer, finding) not in self.baseline.known
+
+    def failing(self, model: int, layer: int) -> bool:
+        """Whether a layer (or, with layer -1, the model's own findings) fails the run under ``fail_on``."""
+        if self.fail_on == "never":
+            return False
+        threshold = STATUS_ORDER[self.fail_on]
+        m = self.models[model]
+        findings = m.findings if layer < 0 else m.layers[layer].findings
+        status = worst_status(findings) if layer < 0 else m.layers[layer].status
+        return STATUS_ORDER[status] >= threshold and (self.baseline is None or any(
+            STATUS_ORDER[SEVERITY_STATUS[f.severity]] >= threshold and self.counts(model, layer, i)
+            for i, f in enumerate(findings)))
 
     @property
     def exit_code(self) -> int:
-        """0: nothing at or above ``fail_on``; 1: something is."""
-        if self.fail_on == "never":
-            return 0
-        threshold = STATUS_ORDER[self.fail_on]
-        return int(any(STATUS_ORDER[m.status] >= threshold for m in self.models))
+        """0: nothing at or above ``fail_on``; 1: something is (not in the baseline); 2: a model was unreadable."""
+        if self.unreadable:
+            return 2
+        return int(any(self.failing(i, j) for i, m in enumerate(self.models) for j in range(-1, len(m.layers))))
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """A run compared with a baseline file: which findings it already held, which of its entries are gone."""
+
+    path: str
+    known: frozenset[tuple[int, int, int]]          # (model, layer or -1, finding) positions found in the baseline
+    gone: tuple[dict[str, str], ...] = ()           # baseline entries that no finding matches any more

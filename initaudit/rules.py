@@ -1,7 +1,7 @@
 """Rule codes: stable identifiers, each with a page (``initaudit rules CODE``).
 
-Families: IA1xx variance against the target, IA2xx pathologies, IA3xx structure,
-IA4xx trained-model review, IA5xx the model's own init policy, IA9xx information.
+Families: IA0xx the model file itself, IA1xx variance against the target, IA2xx pathologies,
+IA3xx structure, IA4xx trained-model review, IA5xx the model's own init policy, IA9xx information.
 Codes are never renumbered or reused.
 """
 from __future__ import annotations
@@ -21,6 +21,12 @@ class Rule:
 
 
 RULES: dict[str, Rule] = {r.code: r for r in (
+    Rule("IA001", "unreadable-model", "fail",
+         "The model file could not be read: missing, truncated, not ONNX, or its external data is refused.",
+         "A model that cannot be read cannot be audited; in a batch the other models are still reported, and the "
+         "run exits with code 2 so the gap is never silent.",
+         "`exported/` holds a model whose upload was cut at 5,000 bytes: 'not a readable ONNX model'.",
+         "Re-export or re-upload the file; for refused external data see the Safety section of the README."),
     Rule("IA101", "variance-far-from-target", "fail",
          "The weight variance is outside the fail band around the target (default 0.5×–2×, widened by sampling noise).",
          "A layer whose variance is off by 2× or more scales the signal by √2 or more at every pass; a few such layers "

@@ -119,9 +119,14 @@ def test_config_from_pyproject(capsys, tmp_path, monkeypatch):
     (lambda d: d, "no *.onnx"),
 ])
 def test_bad_input_is_one_line_exit_2(capsys, tmp_path, make, needle):
-    code, out, err = run(capsys, make(tmp_path))
-    assert code == 2 and out == ""
+    path = make(tmp_path)
+    code, out, err = run(capsys, path)
+    assert code == 2
     assert err.startswith("initaudit: error: ") and err.count("\n") == 1 and needle in err
+    if path.is_dir():  # a usage error: no report at all
+        assert out == ""
+    else:  # an unreadable model is still an entry of the report
+        assert out.count("\n") == 1 and "IA001" in out and needle in out
 
 
 def test_bad_option_is_one_line_exit_2(capsys):
@@ -167,7 +172,8 @@ def test_folder_with_a_bad_model_in_parallel(capsys, tmp_path):
         (tmp_path / sample.name).write_bytes(sample.read_bytes())
     (tmp_path / "zz_broken.onnx").write_bytes(b"\x08\x07garbage")
     code, out, err = run(capsys, tmp_path, "--jobs", "2")
-    assert code == 2 and out == "" and "zz_broken.onnx" in err and err.count("\n") == 1
+    assert code == 2 and "zz_broken.onnx" in err and err.count("\n") == 1
+    assert out.count("5 weights") == 4 and "zz_broken.onnx: could not be read (IA001)" in out
 
 
 def test_jobs_do_not_change_the_report(capsys):

@@ -9,7 +9,7 @@ import importlib
 
 from ..report import Report
 
-REPORTERS: tuple[str, ...] = ("table", "json", "markdown", "html", "sarif", "junit")
+REPORTERS: tuple[str, ...] = ("table", "json", "markdown", "html", "sarif", "junit", "github", "codequality")
 
 
 def render(report: Report, fmt: str, **kwargs: object) -> str:

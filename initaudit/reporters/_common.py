@@ -25,6 +25,8 @@ def std(layer: LayerReport) -> float | None:
 
 
 def summary_line(model: ModelReport) -> str:
+    if model.error is not None:
+        return f"{model.path}: could not be read (IA001): {model.error}"
     s = model.summary
     text = (f"{model.path}: {s['layers']} weight{'s' if s['layers'] != 1 else ''} — "
             f"{s['ok']} ok, {s['warn']} warn, {s['fail']} fail "

@@ -55,8 +55,12 @@ CHECK_WHY = {
 }
 
 
-def review_markdown(model: ModelReport) -> list[str]:
-    """A "Trained-model review" section: the profile's reason and each check per layer."""
+def review_markdown(model: ModelReport, cap: int | None = None) -> list[str]:
+    """A "Trained-model review" section: the profile's reason and each check per layer.
+
+    With ``cap`` (the Markdown report cutting itself to fit a comment) only the flagged
+    layers are listed, at most ``cap`` of them, and the rest counted.
+    """
     lines = []
     if model.profile_reason:
         lines.append(f"_Profile: {model.profile_reason}_\n")
@@ -66,10 +70,13 @@ def review_markdown(model: ModelReport) -> list[str]:
     lines.append("### Trained-model review\n")
     lines.append("| layer | status | " + " | ".join(check_notes(reviewed[0].review).keys()) + " |")  # type: ignore[arg-type]
     lines.append("|" + "---|" * (2 + len(check_notes(reviewed[0].review))))  # type: ignore[arg-type]
-    for layer in reviewed:
+    listed = reviewed if cap is None else [layer for layer in reviewed if layer.status != "ok"][:cap]
+    for layer in listed:
         notes = check_notes(layer.review)  # type: ignore[arg-type]
         cells = [layer.name, layer.status] + [notes.get(k, "-") for k in check_notes(reviewed[0].review)]  # type: ignore[arg-type]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    if len(listed) < len(reviewed):
+        lines.append(f"\n… {len(reviewed) - len(listed)} more reviewed layers not listed (the JSON and HTML reports list all).")
     lines.append("")
     lines.extend(f"- _{check}_: {why}" for check, why in CHECK_WHY.items())
     lines.append("")

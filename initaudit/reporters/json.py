@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from .. import __version__
+from ..fingerprint import located_findings
 from ..report import LayerReport, ModelReport, Report
 from ..stats import TensorStats
 from ._review import review_dict
@@ -82,6 +83,14 @@ def layer_dict(layer: LayerReport) -> dict[str, Any]:
 
 
 def model_dict(model: ModelReport) -> dict[str, Any]:
+    if model.error is not None:  # same keys as a readable model, so a reader needs no special case
+        return {
+            "model": {"path": model.path, "opset": None, "producer": None, "ir_version": None},
+            "target": model.target, "convention": model.convention, "profile": model.profile,
+            "layers": [], "summary": model.summary, "status": "error", "error": model.error,
+            "findings": [{"code": "IA001", "severity": "fail", "message": model.error}],
+            "signal_gain": None, "skipped": [],
+        }
     return {
         "model": {"path": model.path, "opset": model.opset, "producer": model.producer,
                   "ir_version": model.ir_version},
@@ -114,9 +123,27 @@ def report_dict(report: Report) -> dict[str, Any]:
     head = {"initaudit": __version__, "schema": SCHEMA}
     if report.warnings:
         head["warnings"] = list(report.warnings)
+    models = [model_dict(m) for m in report.models]
+    if report.baseline is not None:
+        _mark_baseline(report, models)
     if len(report.models) == 1:
-        return {**head, **model_dict(report.models[0]), "exit_code": report.exit_code}
-    return {**head, "models": [model_dict(m) for m in report.models], "exit_code": report.exit_code}
+        out = {**head, **models[0], "exit_code": report.exit_code}
+    else:
+        out = {**head, "models": models, "exit_code": report.exit_code}
+    if report.baseline is not None:
+        known = len(report.baseline.known)
+        total = sum(1 for _ in located_findings(report))
+        out["baseline"] = {"path": report.baseline.path, "new": total - known, "unchanged": known,
+                           "gone": list(report.baseline.gone)}
+    return out
+
+
+def _mark_baseline(report: Report, models: list[dict[str, Any]]) -> None:
+    """Each finding's ``baseline``: ``new`` (counts toward the exit code) or ``unchanged``."""
+    for item in located_findings(report):
+        m, layer, f = item.position
+        owner = models[m] if layer < 0 else models[m]["layers"][layer]
+        owner["findings"][f]["baseline"] = "new" if report.counts(*item.position) else "unchanged"
 
 
 def render(report: Report) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
+from ..baseline import baseline_line
 from ..report import Report
 from ._common import chosen_target, hint, num, shape, std, summary_line, target_std
 
@@ -40,4 +41,7 @@ def render(report: Report, color: bool = False) -> str:
             lines.extend(notes)
         lines.append(summary_line(model))
         blocks.append("\n".join(lines))
+    baseline = baseline_line(report)
+    if baseline:
+        blocks.append(baseline)
     return "\n\n".join(blocks) + "\n"

@@ -1,0 +1,61 @@
+"""Golden files of every text format for one failing model and one unreadable file, volatile fields scrubbed
+(version, absolute paths); review a diff with INITAUDIT_REGEN_GOLDEN=1 before committing it."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from goldens import check_golden
+
+import initaudit
+from initaudit import __version__
+from initaudit.reporters import render
+from initaudit.schema import schema
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
+
+
+@pytest.fixture()
+def report(tmp_path, monkeypatch):
+    (tmp_path / "models").mkdir()
+    shutil.copy(SAMPLES / "lenet_torch_default.onnx", tmp_path / "models" / "lenet.onnx")
+    (tmp_path / "models" / "zz_cut.onnx").write_bytes((SAMPLES / "lenet_xavier.onnx").read_bytes()[:3000])
+    monkeypatch.chdir(tmp_path)
+    return initaudit.audit("models", jobs=1, errors="report")
+
+
+def _scrub(text: str) -> str:
+    return text.replace(f'"initaudit": "{__version__}"', '"initaudit": "VERSION"')
+
+
+def _contract(text: str) -> str:
+    """The JSON report cut to the contract's fields (extensions come and go), floats to 6 digits."""
+    data = json.loads(text)
+    required = schema()["$defs"]
+
+    def cut(value, keep=None):
+        if isinstance(value, float):
+            return float(f"{value:.6g}")
+        if isinstance(value, list):
+            return [cut(v) for v in value]
+        if isinstance(value, dict):
+            return {k: cut(v) for k, v in value.items() if keep is None or k in keep}
+        return value
+
+    for model in data["models"]:
+        model["layers"] = [cut(layer, set(required["layer"]["required"])) for layer in model["layers"]]
+        for layer in model["layers"]:
+            layer["findings"] = [cut(f, set(required["finding"]["required"])) for f in layer["findings"]]
+    keep = set(required["model_report"]["required"]) | {"status", "error", "findings"}
+    data["models"] = [cut(m, keep) for m in data["models"]]
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+@pytest.mark.parametrize("fmt,name", [("table", "batch.txt"), ("markdown", "batch.md"), ("github", "batch.github.txt"),
+                                      ("junit", "batch.junit.xml"), ("codequality", "batch.codequality.json"),
+                                      ("json", "batch.json")])
+def test_golden(report, fmt, name):
+    text = _scrub(render(report, fmt))
+    check_golden(name, _contract(text) if fmt == "json" else text)
