@@ -50,7 +50,7 @@ def test_extensions_and_new_vocabulary_are_allowed():
     layer["matches"] = ["std:0.02", "xavier", "std:1e-3"]
     layer["review"] = {"anything": [1, 2]}  # a field another feature adds
     layer["findings"].append({"code": "IA401", "severity": "warn", "message": "m", "evidence": {"x": 1}})
-    data["policy"] = {"ignore": []}
+    data["a_future_field"] = {"ignore": []}
     validator.validate(data)
 
 
@@ -61,6 +61,8 @@ def test_extensions_and_new_vocabulary_are_allowed():
     lambda d: d["layers"][0]["findings"].append({"code": "X1", "severity": "fail", "message": ""}),
     lambda d: d["model"].pop("opset"),
     lambda d: d.update(schema=2),
+    lambda d: d.update(policy={"kind": "bogus", "value": "std:0.02", "count": 3, "of": 4, "layers": []}),
+    lambda d: d["layers"][0].update(review={"dead_indices": ["first"]}),
     lambda d: d["summary"].pop("fail"),
 ])
 def test_schema_rejects_a_broken_report(breakage):
