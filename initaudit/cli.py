@@ -176,7 +176,7 @@ def run_audit(argv: Sequence[str]) -> int:
     for also_fmt, also_path in extra:
         _write(also_path, render(report, also_fmt))
     if fmt == "github" and os.environ.get("GITHUB_STEP_SUMMARY"):
-        _append(os.environ["GITHUB_STEP_SUMMARY"], render(report, "markdown"))
+        _write(os.environ["GITHUB_STEP_SUMMARY"], render(report, "markdown"), "a", "append the step summary")
     if args.output:
         _write(args.output, text)
     else:
@@ -189,20 +189,12 @@ def run_audit(argv: Sequence[str]) -> int:
     return report.exit_code
 
 
-def _write(path: str, text: str) -> None:
+def _write(path: str, text: str, mode: str = "w", what: str = "write the report") -> None:
     try:
-        with open(path, "w", encoding="utf-8") as handle:
+        with open(path, mode, encoding="utf-8") as handle:
             handle.write(text)
     except OSError as exc:
-        raise InitauditError(f"{path}: cannot write the report ({exc.strerror})") from None
-
-
-def _append(path: str, text: str) -> None:
-    try:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(text)
-    except OSError as exc:
-        raise InitauditError(f"{path}: cannot append the step summary ({exc.strerror})") from None
+        raise InitauditError(f"{path}: cannot {what} ({exc.strerror})") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONS = ("3.11", "3.12", "3.13")
 DEPS = ("lowest", "newest")
-SHOWN = ("numpy", "onnx", "protobuf", "tabulate", "threadpoolctl", "pytest", "hypothesis")
+SHOWN = ("numpy", "onnx", "protobuf", "tabulate", "threadpoolctl", "pytest", "hypothesis", "jsonschema", "pre-commit")
 
 
 @dataclass
@@ -73,7 +73,7 @@ def one_environment(python: str, version: str, deps: str) -> Outcome:
         if failed:
             return Outcome(name, False, f"install failed (see {log_path})", "", install_s, 0.0)
         freeze = subprocess.run(pip + ["freeze"], capture_output=True, text=True).stdout.split()
-        versions = " ".join(line for line in freeze if line.split("==")[0].lower() in SHOWN)
+        versions = " ".join(line for line in freeze if line.split("==")[0].lower().replace("_", "-") in SHOWN)
         started = time.perf_counter()
         tests = subprocess.run([str(venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider"],
                                cwd=ROOT, capture_output=True, text=True)
