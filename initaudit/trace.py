@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from onnx import NodeProto, TensorProto
 
+from .fold import fold_value
 from .graph import ModelGraph, Scope, attribute
 from .ops import IMPLICIT_DEQUANT, canonical_domain, weight_slots
 
@@ -162,7 +163,7 @@ def constant_value(graph: ModelGraph, scope: Scope, name: str, load: LoadArray) 
     for source, steps in trace(graph, scope, name):
         if all(step.node.op_type in VALUE_PRESERVING for step in steps):
             return load(source.tensor)
-    return None
+    return fold_value(graph, scope, name, load)  # computed from constants (an unfolded export)
 
 
 @dataclass(frozen=True)
