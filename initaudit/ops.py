@@ -89,6 +89,17 @@ def _conv(use: OpUse) -> Role:
     return Role("OI" + spatial_letters(len(use.shape) - 2), conv_fans(use.shape, groups), groups)
 
 
+def _nhwc_conv(use: OpUse) -> Role:
+    """com.microsoft NhwcConv: channels-last, weight ``[M, k..., C/group]`` (onnxruntime's
+    FusionNhwcConv stores ``W.transpose(0, 2, 3, 1)`` of the Conv it replaces)."""
+    shape = use.shape
+    if len(shape) < 3:
+        raise UnsupportedUse(f"NhwcConv weight of rank {len(shape)}; expected [M, k..., C/group]")
+    as_conv = OpUse(use.op, use.domain, use.slot, (shape[0], shape[-1], *shape[1:-1]), use.attrs)
+    groups = _groups(as_conv, "[M, k..., C/group]")
+    return Role("O" + spatial_letters(len(shape) - 2) + "I", conv_fans(as_conv.shape, groups), groups)
+
+
 def _conv_transpose(use: OpUse) -> Role:
     groups = _groups(use, "[C, M/group, k...]")
     return Role("IO" + spatial_letters(len(use.shape) - 2), conv_transpose_fans(use.shape, groups), groups)
@@ -247,7 +258,7 @@ WEIGHT_OPS: dict[tuple[str, str], tuple[tuple[int, ...], Any]] = {
     ("", "QLinearConv"): ((3,), _conv),
     ("", "DeformConv"): ((1,), _conv),
     (MS, "FusedConv"): ((1,), _conv),
-    (MS, "NhwcConv"): ((1,), _conv),
+    (MS, "NhwcConv"): ((1,), _nhwc_conv),
     (MS, "QLinearConv"): ((3,), _conv),
     ("", "ConvTranspose"): ((1,), _conv_transpose),
     ("", "Gemm"): ((0, 1), _gemm),
