@@ -107,6 +107,10 @@ def _conv_transpose(use: OpUse) -> Role:
 
 def _matrix(shape: Sequence[int], right_operand: bool, scale: float = 1.0) -> Role:
     """A matrix (or a stack of them) multiplied as ``x @ W`` (W is [in, out]) or ``W @ x`` ([out, in])."""
+    if not math.isfinite(scale):
+        raise UnsupportedUse(f"alpha = {scale} is not a finite number")
+    if len(shape) == 0:
+        raise UnsupportedUse("a scalar operand, not a weight matrix")
     if len(shape) == 1:
         return Role("I", same_fans(Fans(shape[0], 1)), scale=scale)
     rows, cols = shape[-2], shape[-1]
@@ -304,9 +308,13 @@ def role_of(use: OpUse) -> Role:
     if entry is None:
         raise UnsupportedUse(f"op {use.op} is not a supported weight-carrying op")
     try:
-        return entry[1](use)
+        role = entry[1](use)
     except (TypeError, ValueError, ZeroDivisionError) as exc:  # an attribute of the wrong type or value
         raise UnsupportedUse(f"{use.op} has a malformed attribute ({exc})") from None
+    if role.fans and any(f.fan_in <= 0 or f.fan_out <= 0 for f in role.fans.values()):
+        raise UnsupportedUse(f"{use.op} weight of shape {list(use.shape)} has no units on one side "
+                             "(a zero-sized axis): no fan-based target")
+    return role
 
 
 def canonical_domain(domain: str) -> str:

@@ -11,3 +11,15 @@ def _isolated_config(tmp_path_factory, monkeypatch):
     """Run each test from an empty folder: a [tool.initaudit] table in the pyproject.toml of the folder the
     suite is started from must not change what the CLI tests see (tests of config discovery chdir themselves)."""
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(autouse=True)
+def _order_independent_rng(request):
+    """A module's ``RNG`` restarts from its seed for every test, so what a test draws does not depend on
+    which tests ran before it (mutmut runs subsets of the suite in its own order)."""
+    import numpy as np
+
+    module = request.module
+    rng = getattr(module, "RNG", None)
+    if isinstance(rng, np.random.Generator) and isinstance(rng.bit_generator.seed_seq, np.random.SeedSequence):
+        module.RNG = np.random.default_rng(rng.bit_generator.seed_seq.entropy)
