@@ -1,0 +1,89 @@
+"""Fan rules and moment merging, pinned by values worked out by hand or by numpy in float64.
+
+Written against mutation testing (docs/mutation.md): each assertion here failed for at least one
+mutant that the rest of the suite let through.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from initaudit.fans import Fans, keras_fans, layout_fans, torch_fans
+from initaudit.stats import MomentAccumulator, Moments
+
+
+def test_keras_fans_every_rank():
+    # keras.initializers.compute_fans: () → (1, 1); (n,) → (n, n); (..., in, out) → in·rf, out·rf
+    assert keras_fans([]) == Fans(1, 1)
+    assert keras_fans([7]) == Fans(7, 7)
+    assert keras_fans([3, 4, 5]) == Fans(4 * 3, 5 * 3)
+    assert keras_fans([2, 3, 4, 5]) == Fans(4 * 6, 5 * 6)
+
+
+def test_torch_fans_every_rank():
+    # torch _calculate_fan_in_and_fan_out: dim 1 in, dim 0 out, the rest receptive field
+    assert torch_fans([5, 3]) == Fans(3, 5)
+    assert torch_fans([6, 2, 4]) == Fans(2 * 4, 6 * 4)
+    with pytest.raises(ValueError, match="at least 2"):
+        torch_fans([4])
+
+
+def test_layout_fans_groups_divide_the_right_axis():
+    assert layout_fans([8, 6], "IO") == Fans(8, 6)                 # groups default to 1
+    assert layout_fans([8, 6], "IO", groups=2) == Fans(8, 3)       # a 2-letter layout is never transposed: O
+    assert layout_fans([8, 6, 3], "IOW", groups=2) == Fans(4 * 3, 6 * 3)  # ConvTranspose: I holds all C
+    assert layout_fans([8, 6, 3], "OIW", groups=2) == Fans(6 * 3, 4 * 3)
+    assert layout_fans([2, 8, 6], "BIO") == Fans(8, 6)             # B is neither fan nor field
+    assert layout_fans([3, 3, 4, 8], "hwio") == Fans(4 * 9, 8 * 9)  # letters in any case
+
+
+@pytest.mark.parametrize("shape,layout,groups,message", [
+    ([7, 2, 3], "OIW", 2, "O axis of size 7 is not divisible by groups=2"),
+    ([7, 2, 3], "IOW", 2, "I axis of size 7 is not divisible by groups=2"),
+    ([4, 4], "OO", 1, "exactly one 'I'"),
+    ([4, 4], "IB", 1, "exactly one 'O'"),
+    ([4, 4, 4], "IO", 1, "has 2 axes but the shape [4, 4, 4] has 3"),
+    ([4, 4], "IO", 0, "groups must be a positive integer, got 0"),
+])
+def test_layout_fans_errors(shape, layout, groups, message):
+    with pytest.raises(ValueError) as info:
+        layout_fans(shape, layout, groups)
+    assert message in str(info.value)
+
+
+def _moments(values: np.ndarray) -> Moments:
+    acc = MomentAccumulator()
+    acc.add(values)
+    return acc.moments()
+
+
+def test_merging_many_uneven_partials_keeps_every_moment():
+    # far from zero, skewed, cut in uneven pieces: M3 and M4 of the merge must equal numpy's
+    rng = np.random.default_rng(3)
+    values = rng.gamma(2.0, 1.5, 5000) + 40.0
+    cuts = [0, 7, 800, 801, 2600, 5000]
+    merged = Moments()
+    for a, b in zip(cuts, cuts[1:]):
+        merged = merged.merge(_moments(values[a:b]))
+    d = values.astype(np.float64) - values.mean()
+    assert merged.n == 5000
+    assert merged.mean == pytest.approx(values.mean(), rel=1e-12)
+    assert merged.m2 == pytest.approx(float(np.sum(d ** 2)), rel=1e-9)
+    assert merged.m3 == pytest.approx(float(np.sum(d ** 3)), rel=1e-5)
+    assert merged.m4 == pytest.approx(float(np.sum(d ** 4)), rel=1e-5)
+    stats = merged.stats()
+    assert stats.excess_kurtosis == pytest.approx(float(np.mean(d ** 4) / np.mean(d ** 2) ** 2 - 3), rel=1e-5)
+
+
+def test_merge_adds_counts_and_range_whatever_the_order():
+    a = _moments(np.array([1.0, np.nan, 0.0, np.inf, 0.0]))  # finite 1, 0, 0; 2 non-finite
+    b = _moments(np.array([-2.0, 0.0, np.nan, 5.0]))         # finite -2, 0, 5; 1 non-finite
+    empty = _moments(np.array([np.nan, np.nan]))               # nothing finite; 2 non-finite
+    finite = np.array([1.0, 0.0, 0.0, -2.0, 0.0, 5.0])
+    for merged, nonfinite in ((a.merge(b), 3), (b.merge(a), 3), (a.merge(empty).merge(b), 5),
+                              (empty.merge(a).merge(b), 5)):
+        stats = merged.stats()
+        assert (stats.count, stats.nonfinite, stats.zeros) == (6, nonfinite, 3)
+        assert (stats.min, stats.max) == (-2.0, 5.0)
+        assert stats.mean == pytest.approx(finite.mean(), rel=1e-12)
+        assert stats.var == pytest.approx(finite.var(), rel=1e-12)
