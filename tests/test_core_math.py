@@ -87,3 +87,35 @@ def test_merge_adds_counts_and_range_whatever_the_order():
         assert (stats.min, stats.max) == (-2.0, 5.0)
         assert stats.mean == pytest.approx(finite.mean(), rel=1e-12)
         assert stats.var == pytest.approx(finite.var(), rel=1e-12)
+
+
+def test_spatial_letters():
+    from initaudit.fans import spatial_letters
+
+    assert [spatial_letters(r) for r in range(6)] == ["", "W", "HW", "DHW", "SSSS", "SSSSS"]
+
+
+def test_conv_fans_are_integers_and_keras_depthwise_from_two_groups():
+    from initaudit.fans import conv_fans, conv_transpose_fans
+
+    # depthwise with 2 groups (C = 2, one channel per group, M = 4): Keras' kernel [3, 3, 2, 2]
+    assert conv_fans([4, 1, 3, 3], 2)["keras"] == Fans(2 * 9, 2 * 9)
+    assert conv_fans([4, 1, 3, 3], 1)["keras"] == Fans(9, 4 * 9)  # not depthwise: as torch
+    every = [*conv_fans([6, 2, 3, 3], 3).values(), *conv_transpose_fans([6, 2, 3], 3).values(),
+             *conv_fans([4, 1, 3, 3], 2).values(), layout_fans([6, 4, 3], "IOW", 2), layout_fans([6, 4, 3], "OIW", 2)]
+    # fans are counts: the JSON report writes 9, never 9.0
+    assert all(type(f.fan_in) is int and type(f.fan_out) is int for f in every)
+
+
+def test_any_other_letter_is_a_receptive_field_axis():
+    assert layout_fans([2, 3, 5], "IOX") == Fans(2 * 5, 3 * 5)
+    assert layout_fans([2, 3, 5, 7], "QIOZ") == Fans(3 * 14, 5 * 14)
+
+
+def test_orthogonal_gain_of_a_two_row_matrix():
+    from initaudit.checker import orthogonal_gain
+
+    q, _ = np.linalg.qr(np.random.default_rng(4).normal(size=(5, 2)))  # 5×2, orthonormal columns
+    assert orthogonal_gain(1.5 * q.T) == pytest.approx(1.5, rel=1e-9)  # 2×5: two orthogonal rows of norm 1.5
+    assert orthogonal_gain(1.5 * q) == pytest.approx(1.5, rel=1e-9)
+    assert orthogonal_gain(np.ones((1, 5))) is None  # a single row is trivially "orthogonal": not counted
