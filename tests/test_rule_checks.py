@@ -231,3 +231,28 @@ def test_transpose_without_perm_reverses_the_axes(tmp_path):
     layer = only_layer(tmp_path, m)
     assert layer.layout == "WHIO"  # stored axis 0 is the consumer's W, 1 its H, 2 its I, 3 its O
     assert (layer.fan_in, layer.fan_out) == (2 * 15, 8 * 15)
+
+
+# --- IA101 / IA102 at the fixed bands ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ratio,code,direction", [
+    (0.40, "IA101", "below"), (0.70, "IA102", "below"), (1.00, None, None), (1.50, "IA102", "above"),
+    (2.50, "IA101", "above"),
+])
+def test_variance_findings_at_each_band(ratio, code, direction):
+    from initaudit.checker import verdict
+    from initaudit.fans import Fans
+
+    fans = Fans(300, 100)  # Xavier target 2/400 = 0.005
+    values = np.random.default_rng(8).standard_normal(200_000)
+    values = (values - values.mean()) / values.std() * math.sqrt(ratio * 0.005)  # variance exactly ratio × target
+    result = verdict(stats_of(values), fans, "xavier")
+    assert result.target_var == pytest.approx(0.005, rel=1e-12)
+    assert result.ratio == pytest.approx(ratio, rel=1e-9)
+    found = [(f.code, f.severity) for f in result.status_findings]
+    if code is None:
+        assert found == []
+    else:
+        assert found == [(code, "fail" if code == "IA101" else "warn")]
+        assert direction in result.status_findings[0].message
