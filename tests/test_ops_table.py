@@ -167,3 +167,25 @@ def test_cast_like_fp16_weight(tmp_path):
     layer = audit_one(tmp_path, m)
     assert layer.op == "MatMul" and (layer.fan_in, layer.fan_out) == (10, 7) and layer.layout == "IO"
     assert layer.stats.var == pytest.approx(var64(w16), rel=1e-6)
+
+
+def test_ms_qlinear_conv_per_channel(tmp_path):
+    q = RNG.integers(-127, 128, (8, 4, 3, 3)).astype(np.int8)  # [M, C/g, kH, kW] as the ONNX QLinearConv
+    scale = RNG.uniform(0.001, 0.01, 8).astype(np.float32)
+    inits = [tensor("x_s", np.float32(0.1)), tensor("x_z", np.uint8(128)), tensor("w", q), tensor("w_s", scale),
+             tensor("w_z", np.zeros(8, np.int8)), tensor("y_s", np.float32(0.1)), tensor("y_z", np.uint8(128))]
+    m = model([ms_node("QLinearConv", ["x", "x_s", "x_z", "w", "w_s", "w_z", "y_s", "y_z"], channels_last=1)], inits,
+              extra_opsets=[MS_OPSET])
+    layer = audit_one(tmp_path, m)
+    assert layer.layout == "OIHW" and (layer.fan_in, layer.fan_out) == (4 * 9, 8 * 9)
+    dequantized = q.astype(np.float64) * scale.astype(np.float64)[:, None, None, None]
+    assert layer.stats.var == pytest.approx(dequantized.var(), rel=1e-6)
+
+
+def test_rnn_weight(tmp_path):
+    w = RNG.normal(0, 0.2, (1, 12, 5)).astype(np.float32)  # [D, H, I]: one gate, 5 inputs → 12 hidden units
+    m = model([helper.make_node("RNN", ["x", "w", "r"], ["y"], hidden_size=12)],
+              [tensor("w", w), tensor("r", RNG.normal(0, 0.2, (1, 12, 12)).astype(np.float32))])
+    layer = audit_one(tmp_path, m)
+    assert layer.layout == "BOI" and (layer.fan_in, layer.fan_out) == (5, 12)
+    assert [p.name for p in layer.parts] == ["forward.h"]
