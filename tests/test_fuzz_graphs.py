@@ -19,3 +19,18 @@ _EXAMPLES = os.environ.get("INITAUDIT_FUZZ_EXAMPLES")
 @given(model=strange_models())
 def test_strange_graphs_are_audited_or_refused(tmp_path_factory, model):
     assert audit_strange(model, tmp_path_factory.mktemp("g")) in ("ok", "refused")
+
+
+def test_found_by_fuzzing_a_vector_weight_followed_by_a_split(tmp_path):
+    """A MatMul with a 1-D weight whose output is split in parts: once a ZeroDivisionError (fan_out 1 // 3)."""
+    import numpy as np
+    from modelkit import model, save, tensor
+    from onnx import helper
+
+    import initaudit
+
+    m = model([helper.make_node("MatMul", ["x", "w"], ["h"]),
+               helper.make_node("Split", ["h"], ["a", "b", "c"], axis=-1)],
+              [tensor("w", np.random.default_rng(0).normal(0, 0.3, 6).astype(np.float32))])
+    (layer,) = initaudit.audit(save(m, tmp_path)).models[0].layers
+    assert (layer.fan_in, layer.fan_out) == (6, 1) and layer.parts == ()
