@@ -119,3 +119,17 @@ def test_orthogonal_gain_of_a_two_row_matrix():
     assert orthogonal_gain(1.5 * q.T) == pytest.approx(1.5, rel=1e-9)  # 2×5: two orthogonal rows of norm 1.5
     assert orthogonal_gain(1.5 * q) == pytest.approx(1.5, rel=1e-9)
     assert orthogonal_gain(np.ones((1, 5))) is None  # a single row is trivially "orthogonal": not counted
+
+
+def test_orthogonal_gain_tolerance_is_relative_to_the_size():
+    from initaudit.checker import orthogonal_gain
+
+    rng = np.random.default_rng(9)
+    q, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    noise = rng.normal(size=(16, 16))
+    for eps, detected in ((1e-5, True), (4e-5, True), (4e-3, False)):
+        m = q + eps * noise
+        gram = m @ m.T
+        error = np.linalg.norm(gram / np.mean(np.diag(gram)) - np.eye(16)) / 4.0  # ‖G/s − I‖_F / √n
+        assert (error < 1e-3) == detected, error  # the cases straddle the 1e-3 tolerance as intended
+        assert (orthogonal_gain(m) is not None) == detected, eps
