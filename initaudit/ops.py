@@ -223,6 +223,8 @@ def _packed_attention(use: OpUse) -> Role:
     if len(use.shape) != 2:
         raise UnsupportedUse(f"Attention weights of rank {len(use.shape)}; expected [in, 3·hidden]")
     sizes = [int(s) for s in use.attrs.get("qkv_hidden_sizes", [])] or [use.shape[1] // 3] * 3
+    if len(sizes) != 3:
+        raise UnsupportedUse(f"Attention qkv_hidden_sizes {sizes} does not have three entries (q, k, v)")
     if sum(sizes) != use.shape[1]:
         raise UnsupportedUse(f"Attention qkv sizes {sizes} do not add up to {use.shape[1]}")
     bounds = [0, *itertools.accumulate(sizes)]

@@ -34,3 +34,19 @@ def test_found_by_fuzzing_a_vector_weight_followed_by_a_split(tmp_path):
               [tensor("w", np.random.default_rng(0).normal(0, 0.3, 6).astype(np.float32))])
     (layer,) = initaudit.audit(save(m, tmp_path)).models[0].layers
     assert (layer.fan_in, layer.fan_out) == (6, 1) and layer.parts == ()
+
+
+def test_found_by_fuzzing_attention_qkv_sizes_of_the_wrong_length(tmp_path):
+    """com.microsoft Attention with qkv_hidden_sizes of two entries: once an IndexError."""
+    import numpy as np
+    from modelkit import model, save, tensor
+    from onnx import helper
+
+    import initaudit
+
+    m = model([helper.make_node("Attention", ["x", "w", "b"], ["y"], domain="com.microsoft", num_heads=1,
+                                qkv_hidden_sizes=[4, 8])],
+              [tensor("w", np.random.default_rng(0).normal(0, 0.3, (6, 12)).astype(np.float32)),
+               tensor("b", np.zeros(12, np.float32))], extra_opsets=[helper.make_opsetid("com.microsoft", 1)])
+    (layer,) = initaudit.audit(save(m, tmp_path)).models[0].layers
+    assert [f.code for f in layer.findings][:1] == ["IA301"] and "three entries" in layer.findings[0].message
