@@ -1,6 +1,7 @@
 """Defaults from ``[tool.initaudit]`` in the nearest pyproject.toml (or ``--config FILE``)."""
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ def load_config(explicit: str | None, start: Path | None = None) -> dict[str, An
     path = Path(explicit) if explicit else find_pyproject((start or Path.cwd()).resolve())
     if path is None:
         return {}
+    if explicit == os.devnull:
+        return {}
+    if path.exists() and not path.is_file():  # a FIFO or device would block or never end
+        raise InitauditError(f"{path}: config is not a regular file")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -25,6 +25,7 @@ class Scope:
     consumers: dict[str, list[tuple[NodeProto, int]]] = field(default_factory=dict)
     call_sites: list[tuple[Scope, NodeProto]] = field(default_factory=list)
     positions: dict[int, int] = field(default_factory=dict)       # id(node) → index in nodes
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # graph inputs of fully static shape
 
     def __post_init__(self) -> None:
         for position, node in enumerate(self.nodes):
@@ -73,6 +74,18 @@ def _subgraphs(node: NodeProto) -> Iterator[tuple[str, onnx.GraphProto]]:
                 yield f"{attr.name}[{i}]", graph
 
 
+def _static_shapes(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
+    """The declared shapes of the graph inputs whose every dimension is a number."""
+    shapes = {}
+    for value in graph.input:
+        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") and d.dim_value >= 0 for d in dims):
+            shapes[value.name] = tuple(int(d.dim_value) for d in dims)
+    return shapes
+
+
 class ModelGraph:
     """All scopes of a model and name resolution across them."""
 
@@ -94,7 +107,7 @@ class ModelGraph:
 
     def _add_graph(self, path: str, graph: onnx.GraphProto, parent: Scope | None) -> Scope:
         scope = Scope(path, list(graph.node), {t.name: t for t in graph.initializer}, parent,
-                      graph_inputs=frozenset(i.name for i in graph.input))
+                      graph_inputs=frozenset(i.name for i in graph.input), input_shapes=_static_shapes(graph))
         self.scopes.append(scope)
         self._add_subgraphs(scope)
         return scope

@@ -99,9 +99,11 @@ def _stored_layout(view: View) -> str:
 def _packed(graph: ModelGraph, model: LoadedModel, use: WeightUse, role: Role, followed: Followed) -> Role:
     """Split a packed projection's connectivity fans and statistics into its parts."""
     axis = role.layout.find("O")
+    if axis < 0 or role.fans is None:  # a vector operand has no output axis to split
+        return role
     n_out = followed.shape[axis]
     count = packed_parts(graph, use.scope, use.consumer, n_out, model.load_array)
-    if count == 1 or role.fans is None:
+    if count == 1 or role.fans["connectivity"].fan_out < count:
         return role
     size = n_out // count
     names = {3: ("q", "k", "v"), 2: ("k", "v")}.get(count, tuple(f"part{i}" for i in range(count)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import mmap
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
@@ -128,11 +129,18 @@ class LoadedModel:
                                  "model's folder; refusing to read it (for a symlinked cache such as Hugging "
                                  "Face's, copy the folder with `cp -rL` first)")
         try:
-            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+            before = os.lstat(real)
         except FileNotFoundError:
             raise InitauditError(f"tensor {name!r}: external data file {location!r} not found next to the model") from None
         except OSError as exc:
             raise InitauditError(f"tensor {name!r}: cannot open external data {location!r}: {exc.strerror}") from None
+        if not stat.S_ISREG(before.st_mode):
+            raise InitauditError(f"tensor {name!r}: external data {location!r} is {file_kind(before.st_mode)}, "
+                                 "not a regular file; refusing to read it")
+        fd = _open_regular(real, lambda exc: InitauditError(
+            f"tensor {name!r}: cannot open external data {location!r}: {exc.strerror}"),
+            InitauditError(f"tensor {name!r}: external data {location!r} changed while being opened"),
+            nofollow=True)
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
             os.close(fd)
@@ -141,6 +149,33 @@ class LoadedModel:
                                  "(copy it to a file of its own first)")
         self._fds[location] = fd
         return fd
+
+
+def file_kind(mode: int) -> str:
+    """What a path that is not a regular file is, for the one-line error."""
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symlink"))
+    return next((text for test, text in kinds if test(mode)), "not a regular file")
+
+
+def _open_regular(path: str, on_error: Callable[[OSError], InitauditError], on_changed: InitauditError,
+                  nofollow: bool = False) -> int:
+    """Open a path already seen (by stat) to be a regular file, without ever blocking.
+
+    ``O_NONBLOCK`` makes the open return at once should the path have been swapped for a FIFO
+    between the stat and the open; the fstat after it then refuses what was opened.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    if nofollow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise on_error(exc) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise on_changed
+    return fd
 
 
 _TYPED_FIELD: dict[int, str] = {
@@ -169,14 +204,16 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     Any problem is an InitauditError with a one-line message.
     """
     path = Path(path)
-    if not path.exists():
-        raise InitauditError(f"{path}: no such file")
-    if path.is_dir():
-        raise InitauditError(f"{path}: is a folder, not an ONNX file")
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InitauditError(f"{path}: no such file") from None
     except OSError as exc:
         raise InitauditError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InitauditError(f"{path}: {file_kind(info.st_mode)}, not an ONNX file")
+    fd = _open_regular(str(path), lambda exc: InitauditError(f"{path}: cannot read the file ({exc.strerror or exc})"),
+                       InitauditError(f"{path}: changed into a special file while being opened"))
     try:
         proto, stripped = _parse(path, fd)
     except BaseException:

@@ -89,6 +89,17 @@ def _conv(use: OpUse) -> Role:
     return Role("OI" + spatial_letters(len(use.shape) - 2), conv_fans(use.shape, groups), groups)
 
 
+def _nhwc_conv(use: OpUse) -> Role:
+    """com.microsoft NhwcConv: channels-last, weight ``[M, k..., C/group]`` (onnxruntime's
+    FusionNhwcConv stores ``W.transpose(0, 2, 3, 1)`` of the Conv it replaces)."""
+    shape = use.shape
+    if len(shape) < 3:
+        raise UnsupportedUse(f"NhwcConv weight of rank {len(shape)}; expected [M, k..., C/group]")
+    as_conv = OpUse(use.op, use.domain, use.slot, (shape[0], shape[-1], *shape[1:-1]), use.attrs)
+    groups = _groups(as_conv, "[M, k..., C/group]")
+    return Role("O" + spatial_letters(len(shape) - 2) + "I", conv_fans(as_conv.shape, groups), groups)
+
+
 def _conv_transpose(use: OpUse) -> Role:
     groups = _groups(use, "[C, M/group, k...]")
     return Role("IO" + spatial_letters(len(use.shape) - 2), conv_transpose_fans(use.shape, groups), groups)
@@ -96,6 +107,10 @@ def _conv_transpose(use: OpUse) -> Role:
 
 def _matrix(shape: Sequence[int], right_operand: bool, scale: float = 1.0) -> Role:
     """A matrix (or a stack of them) multiplied as ``x @ W`` (W is [in, out]) or ``W @ x`` ([out, in])."""
+    if not math.isfinite(scale):
+        raise UnsupportedUse(f"alpha = {scale} is not a finite number")
+    if len(shape) == 0:
+        raise UnsupportedUse("a scalar operand, not a weight matrix")
     if len(shape) == 1:
         return Role("I", same_fans(Fans(shape[0], 1)), scale=scale)
     rows, cols = shape[-2], shape[-1]
@@ -208,6 +223,8 @@ def _packed_attention(use: OpUse) -> Role:
     if len(use.shape) != 2:
         raise UnsupportedUse(f"Attention weights of rank {len(use.shape)}; expected [in, 3·hidden]")
     sizes = [int(s) for s in use.attrs.get("qkv_hidden_sizes", [])] or [use.shape[1] // 3] * 3
+    if len(sizes) != 3:
+        raise UnsupportedUse(f"Attention qkv_hidden_sizes {sizes} does not have three entries (q, k, v)")
     if sum(sizes) != use.shape[1]:
         raise UnsupportedUse(f"Attention qkv sizes {sizes} do not add up to {use.shape[1]}")
     bounds = [0, *itertools.accumulate(sizes)]
@@ -247,7 +264,7 @@ WEIGHT_OPS: dict[tuple[str, str], tuple[tuple[int, ...], Any]] = {
     ("", "QLinearConv"): ((3,), _conv),
     ("", "DeformConv"): ((1,), _conv),
     (MS, "FusedConv"): ((1,), _conv),
-    (MS, "NhwcConv"): ((1,), _conv),
+    (MS, "NhwcConv"): ((1,), _nhwc_conv),
     (MS, "QLinearConv"): ((3,), _conv),
     ("", "ConvTranspose"): ((1,), _conv_transpose),
     ("", "Gemm"): ((0, 1), _gemm),
@@ -293,9 +310,13 @@ def role_of(use: OpUse) -> Role:
     if entry is None:
         raise UnsupportedUse(f"op {use.op} is not a supported weight-carrying op")
     try:
-        return entry[1](use)
+        role = entry[1](use)
     except (TypeError, ValueError, ZeroDivisionError) as exc:  # an attribute of the wrong type or value
         raise UnsupportedUse(f"{use.op} has a malformed attribute ({exc})") from None
+    if role.fans and any(f.fan_in <= 0 or f.fan_out <= 0 for f in role.fans.values()):
+        raise UnsupportedUse(f"{use.op} weight of shape {list(use.shape)} has no units on one side "
+                             "(a zero-sized axis): no fan-based target")
+    return role
 
 
 def canonical_domain(domain: str) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from onnx import NodeProto, TensorProto
 
+from .fold import fold_value
 from .graph import ModelGraph, Scope, attribute
 from .ops import IMPLICIT_DEQUANT, canonical_domain, weight_slots
 
@@ -162,7 +163,7 @@ def constant_value(graph: ModelGraph, scope: Scope, name: str, load: LoadArray) 
     for source, steps in trace(graph, scope, name):
         if all(step.node.op_type in VALUE_PRESERVING for step in steps):
             return load(source.tensor)
-    return None
+    return fold_value(graph, scope, name, load)  # computed from constants (an unfolded export)
 
 
 @dataclass(frozen=True)
@@ -234,8 +235,11 @@ def _moved_shape(graph: ModelGraph, step: Step, shape: list[int], load: LoadArra
     if op == "Transpose":
         perm = attribute(node, "perm") or list(reversed(range(rank)))
         return [shape[p] for p in perm] if sorted(perm) == list(range(rank)) else None
-    if op == "Flatten":
-        axis = int(attribute(node, "axis", 1)) % (rank + 1) if rank else 0
+    if op == "Flatten":  # axis in [-rank, rank]; a negative one counts from the end
+        axis = int(attribute(node, "axis", 1))
+        axis = axis + rank if axis < 0 else axis
+        if not 0 <= axis <= rank:
+            return None
         return [math.prod(shape[:axis]), math.prod(shape[axis:])]
     if op == "Reshape":
         target = as_ints(constant_input(graph, step.scope, node, 1, load))
@@ -246,14 +250,28 @@ def _moved_shape(graph: ModelGraph, step: Step, shape: list[int], load: LoadArra
         if axes_value is None:
             return None
     if op == "Squeeze":
-        drop = {a % rank for a in axes_value} if axes_value else {i for i, d in enumerate(shape) if d == 1}
+        if not axes_value:
+            return [d for d in shape if d != 1]
+        drop = _axes_in_range(axes_value, rank)
+        if drop is None or any(shape[a] != 1 for a in drop):
+            return None
         return [d for i, d in enumerate(shape) if i not in drop]
     if op == "Unsqueeze":
         out_rank = rank + len(axes_value or [])
-        insert = {a % out_rank for a in axes_value or []}
+        insert = _axes_in_range(axes_value or [], out_rank)
+        if insert is None:
+            return None
         dims = iter(shape)
         return [1 if i in insert else next(dims) for i in range(out_rank)]
     return None
+
+
+def _axes_in_range(axes: list[int], rank: int) -> set[int] | None:
+    """Axes in [-rank, rank) made non-negative; None when one is out of range or repeated."""
+    normalized = {a + rank if a < 0 else a for a in axes}
+    if len(normalized) != len(axes) or any(not 0 <= a < rank for a in normalized):
+        return None
+    return normalized
 
 
 def _reshape_target(shape: list[int], target: list[int], allowzero: bool) -> list[int] | None:

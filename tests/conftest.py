@@ -2,10 +2,11 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jsonschema  # noqa: E402
-import pytest  # noqa: E402
 
 from initaudit.reporters import json as json_reporter  # noqa: E402
 from initaudit.schema import schema  # noqa: E402
@@ -24,3 +25,22 @@ def every_json_report_follows_the_schema(monkeypatch):
         return text
 
     monkeypatch.setattr(json_reporter, "render", checked)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path_factory, monkeypatch):
+    """Run each test from an empty folder: a [tool.initaudit] table in the pyproject.toml of the folder the
+    suite is started from must not change what the CLI tests see (tests of config discovery chdir themselves)."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(autouse=True)
+def _order_independent_rng(request):
+    """A module's ``RNG`` restarts from its seed for every test, so what a test draws does not depend on
+    which tests ran before it (mutmut runs subsets of the suite in its own order)."""
+    import numpy as np
+
+    module = request.module
+    rng = getattr(module, "RNG", None)
+    if isinstance(rng, np.random.Generator) and isinstance(rng.bit_generator.seed_seq, np.random.SeedSequence):
+        module.RNG = np.random.default_rng(rng.bit_generator.seed_seq.entropy)

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from modelkit import model, save, tensor, xavier_uniform
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from initaudit.cli import main
 
@@ -62,13 +63,16 @@ def test_json_contract(capsys):
     for layer in data["layers"]:
         assert fields <= set(layer)
         assert "torch_default" in layer["matches"]
-        assert layer["distribution"] == "uniform" or layer["count"] < 64
+        assert layer["distribution"] == "uniform"  # kaiming_uniform_, every layer ≥ 450 values
         assert set(layer["fans"]) == {"connectivity", "pytorch", "keras"}
     conv1 = by_name["conv1.weight"]
     assert conv1["shape"] == [6, 3, 5, 5] and conv1["layout"] == "OIHW"
     assert (conv1["fan_in"], conv1["fan_out"]) == (75, 150)
     assert conv1["target_var"] == pytest.approx(2 / 225)
-    assert conv1["ratio"] == pytest.approx(conv1["var"] / conv1["target_var"])
+    stored = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(SAMPLES / "lenet_torch_default.onnx")).graph.initializer}
+    conv1_var = float(stored["conv1.weight"].astype(np.float64).var())
+    assert conv1["var"] == pytest.approx(conv1_var, rel=1e-9)
+    assert conv1["ratio"] == pytest.approx(conv1_var / (2 / 225), rel=1e-9)
     fc1 = by_name["fc1.weight"]
     assert (fc1["fan_in"], fc1["fan_out"]) == (400, 120) and fc1["status"] == "fail"
     assert fc1["findings"][0]["code"] == "IA101"
