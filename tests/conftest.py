@@ -42,5 +42,8 @@ def _order_independent_rng(request):
 
     module = request.module
     rng = getattr(module, "RNG", None)
-    if isinstance(rng, np.random.Generator) and isinstance(rng.bit_generator.seed_seq, np.random.SeedSequence):
-        module.RNG = np.random.default_rng(rng.bit_generator.seed_seq.entropy)
+    # numpy < 1.25 keeps the seed sequence as ``_seed_seq`` only
+    bits = getattr(rng, "bit_generator", None)
+    seed_seq = getattr(bits, "seed_seq", None) or getattr(bits, "_seed_seq", None)
+    if isinstance(rng, np.random.Generator) and isinstance(seed_seq, np.random.SeedSequence):
+        module.RNG = np.random.default_rng(seed_seq.entropy)
