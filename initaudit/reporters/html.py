@@ -218,11 +218,11 @@ def _grouped_findings(model: ModelReport, index: int) -> str:
                 continue
             seen.add(number)
             ratio = f" {layer.ratio:.3g}×" if layer.ratio else ""
-            names.append((f'<a href="#{_anchor(index, number)}" title="{escape(f.message)}">{escape(layer.name)}</a>'
-                          f"{ratio}", f.message))
+            names.append((f'<a href="#{_anchor(index, number)}" title="{escape(f.message)}">{escape(layer.name)}</a>',
+                          ratio, f.message))
         # a few layers: each with its evidence (the message); many: the names once, the message on hover
-        listed = ("<ul>" + "".join(f"<li>{name}: {escape(message)}</li>" for name, message in names) + "</ul>"
-                  if len(names) <= DETAILED_FINDINGS else ", ".join(name for name, _ in names))
+        listed = ("<ul>" + "".join(f"<li>{name}: {escape(message)}</li>" for name, _, message in names) + "</ul>"
+                  if len(names) <= DETAILED_FINDINGS else ", ".join(name + ratio for name, ratio, _ in names))
         out.append(f'<div class="rule"><b><code>{code}</code> {escape(rule.name if rule else code)}</b> '
                    f'<span class="{_sev(severity)}">{severity}</span> — {len(seen)} '
                    f'layer{"s" if len(seen) != 1 else ""}<br><span class="muted">'
