@@ -62,3 +62,19 @@ def raw_tensor(name: str, data_type: int, dims: Sequence[int], raw: bytes) -> Te
     t = TensorProto(name=name, data_type=data_type, raw_data=raw)
     t.dims.extend(dims)
     return t
+
+
+def to_external(m: onnx.ModelProto, folder: Path, names: set[str] | None = None, offset_pad: int = 0) -> None:
+    """Move the raw data of ``names`` (every initializer by default) to ``folder/w.bin``, the first one
+    ``offset_pad`` bytes in (an unaligned offset when odd)."""
+    blob = bytearray(b"\0" * offset_pad)
+    for init in m.graph.initializer:
+        if names is not None and init.name not in names:
+            continue
+        data = init.raw_data
+        init.ClearField("raw_data")
+        init.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", "w.bin"), ("offset", str(len(blob))), ("length", str(len(data)))):
+            init.external_data.add(key=key, value=value)
+        blob += data
+    (folder / "w.bin").write_bytes(bytes(blob))

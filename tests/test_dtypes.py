@@ -6,9 +6,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import onnx
 import pytest
-from modelkit import bfloat16, model, raw_tensor, save, tensor
+from modelkit import bfloat16, model, raw_tensor, save, tensor, to_external
 from onnx import TensorProto, helper
 
 import initaudit
@@ -150,18 +149,6 @@ def _case(dtype: str, shape: tuple[int, int]) -> tuple[int, bytes, list[int], np
     return data_type, codes.tobytes(), codes.astype(np.int64).tolist(), expected
 
 
-def _to_external(m: onnx.ModelProto, folder, names: set[str]) -> None:
-    blob = bytearray(b"\0" * 5)  # an unaligned offset
-    for init in m.graph.initializer:
-        if init.name not in names:
-            continue
-        data = init.raw_data
-        init.ClearField("raw_data")
-        init.data_location = TensorProto.EXTERNAL
-        for key, value in (("location", "w.bin"), ("offset", str(len(blob))), ("length", str(len(data)))):
-            init.external_data.add(key=key, value=value)
-        blob += data
-    (folder / "w.bin").write_bytes(bytes(blob))
 
 
 def _stored(name: str, data_type: int, shape, raw: bytes, int32_data: list[int], storage: str) -> TensorProto:
@@ -186,7 +173,7 @@ def test_float_weight_read_in_every_storage(tmp_path, dtype, storage):
     m = model([helper.make_node("MatMul", ["x", "w"], ["y"])],
               [_stored("w", data_type, shape, raw, int32_data, storage)])
     if storage == "external":
-        _to_external(m, tmp_path, {"w"})
+        to_external(m, tmp_path, {"w"}, offset_pad=5)
     layer = initaudit.audit(save(m, tmp_path)).models[0].layers[0]
     assert layer.dtype == dtype and layer.storage == ("external" if storage == "external" else "inline")
     assert layer.stats.count == expected.size
@@ -208,7 +195,7 @@ def test_int4_weight_dequantized_in_every_storage(tmp_path, data_type, storage):
               [_stored("q", data_type, shape, packed.tobytes(), packed.astype(np.int64).tolist(), storage),
                tensor("s", np.float32(0.0125)), zp], opset=21)
     if storage == "external":
-        _to_external(m, tmp_path, {"q"})
+        to_external(m, tmp_path, {"q"}, offset_pad=5)
     layer = initaudit.audit(save(m, tmp_path)).models[0].layers[0]
     expected = (q - zero).astype(np.float64) * np.float64(np.float32(0.0125))
     assert layer.dtype == type_name(data_type)
@@ -222,7 +209,7 @@ def test_external_bfloat16_is_sized_as_two_bytes(tmp_path):
     codes, exact = bfloat16(RNG.normal(0, 0.02, (1024, 1024)).astype(np.float32))
     m = model([helper.make_node("MatMul", ["x", "w"], ["y"])],
               [raw_tensor("w", TensorProto.BFLOAT16, codes.shape, codes.tobytes())])
-    _to_external(m, tmp_path, {"w"})
+    to_external(m, tmp_path, {"w"}, offset_pad=5)
     layer = initaudit.audit(save(m, tmp_path)).models[0].layers[0]
     assert layer.storage == "external" and layer.stats.count == 1024 * 1024
     assert layer.stats.var == pytest.approx(float(exact.astype(np.float64).var()), rel=1e-9)

@@ -3,9 +3,8 @@ sequential and spread over worker processes."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from modelkit import bfloat16, model, raw_tensor, save, tensor
+from modelkit import bfloat16, model, raw_tensor, save, tensor, to_external
 from onnx import TensorProto, helper
 
 import initaudit
@@ -27,16 +26,6 @@ def _bf16_tensor(name: str, values: np.ndarray) -> tuple[TensorProto, np.ndarray
     return raw_tensor(name, TensorProto.BFLOAT16, codes.shape, codes.tobytes()), exact.astype(np.float64)
 
 
-def _external(m: onnx.ModelProto, folder, offset_pad: int = 0) -> None:
-    blob = bytearray(b"\0" * offset_pad)
-    for init in m.graph.initializer:
-        data = init.raw_data
-        init.ClearField("raw_data")
-        init.data_location = TensorProto.EXTERNAL
-        for key, value in (("location", "w.bin"), ("offset", str(len(blob))), ("length", str(len(data)))):
-            init.external_data.add(key=key, value=value)
-        blob += data
-    (folder / "w.bin").write_bytes(bytes(blob))
 
 
 @pytest.mark.parametrize("dtype", [*DTYPES, "bfloat16"])
@@ -53,7 +42,7 @@ def test_streamed_statistics_match_numpy(tmp_path, dtype, storage):
     else:
         m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [t])
         if storage.startswith("external"):
-            _external(m, tmp_path, offset_pad=3 if storage.endswith("unaligned") else 0)
+            to_external(m, tmp_path, offset_pad=3 if storage.endswith("unaligned") else 0)
     layer = initaudit.audit(save(m, tmp_path)).models[0].layers[0]
     assert layer.storage == ("inline" if storage == "inline" else "constant" if storage == "constant" else "external")
     assert layer.stats.count == expected.size
