@@ -166,6 +166,18 @@ def _dequant_case(kind: str, layout: str):
     return q, Dequant(s, z, len(shape) - 1, block), expected
 
 
+def _scaled(q: np.ndarray, dq: Dequant) -> np.ndarray:
+    """``s·q`` in float64 for a dequantization without zero point, by broadcasting in numpy."""
+    scale = dq.scale.astype(np.float64)
+    if dq.axis is None:
+        return q * scale
+    if dq.block_size:
+        return q * scale[..., np.arange(q.shape[-1]) // dq.block_size]
+    view = [1] * q.ndim
+    view[dq.axis] = q.shape[dq.axis]
+    return q * scale.reshape(view)
+
+
 @pytest.mark.parametrize("kind", list(INT_TYPES))
 @pytest.mark.parametrize("layout", ["tensor", "axis1", "axis0", "blocked", "blocked-odd"])
 @pytest.mark.parametrize("zero_point", [True, False])
@@ -173,16 +185,7 @@ def test_dequantized_statistics_match_numpy(kind, layout, zero_point, monkeypatc
     q, dq, expected = _dequant_case(kind, layout)
     if not zero_point:
         dq = Dequant(dq.scale, None, dq.axis, dq.block_size)
-        index = np.arange(q.shape[-1]) // (dq.block_size or 1)
-        scale = dq.scale.astype(np.float64)
-        if dq.axis is None:
-            expected = q * scale
-        elif dq.block_size:
-            expected = q * scale[..., index]
-        else:
-            view = [1] * q.ndim
-            view[dq.axis] = q.shape[dq.axis]
-            expected = q * scale.reshape(view)
+        expected = _scaled(q, dq)
     task = MeasureTask(source(INT_TYPES[kind][0], q.shape, _stored(kind, q)), dq)
     assert kernels.plan_kernel(task) is not None
     fast, _ = measured(task)
@@ -307,14 +310,7 @@ def test_mean_far_from_zero_keeps_every_moment(layout):
     q = np.clip(200 + (q - 128) // 20, 0, 255)
     narrow = (0.01 * (1 + 0.001 * np.arange(dq.scale.size))).astype(np.float32).reshape(dq.scale.shape)
     dq = Dequant(narrow, None, dq.axis, dq.block_size)
-    index = np.arange(q.shape[-1]) // (dq.block_size or 1)
-    scale = dq.scale.astype(np.float64)
-    if dq.block_size:
-        expected = q * scale[..., index]
-    else:
-        view = [1] * q.ndim
-        view[dq.axis] = q.shape[dq.axis]
-        expected = q * scale.reshape(view)
+    expected = _scaled(q, dq)
     ref = reference(expected)
     assert ref["mean"] ** 2 > 4 * ref["var"]
     stats, _ = measured(MeasureTask(source(TensorProto.UINT8, q.shape, _stored("uint8", q)), dq))
