@@ -7,12 +7,11 @@ already measured, so memory is the bins plus one chunk whatever the tensor's siz
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from .measure import MeasureTask, chunk_size, dequantize
+from .measure import MeasureTask, chunk_size, task_values
 
 BINS = 60
 
@@ -38,24 +37,11 @@ def value_range(vmin: float, vmax: float, std: float, target_std: float | None) 
     return -half, half
 
 
-def _values(task: MeasureTask) -> Iterator[np.ndarray]:
-    """The weights as measured (dequantized or decoded), chunk by chunk, as the statistics pass reads them."""
-    at = 0
-    for chunk in task.source.iter_values(chunk_size(task)):
-        size = chunk.size
-        if task.decoder is not None:
-            chunk = task.decoder(chunk, at)
-        elif task.dequant is not None:
-            chunk = dequantize(chunk, at, task.dequant, task.source.shape)
-        at += size
-        yield chunk
-
-
 def histogram(task: MeasureTask, lo: float, hi: float, scale: float = 1.0, bins: int = BINS) -> Histogram:
     counts = np.zeros(bins, dtype=np.int64)
     below = above = 0
     with np.errstate(all="ignore"):
-        for chunk in _values(task):
+        for _, chunk in task_values(task, chunk_size(task)):
             values = chunk.astype(np.float64, copy=False) * scale
             values = values[np.isfinite(values)]
             below += int(np.count_nonzero(values < lo))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,26 +88,33 @@ def measure_range(task: MeasureTask, start: int = 0, stop: int | None = None) ->
 
 
 def _measure_range(task: MeasureTask, start: int, stop: int | None) -> tuple[Moments, list[Moments]]:
-    source, dequant, parts = task.source, task.dequant, task.parts
-    stop = source.count if stop is None else stop
+    parts = task.parts
+    stop = task.source.count if stop is None else stop
     kernel = plan_kernel(task)
     if kernel is not None:
         return _kernel_range(kernel, task, start, stop)
     whole = MomentAccumulator()
     per_part = [MomentAccumulator() for _ in parts]
-    at = start
-    for chunk in source.iter_values(chunk_size(task), start, stop):
-        size = chunk.size
-        if task.decoder is not None:
-            chunk = task.decoder(chunk, at)
-        elif dequant is not None:
-            chunk = dequantize(chunk, at, dequant, source.shape)
+    for at, chunk in task_values(task, chunk_size(task), start, stop):
         whole.add(chunk)
         for part, acc in zip(parts, per_part):
             for values in _part_values(chunk, at, part):
                 acc.add(values)
-        at += size
     return whole.moments(), [acc.moments() for acc in per_part]
+
+
+def task_values(task: MeasureTask, chunk: int, start: int = 0,
+                stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(position, values)`` of elements ``[start, stop)`` as measured: decoded or dequantized, chunk by chunk."""
+    at = start
+    for values in task.source.iter_values(chunk, start, stop):
+        size = values.size
+        if task.decoder is not None:
+            values = task.decoder(values, at)
+        elif task.dequant is not None:
+            values = dequantize(values, at, task.dequant, task.source.shape)
+        yield at, values
+        at += size
 
 
 def _kernel_range(kernel: Kernel, task: MeasureTask, start: int, stop: int) -> tuple[Moments, list[Moments]]:

@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from .checker import distribution
 from .layers import Planned
-from .measure import dequantize
+from .measure import task_values
 from .options import AuditOptions
 from .report import Finding, LayerReport, worst_status
 from .review import (
@@ -46,13 +46,8 @@ Z_STRUCTURE = 5.0
 
 
 def _chunks(p: Planned, chunk: int = CHUNK_ELEMS) -> Iterator[tuple[int, np.ndarray]]:
-    at = 0
-    source, dq = p.source, p.task.dequant
     with np.errstate(all="ignore"):
-        for values in source.iter_values(chunk):
-            size = values.size
-            yield at, (dequantize(values, at, dq, source.shape) if dq is not None else values)
-            at += size
+        yield from task_values(p.task, chunk)
 
 
 def reviewable(p: Planned) -> bool:
