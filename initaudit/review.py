@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bands import consistent
+from .checker import matches
 from .fans import Fans
 from .report import Finding
-from .schemes import MATCH_RULES, rule_variance
 from .stats import TensorStats
 from .units import UnitSums
 
@@ -134,11 +134,10 @@ def init_schemes(stats: TensorStats, fans: dict[str, Fans] | None, scale: float 
     var = stats.var * scale * scale
     found: list[str] = []
     for f in (fans or {}).values():
-        for rule in MATCH_RULES:
-            if rule == "zero" or rule in found or (family and family not in SCHEME_FAMILIES.get(rule, INIT_FAMILIES)):
+        for rule in matches(stats, f, scale):
+            if rule == "other" or rule in found or (family and family not in SCHEME_FAMILIES.get(rule, INIT_FAMILIES)):
                 continue
-            if consistent(var / rule_variance(rule, f), stats.count, stats.excess_kurtosis):
-                found.append(rule)
+            found.append(rule)
     for std in FIXED_STDS:
         if family in ("uniform",):
             continue
