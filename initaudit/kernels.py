@@ -223,32 +223,36 @@ def combine_groups(n: int, s: np.ndarray, s1: np.ndarray, s2: np.ndarray, s3: np
                    lo: float, hi: float, zeros: int, shift: np.ndarray | None = None) -> Moments:
     """Groups of ``n`` values ``s·e`` with power sums ``s1..s4`` of ``e - shift``, as one Moments.
 
-    Each group's central moments come from its own sums (exact integers in float64 for
-    the mean and M2), then the many-group form of Pébay's merge combines them.
+    When the groups' mean is within a standard deviation of zero (the usual case for
+    quantized weights) the moments follow from the plain power sums over all groups, a
+    handful of dot products: M2 = Σx² - N·mean² then loses at most a factor of two to
+    cancellation.  Otherwise each group's central moments come from its own sums (exact
+    integers in float64 for the mean and M2), then the many-group form of Pébay's merge
+    combines them.
     """
+    groups = s1.size
+    total = n * groups
+    shifted = shift is not None and bool(shift.any())
+    ss = s * s
+    if not shifted:
+        x1, x2 = float(s @ s1), float(ss @ s2)
+        mean = x1 / total
+        m2 = x2 - x1 * mean
+        if mean * mean * total <= m2:
+            x3, x4 = float((ss * s) @ s3), float((ss * ss) @ s4)
+            m3 = x3 - 3 * mean * x2 + 3 * mean * mean * x1 - total * mean ** 3
+            m4 = x4 - 4 * mean * x3 + 6 * mean * mean * x2 - 4 * mean ** 3 * x1 + total * mean ** 4
+            return Moments(total, mean, m2, m3, m4, lo, hi, 0, zeros)
     m = s1 / n
     c2 = s2 - s1 * m
     np.maximum(c2, 0.0, out=c2)
-    shifted = shift is not None and bool(shift.any())
     group_mean = s * (m + shift) if shift is not None and shifted else s * m
-    groups = m.size
     mean = float(group_mean.sum()) / groups
     delta = group_mean - mean
     correction = float(delta.sum()) / groups
     mean += correction
     delta -= correction
-    ss = s * s
     m2 = float(ss @ c2 + n * (delta @ delta))
-    total = n * groups
-    if not shifted and mean * mean * total <= m2:
-        # the mean is within a standard deviation of zero: the third and fourth moments about it
-        # follow from the plain power sums without losing digits (they only feed the kurtosis)
-        x1, x2 = float(s @ s1), float(ss @ s2)
-        x3, x4 = float((ss * s) @ s3), float((ss * ss) @ s4)
-        mu = mean
-        m3 = x3 - 3 * mu * x2 + 3 * mu * mu * x1 - total * mu ** 3
-        m4 = x4 - 4 * mu * x3 + 6 * mu * mu * x2 - 4 * mu ** 3 * x1 + total * mu ** 4
-        return Moments(total, mean, m2, m3, m4, lo, hi, 0, zeros)
     mm = m * m
     c3 = s3 - 3 * m * s2 + 2 * n * mm * m
     c4 = s4 - 4 * m * s3 + 6 * mm * s2 - 3 * n * mm * mm

@@ -352,3 +352,17 @@ def test_worker_pieces_keep_kernel_alignment(tmp_path, monkeypatch):
     for (one, _), (two, _), expected in zip(sequential, parallel, (half, expected_q, expected_n)):
         check(one, reference(expected), kurt_rel=1e-5)
         check(two, reference(expected), kurt_rel=1e-5)
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.3, 1.5, 40.0])
+def test_combine_groups_matches_numpy_on_either_side_of_the_raw_sum_path(offset):
+    """Many groups ``s·e`` whose mean is 0, 0.3, 1.5 and 40 standard deviations from zero: the
+    plain power sums serve while the mean is within a standard deviation, per-group centring beyond."""
+    n, groups = 32, 500
+    e = RNG.integers(-7, 8, (groups, n)).astype(np.float64) + np.round(offset * 4.3)
+    s = RNG.uniform(0.5, 1.5, groups).astype(np.float32).astype(np.float64)
+    x = e * s[:, None]
+    sums = [np.sum(e ** k, axis=1) for k in (1, 2, 3, 4)]
+    got = kernels.combine_groups(n, s, *sums, float(x.min()), float(x.max()), int(np.count_nonzero(x == 0)))
+    ref = reference(x)
+    check(got.stats(), ref, kurt_rel=1e-9)
