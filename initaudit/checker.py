@@ -130,9 +130,15 @@ def orthogonal_gain(matrix: np.ndarray, tolerance: float = 1e-3) -> float | None
     rows, cols = matrix.shape
     if min(rows, cols) < 2:
         return None
-    gram = matrix @ matrix.T if rows <= cols else matrix.T @ matrix
-    scale = float(np.mean(np.diag(gram)))
+    short = matrix if rows <= cols else matrix.T
+    # The Gram matrix's diagonal alone (the squared norms, O(n)) bounds the error from below:
+    # most matrices fail there, before the O(n·k) product is formed.
+    norms = np.einsum("ij,ij->i", short, short)
+    scale = float(np.mean(norms))
     if scale <= 0:
         return None
+    if np.linalg.norm(norms / scale - 1) / math.sqrt(norms.size) >= tolerance:
+        return None
+    gram = short @ short.T
     error = np.linalg.norm(gram / scale - np.eye(gram.shape[0])) / math.sqrt(gram.shape[0])
     return math.sqrt(scale) if error < tolerance else None

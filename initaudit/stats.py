@@ -13,7 +13,7 @@ left out of the moments.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -81,6 +81,11 @@ class Moments:
         return TensorStats(n, self.mean, var, self.lo, self.hi, kurtosis, self.nonfinite, self.zeros)
 
 
+#: Scratch arrays shared by every accumulator of the process (``add`` keeps nothing in them between
+#: calls): a layer's first chunk does not pay for allocating and filling them again.
+_SCRATCH: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
 @dataclass
 class MomentAccumulator:
     """Sums of powers of (x - shift) over chunks; ``moments()`` turns them into central moments."""
@@ -95,7 +100,6 @@ class MomentAccumulator:
     hi: float = -math.inf
     nonfinite: int = 0
     zeros: int = 0
-    _buffers: tuple[np.ndarray, ...] | None = field(default=None, repr=False)
 
     def add(self, chunk: np.ndarray) -> None:
         x = np.ravel(chunk)
@@ -137,10 +141,11 @@ class MomentAccumulator:
         self.s4 += float(np.dot(low2, low2))
 
     def _scratch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        if self._buffers is None or self._buffers[0].size < n:
-            self._buffers = (np.empty(n, np.float64), np.empty(n, np.float32), np.empty(n, np.float32),
-                             np.ones(n, np.float64))
-        d, low, low2, ones = self._buffers
+        global _SCRATCH
+        if _SCRATCH is None or _SCRATCH[0].size < n:
+            _SCRATCH = (np.empty(n, np.float64), np.empty(n, np.float32), np.empty(n, np.float32),
+                        np.ones(n, np.float64))
+        d, low, low2, ones = _SCRATCH
         return d[:n], low[:n], low2[:n], ones[:n]
 
     def moments(self) -> Moments:

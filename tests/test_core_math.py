@@ -133,3 +133,19 @@ def test_orthogonal_gain_tolerance_is_relative_to_the_size():
         error = np.linalg.norm(gram / np.mean(np.diag(gram)) - np.eye(16)) / 4.0  # ‖G/s − I‖_F / √n
         assert (error < 1e-3) == detected, error  # the cases straddle the 1e-3 tolerance as intended
         assert (orthogonal_gain(m) is not None) == detected, eps
+
+
+def test_orthogonal_gain_needs_equal_norms_and_right_angles():
+    """Orthogonal rows of unequal norms fail on the diagonal; equal norms at other angles fail off it."""
+    from initaudit.checker import orthogonal_gain
+
+    rng = np.random.default_rng(12)
+    q, _ = np.linalg.qr(rng.normal(size=(32, 8)))  # 32×8, orthonormal columns
+    assert orthogonal_gain(q.T * 0.7) == pytest.approx(0.7, rel=1e-9)
+    unequal = q.T * np.linspace(0.9, 1.1, 8)[:, None]  # still at right angles, norms 0.9…1.1
+    assert orthogonal_gain(unequal) is None
+    skewed = q.T.copy()
+    skewed[1] = (q.T[0] + q.T[1]) / np.sqrt(2)  # norm 1, at 45° to row 0
+    assert np.allclose(np.linalg.norm(skewed, axis=1), 1.0)
+    assert orthogonal_gain(skewed) is None
+    assert orthogonal_gain(np.zeros((4, 6))) is None
