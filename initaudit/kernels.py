@@ -451,7 +451,10 @@ class NBitsKernel(Kernel):
             # every block's codes as one column: bit position i of its bytes in rows [i·blob, (i+1)·blob)
             groups = rows * full
             flipped = _scratch_codes(lay.block_size * groups).reshape(per_byte, lay.blob_size, groups)
-            body_bytes = blocks[:, :full].reshape(groups, lay.blob_size).T
+            # one strided copy of the bytes, then contiguous shifts (a shift reading the strided view
+            # directly costs several times more)
+            body_bytes = _scratch_codes(lay.blob_size * groups, "bytes").reshape(lay.blob_size, groups)
+            np.copyto(body_bytes, blocks[:, :full].reshape(groups, lay.blob_size).T)
             for i in range(per_byte):
                 np.right_shift(body_bytes, lay.bits * i, out=flipped[i])
                 if i < per_byte - 1:
@@ -476,10 +479,10 @@ class NBitsKernel(Kernel):
         return result
 
 
-def _scratch_codes(size: int) -> np.ndarray:
-    held = _SCRATCH.get("codes")
+def _scratch_codes(size: int, key: str = "codes") -> np.ndarray:
+    held = _SCRATCH.get(key)
     if held is None or held[0].size < size:
-        held = _SCRATCH["codes"] = [np.empty(size, np.uint8)]
+        held = _SCRATCH[key] = [np.empty(size, np.uint8)]
     return held[0][:size]
 
 
