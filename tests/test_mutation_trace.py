@@ -1,0 +1,144 @@
+"""trace.py's shape replay and dequantization, step by step: the consumed shape each axis-moving node
+gives (worked out by hand from the ONNX operator definitions), and the dequantization put on the stored
+axes. Written from the survivors of a mutmut run over trace.py (docs/mutation.md).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from modelkit import model, tensor
+from onnx import helper, numpy_helper
+
+from initaudit.graph import ModelGraph
+from initaudit.trace import (
+    Dequant,
+    Step,
+    _axes_in_range,
+    _make_dequant,
+    _moved_shape,
+    _reshape_target,
+    _reshaped_axes,
+)
+
+
+def moved(op, shape, inputs=("w",), inits=(), graph_inputs=(("x", 1, None),), **attrs):
+    node = helper.make_node(op, list(inputs), ["y"], name="n", **attrs)
+    graph = ModelGraph(model([node], list(inits), inputs=graph_inputs))
+    return _moved_shape(graph, Step(node, graph.scopes[0]), list(shape), numpy_helper.to_array)
+
+
+# --- Transpose, Flatten ---------------------------------------------------------------------------------
+
+def test_transpose():
+    assert moved("Transpose", (2, 3, 4), perm=[1, 0, 2]) == [3, 2, 4]
+    assert moved("Transpose", (2, 3, 4)) == [4, 3, 2]             # no perm: axes reversed
+    assert moved("Transpose", (2, 3), perm=[0, 0]) is None         # not a permutation
+
+
+@pytest.mark.parametrize("axis,expected", [
+    (None, [2, 60]),      # default axis 1
+    (2, [6, 20]), (-1, [24, 5]), (0, [1, 120]), (4, [120, 1]), (-4, [1, 120]),
+    (5, None), (-5, None),  # outside [-rank, rank]
+])
+def test_flatten(axis, expected):
+    attrs = {} if axis is None else {"axis": axis}
+    assert moved("Flatten", (2, 3, 4, 5), **attrs) == expected
+
+
+# --- Reshape --------------------------------------------------------------------------------------------
+
+def test_reshape_node():
+    target = tensor("t", np.array([0, 12], np.int64))
+    assert moved("Reshape", (2, 3, 4), inputs=("w", "t"), inits=[target]) == [2, 12]   # 0 copies axis 0
+    assert moved("Reshape", (2, 3, 4), inputs=("w", "t"), inits=[target], allowzero=1) is None  # a real 0
+    # the target is a graph input: known only at run time
+    assert moved("Reshape", (2, 3, 4), inputs=("w", "s"), graph_inputs=[("s", 7, [2])]) is None
+
+
+@pytest.mark.parametrize("shape,target,allowzero,expected", [
+    ([2, 3, 4], [0, -1], False, [2, 12]),
+    ([2, 3, 4], [2, -1], False, [2, 12]),
+    ([2, 3, 4], [-1], False, [24]),
+    ([6], [1, 1, -1], False, [1, 1, 6]),
+    ([2, 3, 4], [-1, -1], False, None),     # two unknowns
+    ([2, 3, 4], [5, -1], False, None),      # 24 not divisible by 5
+    ([2, 3, 4], [0, -1], True, None),       # a real zero leaves -1 undetermined
+    ([2, 3, 4], [5, 5], False, None),       # 25 elements from 24
+    ([24], [24, 0], False, None),           # 0 past the input's rank stays 0
+])
+def test_reshape_target(shape, target, allowzero, expected):
+    out = _reshape_target(shape, target, allowzero)
+    assert out == expected
+    if out is not None:
+        assert all(type(d) is int for d in out)
+
+
+def test_reshaped_axes():
+    assert _reshaped_axes([2, 3], [2, 3], [0, 1]) == [0, 1]
+    assert _reshaped_axes([3, 1, 4], [3, 4], [0, 1, 2]) == [0, 2]
+    assert _reshaped_axes([2, 3], [6], [0, 1]) == [None]
+
+
+# --- Squeeze, and axes given as an attribute (opset < 13) -------------------------------------------------
+
+@pytest.mark.parametrize("axes,expected", [
+    (None, [3, 4]),          # every size-1 axis
+    ([1], [3, 4, 1]), ([-1], [3, 1, 4]),
+    ([0], None),             # axis 0 is 3, not 1
+    ([1, 1], None),          # repeated
+    ([4], None), ([-5], None),  # out of range
+])
+def test_squeeze_axes_attribute(axes, expected):
+    attrs = {} if axes is None else {"axes": axes}
+    assert moved("Squeeze", (3, 1, 4, 1), **attrs) == expected
+
+
+def test_squeeze_axes_input():
+    axes = tensor("a", np.array([3], np.int64))
+    assert moved("Squeeze", (3, 1, 4, 1), inputs=("w", "a"), inits=[axes]) == [3, 1, 4]
+
+
+def test_axes_in_range():
+    assert _axes_in_range([-1, 0], 3) == {2, 0}
+    assert _axes_in_range([1, 1], 3) is None
+    assert _axes_in_range([3], 3) is None
+
+
+# --- dequantization on the stored axes --------------------------------------------------------------------
+
+def test_make_dequant_scalar():
+    d, problem = _make_dequant(np.array([0.5], np.float64), None, 1, 0, [4, 5], [0, 1], "X")
+    assert problem is None and d.axis is None and d.zero_point is None
+    assert d.scale.shape == () and d.scale.dtype == np.float32 and float(d.scale) == 0.5
+
+
+def test_make_dequant_per_axis():
+    scale = np.array([1.0, 2.0, 3.0], np.float32)
+    # a scalar zero point is repeated along the axis
+    d, problem = _make_dequant(scale, np.array(7, np.int8), 1, 0, [4, 3], [0, 1], "X")
+    assert problem is None and d.axis == 1
+    assert d.zero_point.tolist() == [7, 7, 7] and d.zero_point.dtype == np.int8
+    # the consumed axis 0 is the stored axis 1 (a Transpose before the consumer)
+    d, problem = _make_dequant(scale, None, 0, 0, [3, 4], [1, 0], "X")
+    assert problem is None and d.axis == 1 and d.zero_point is None and d.scale.tolist() == [1, 2, 3]
+    assert _make_dequant(scale, None, 0, 0, [4, 3], [0, 1], "X") == \
+        (None, "X: per-axis scale of size 3 for an axis of 4")
+    assert _make_dequant(np.ones(2), None, 0, 0, [], [], "X") == \
+        (None, "X: the quantization axis cannot be traced back to the stored tensor")
+
+
+def test_make_dequant_blocked():
+    # W[4, 5] quantized in blocks of 2 along axis 1: ceil(5 / 2) = 3 blocks per row
+    scale = np.ones((4, 3), np.float32)
+    zero = np.zeros((4, 3), np.uint8)
+    d, problem = _make_dequant(scale, zero, 1, 2, [4, 5], [0, 1], "X")
+    assert problem is None and d.axis == 1 and d.block_size == 2 and d.zero_point is zero
+    assert _make_dequant(np.ones((4, 2), np.float32), None, 1, 2, [4, 5], [0, 1], "X") == \
+        (None, "X: block scale of shape [4, 2], expected [4, 3]")
+    assert _make_dequant(scale, zero, 1, 2, [5, 4], [1, 0], "X") == \
+        (None, "X: blocked quantization through a transposed or reshaped weight")
+
+
+def test_dequant_is_a_plain_record():
+    d = Dequant(np.ones(()), None, None)
+    assert d.block_size == 0 and d.unscaled is False
