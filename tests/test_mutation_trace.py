@@ -142,3 +142,131 @@ def test_make_dequant_blocked():
 def test_dequant_is_a_plain_record():
     d = Dequant(np.ones(()), None, None)
     assert d.block_size == 0 and d.unscaled is False
+
+
+# --- follow(): the steps replayed on a traced weight ------------------------------------------------------
+
+def follow_one(nodes, inits, inputs=(("x", 1, None),), opset=17):
+    from initaudit.trace import find_uses, follow
+    graph = ModelGraph(model(nodes, inits, inputs=inputs, opset=opset))
+    uses = find_uses(graph, numpy_helper.to_array)
+    assert len(uses) == 1
+    shape = tuple(uses[0].source.tensor.dims)
+    return uses[0], follow(graph, uses[0], shape, numpy_helper.to_array)
+
+
+W = np.arange(12, dtype=np.float32).reshape(4, 3)
+
+
+def test_follow_stops_at_a_shape_known_only_at_run_time():
+    from initaudit.trace import Followed
+    nodes = [helper.make_node("Reshape", ["w", "s"], ["r"], name="r"), helper.make_node("MatMul", ["x", "r"], ["y"])]
+    _, followed = follow_one(nodes, [tensor("w", W)], inputs=[("x", 1, None), ("s", 7, [2])])
+    assert followed == Followed((4, 3), (0, 1), None, (("IA303", "Reshape 'r' has a shape computed at run time"),))
+    assert followed.reordered is False
+
+
+def test_follow_goes_on_after_cast_and_dequantize():
+    nodes = [helper.make_node("Cast", ["w"], ["c"], to=1), helper.make_node("Transpose", ["c"], ["t"]),
+             helper.make_node("MatMul", ["x", "t"], ["y"])]
+    use, followed = follow_one(nodes, [tensor("w", W)])
+    assert followed.shape == (3, 4) and followed.axis_map == (1, 0) and followed.reordered is False
+    assert use.source.kind == "initializer" and use.source.scope == "main"
+    q = tensor("w", np.arange(12, dtype=np.int8).reshape(4, 3))
+    nodes = [helper.make_node("DequantizeLinear", ["w", "s", "z"], ["d"]), helper.make_node("Transpose", ["d"], ["t"]),
+             helper.make_node("MatMul", ["x", "t"], ["y"])]
+    _, followed = follow_one(nodes, [q, tensor("s", np.float32(0.5)), tensor("z", np.int8(1))])
+    assert followed.shape == (3, 4) and followed.axis_map == (1, 0) and followed.problems == ()
+    assert float(followed.dequant.scale) == 0.5 and int(followed.dequant.zero_point) == 1
+
+
+def test_follow_reports_a_dequantization_it_cannot_place():
+    q = tensor("w", np.arange(12, dtype=np.int8).reshape(4, 3))
+    nodes = [helper.make_node("DequantizeLinear", ["w", "s"], ["d"], name="dq", axis=1),
+             helper.make_node("MatMul", ["x", "d"], ["y"])]
+    _, followed = follow_one(nodes, [q, tensor("s", np.ones(2, np.float32))])
+    assert followed.problems == (("IA304", "DequantizeLinear 'dq': per-axis scale of size 2 for an axis of 3"),)
+    assert followed.dequant is None
+
+
+def test_constant_node_source():
+    nodes = [helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(W)),
+             helper.make_node("MatMul", ["x", "w"], ["y"])]
+    use, followed = follow_one(nodes, [])
+    assert use.source.kind == "constant" and use.source.scope == "main" and followed.shape == (4, 3)
+
+
+@pytest.mark.parametrize("links,found", [(64, True), (65, False)])
+def test_trace_depth_limit(links, found):
+    from initaudit.trace import find_uses
+    names = ["w"] + [f"i{k}" for k in range(links)]
+    nodes = [helper.make_node("Identity", [a], [b]) for a, b in zip(names, names[1:])]
+    nodes.append(helper.make_node("MatMul", ["x", names[-1]], ["y"]))
+    graph = ModelGraph(model(nodes, [tensor("w", W)]))
+    assert bool(find_uses(graph, numpy_helper.to_array)) is found
+
+
+# --- Concat of slices of one tensor: a gate reordering ----------------------------------------------------
+
+def slices(pieces, axis=0, attribute_form=False, extra_inputs=()):
+    """Concat(Slice(w, start, end), ...) along ``axis`` feeding a MatMul; pieces = [(start, end), ...]."""
+    nodes, inits = [], [tensor("w", np.arange(24, dtype=np.float32).reshape(6, 4))]
+    for k, (start, end) in enumerate(pieces):
+        if attribute_form:  # opset 9: starts/ends/axes are attributes
+            nodes.append(helper.make_node("Slice", ["w"], [f"p{k}"], starts=[start], ends=[end], axes=[axis]))
+        else:
+            inits += [tensor(f"b{k}", np.array([start])), tensor(f"e{k}", np.array([end])),
+                      tensor(f"a{k}", np.array([axis]))]
+            nodes.append(helper.make_node("Slice", ["w", f"b{k}", f"e{k}", f"a{k}", *extra_inputs], [f"p{k}"]))
+    inits += [tensor("one", np.array([1])), tensor("two", np.array([2]))]
+    nodes += [helper.make_node("Concat", [f"p{k}" for k in range(len(pieces))], ["c"], name="c", axis=axis),
+              helper.make_node("MatMul", ["x", "c"], ["y"])]
+    return nodes, inits
+
+
+@pytest.mark.parametrize("pieces,axis,attribute_form,extra,reordered", [
+    ([(2, 4), (0, 2), (4, 6)], 0, False, (), True),
+    ([(2, 4), (0, 2), (4, 6)], 0, True, (), True),        # attribute form (opset 9)
+    ([(-4, -2), (0, 2), (-2, 6)], 0, False, (), True),    # negative bounds count from the end
+    ([(2, 4), (0, 2), (4, 100)], 0, False, (), True),     # an end past the axis is clipped
+    ([(2, 4), (0, 2)], 1, False, (), True),               # along axis 1 (4 columns)
+    ([(2, 4), (0, 2)], 0, False, (), False),              # rows 4, 5 missing: not the whole tensor
+    ([(2, 4), (0, 3), (4, 6)], 0, False, (), False),      # overlapping
+    ([(1, 4), (4, 6)], 0, False, (), False),              # row 0 missing
+    ([(2, 4), (0, 2), (4, 6)], 0, False, ("two",), False),  # step 2: not a contiguous piece
+    ([(2, 4), (0, 2), (4, 6)], 0, False, ("one",), True),   # explicit step 1
+])
+def test_concat_of_slices(pieces, axis, attribute_form, extra, reordered):
+    from initaudit.trace import find_uses, follow
+    nodes, inits = slices(pieces, axis, attribute_form, extra)
+    graph = ModelGraph(model(nodes, inits, opset=9 if attribute_form else 17))
+    uses = find_uses(graph, numpy_helper.to_array)
+    if not reordered:
+        assert uses == []
+        return
+    assert [u.source.name for u in uses] == ["w"]
+    followed = follow(graph, uses[0], (6, 4), numpy_helper.to_array)
+    assert followed.reordered is True and followed.shape == (6, 4)
+    assert followed.problems == (("IA303", "Concat 'c' reorders slices of the weight: per-part statistics "
+                                           "unavailable"),)
+
+
+def test_concat_along_another_axis_than_the_slices():
+    nodes, inits = slices([(2, 4), (0, 2), (4, 6)], axis=0)
+    nodes[-2] = helper.make_node("Concat", ["p0", "p1", "p2"], ["c"], name="c", axis=1)
+    from initaudit.trace import find_uses
+    assert find_uses(ModelGraph(model(nodes, inits)), numpy_helper.to_array) == []
+
+
+# --- integer ops with a zero point and no scale ---------------------------------------------------------
+
+def test_matmul_integer_zero_point_only():
+    from initaudit.trace import find_uses, follow
+    q = tensor("w", np.arange(12, dtype=np.int8).reshape(4, 3))
+    node = helper.make_node("MatMulInteger", ["x", "w", "xz", "wz"], ["y"])
+    graph = ModelGraph(model([node], [q, tensor("wz", np.int8(3))], inputs=[("x", 3, None), ("xz", 3, [])]))
+    use = find_uses(graph, numpy_helper.to_array)[0]
+    followed = follow(graph, use, (4, 3), numpy_helper.to_array)
+    assert followed.problems == ()
+    d = followed.dequant
+    assert d.unscaled is True and d.axis is None and float(d.scale) == 1.0 and int(d.zero_point) == 3
