@@ -227,6 +227,7 @@ def slices(pieces, axis=0, attribute_form=False, extra_inputs=()):
 @pytest.mark.parametrize("pieces,axis,attribute_form,extra,reordered", [
     ([(2, 4), (0, 2), (4, 6)], 0, False, (), True),
     ([(2, 4), (0, 2), (4, 6)], 0, True, (), True),        # attribute form (opset 9)
+    ([(2, 4), (0, 2)], 1, True, (), True),                # attribute form, along axis 1
     ([(-4, -2), (0, 2), (-2, 6)], 0, False, (), True),    # negative bounds count from the end
     ([(2, 4), (0, 2), (4, 100)], 0, False, (), True),     # an end past the axis is clipped
     ([(2, 4), (0, 2)], 1, False, (), True),               # along axis 1 (4 columns)
@@ -270,3 +271,28 @@ def test_matmul_integer_zero_point_only():
     assert followed.problems == ()
     d = followed.dequant
     assert d.unscaled is True and d.axis is None and float(d.scale) == 1.0 and int(d.zero_point) == 3
+
+
+def test_dequantize_linear_default_axis_is_one():
+    q = tensor("w", np.arange(12, dtype=np.int8).reshape(4, 3))
+    nodes = [helper.make_node("DequantizeLinear", ["w", "s"], ["d"]), helper.make_node("MatMul", ["x", "d"], ["y"])]
+    _, followed = follow_one(nodes, [q, tensor("s", np.array([1.0, 2.0, 4.0], np.float32))])
+    assert followed.problems == () and followed.dequant.axis == 1 and followed.dequant.scale.tolist() == [1, 2, 4]
+
+
+def test_concat_of_slices_without_axes_input():
+    # Slice(data, starts, ends): axes default to 0
+    nodes, inits = slices([(2, 4), (0, 2), (4, 6)])
+    for k in range(3):
+        nodes[k] = helper.make_node("Slice", ["w", f"b{k}", f"e{k}"], [f"p{k}"])
+    from initaudit.trace import find_uses
+    uses = find_uses(ModelGraph(model(nodes, inits)), numpy_helper.to_array)
+    assert [u.source.name for u in uses] == ["w"]
+
+
+def test_concat_with_a_piece_that_is_not_a_slice():
+    nodes, inits = slices([(2, 4), (0, 2), (4, 6)])
+    nodes[-2] = helper.make_node("Concat", ["p0", "p1", "extra"], ["c"], name="c", axis=0)
+    inits.append(tensor("extra", np.zeros((2, 4), np.float32)))
+    from initaudit.trace import find_uses
+    assert find_uses(ModelGraph(model(nodes, inits)), numpy_helper.to_array) == []
