@@ -55,3 +55,54 @@ def test_packed_into_one_unit_each(tmp_path):
     assert [p.name for p in layer.parts] == ["part0", "part1", "part2", "part3"]
     assert (layer.fan_in, layer.fan_out) == (16, 1)
     assert [p.stats.count for p in layer.parts] == [16] * 4
+
+
+MS_OPSET = helper.make_opsetid("com.microsoft", 1)
+
+
+def nbits_model(codes, scales, zero_input=False, **attrs):
+    """MatMulNBits, 4-bit codes two to a byte (low nibble first, onnxruntime's order)."""
+    packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+    inputs = ["x", "w", "s"] + (["z"] if zero_input else [])
+    node = helper.make_node("MatMulNBits", inputs, ["y"], name="nb", domain="com.microsoft", **attrs)
+    graph_inputs = [("x", 1, None)] + ([("z", 2, None)] if zero_input else [])
+    return model([node], [tensor("w", packed), tensor("s", scales)], inputs=graph_inputs, extra_opsets=[MS_OPSET])
+
+
+def test_matmul_nbits_default_bits_is_four(tmp_path):
+    # N = 8 rows, K = 32 in 2 blocks of 16; no zero points: 4-bit codes are centred on 8
+    codes = RNG.integers(0, 16, (8, 2, 16))
+    scales = RNG.uniform(0.01, 0.05, (8, 2)).astype(np.float32)
+    layer = layer_of(tmp_path, nbits_model(codes, scales.ravel(), N=8, K=32, block_size=16))
+    values = (codes - 8.0) * scales.astype(np.float64)[:, :, None]
+    assert layer.stats.count == 256 and (layer.fan_in, layer.fan_out) == (32, 8)
+    assert layer.stats.var == pytest.approx(values.var(), rel=1e-6)
+    assert not any(f.code == "IA304" for f in layer.findings)
+
+
+def test_matmul_nbits_zero_points_computed_at_run_time(tmp_path):
+    codes = RNG.integers(0, 16, (8, 2, 16))
+    scales = np.full(16, 0.02, np.float32)
+    layer = layer_of(tmp_path, nbits_model(codes, scales, zero_input=True, N=8, K=32, bits=4, block_size=16))
+    assert [f.message for f in layer.findings if f.code == "IA304"] == \
+        ["MatMulNBits 'nb': scales or zero points are not constants"]
+
+
+def test_unsupported_op_reads_a_constant_node(tmp_path):
+    w = RNG.normal(0, 0.1, (6, 5)).astype(np.float32)
+    nodes = [helper.make_node("Constant", [], ["w"], value=tensor("w", w)),
+             helper.make_node("Mystery", ["x", "w"], ["y"], domain="custom")]
+    m = model(nodes, [], extra_opsets=[helper.make_opsetid("custom", 1)])
+    layer = layer_of(tmp_path, m)
+    assert layer.op == "custom.Mystery" and layer.storage == "constant"
+    assert [f.message for f in layer.findings if f.code == "IA301"] == \
+        ["read by custom.Mystery, an op whose weight layout is unknown"]
+
+
+def test_only_float_and_quantized_matrices_are_weight_candidates(tmp_path):
+    nodes = [helper.make_node("Mystery", ["x", "ids", "q"], ["y"], domain="custom")]
+    inits = [tensor("ids", np.arange(12, dtype=np.int64).reshape(3, 4)),
+             tensor("q", np.arange(12, dtype=np.int8).reshape(3, 4))]
+    m = model(nodes, inits, extra_opsets=[helper.make_opsetid("custom", 1)])
+    names = [layer.name for layer in initaudit.audit(save(m, tmp_path)).models[0].layers]
+    assert names == ["q"]
