@@ -106,3 +106,19 @@ def test_only_float_and_quantized_matrices_are_weight_candidates(tmp_path):
     m = model(nodes, inits, extra_opsets=[helper.make_opsetid("custom", 1)])
     names = [layer.name for layer in initaudit.audit(save(m, tmp_path)).models[0].layers]
     assert names == ["q"]
+
+
+@pytest.mark.parametrize("std,matched", [(0.02, True), (0.2, False)])
+def test_fixed_std_target_is_listed_as_a_match_only_when_it_holds(tmp_path, std, matched):
+    w = RNG.normal(0, std, (64, 48)).astype(np.float32)
+    m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("w", w)])
+    layer = layer_of(tmp_path, m, target="std:0.02")
+    assert ("std:0.02" in layer.matches) is matched
+    assert len(set(layer.matches)) == len(layer.matches)
+
+
+def test_xavier_match_listed_once(tmp_path):
+    w = RNG.normal(0, math.sqrt(2 / (64 + 48)), (64, 48)).astype(np.float32)
+    m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("w", w)])
+    layer = layer_of(tmp_path, m)
+    assert layer.matches.count("xavier") == 1
