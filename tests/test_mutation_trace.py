@@ -296,3 +296,40 @@ def test_concat_with_a_piece_that_is_not_a_slice():
     inits.append(tensor("extra", np.zeros((2, 4), np.float32)))
     from initaudit.trace import find_uses
     assert find_uses(ModelGraph(model(nodes, inits)), numpy_helper.to_array) == []
+
+
+@pytest.mark.parametrize("trans_b,stored,axis", [(None, (4, 3), 1), (0, (4, 3), 1), (1, (3, 4), 0)])
+def test_qgemm_scale_is_per_output_column(trans_b, stored, axis):
+    # QGemm B: [K=4, N=3], or [N, K] with transB; one scale per output column N = 3
+    from initaudit.trace import find_uses, follow
+    attrs = {} if trans_b is None else {"transB": trans_b}
+    node = helper.make_node("QGemm", ["a", "sa", "za", "w", "sw", "zw"], ["y"], domain="com.microsoft", **attrs)
+    inits = [tensor("w", np.arange(12, dtype=np.int8).reshape(stored)), tensor("sw", np.array([1, 2, 4], np.float32)),
+             tensor("zw", np.zeros(3, np.int8))]
+    graph = ModelGraph(model([node], inits, inputs=[("a", 3, None), ("sa", 1, []), ("za", 3, [])],
+                             extra_opsets=[helper.make_opsetid("com.microsoft", 1)]))
+    use = find_uses(graph, numpy_helper.to_array)[0]
+    followed = follow(graph, use, stored, numpy_helper.to_array)
+    assert followed.problems == () and followed.dequant.axis == axis
+    assert followed.dequant.scale.tolist() == [1, 2, 4]
+
+
+@pytest.mark.parametrize("bias,direct", [(False, False), (True, False), (False, True)])
+def test_weight_scale_found_after_the_integer_matmul(bias, direct):
+    # onnxruntime's dynamic quantizer: Mul(Mul(x_scale, w_scale), Cast(MatMulInteger(x_q, w_q)))
+    from initaudit.trace import find_uses, follow
+    nodes = [helper.make_node("MatMulInteger", ["x", "w", "xz", "wz"], ["acc"])]
+    last = "acc"
+    if bias:
+        nodes.append(helper.make_node("Add", ["acc", "b"], ["acc_b"]))
+        last = "acc_b"
+    nodes += [helper.make_node("Cast", [last], ["f"], to=1), helper.make_node("Mul", ["xs", "ws"], ["s"]),
+              helper.make_node("Mul", ["ws" if direct else "s", "f"], ["y"])]  # direct: the weight scale alone
+    inits = [tensor("w", np.arange(12, dtype=np.uint8).reshape(4, 3)), tensor("wz", np.uint8(5)),
+             tensor("ws", np.float32(0.25)), tensor("b", np.zeros(3, np.int32))]
+    graph = ModelGraph(model(nodes, inits, inputs=[("x", 2, None), ("xz", 2, []), ("xs", 1, [])]))
+    use = find_uses(graph, numpy_helper.to_array)[0]
+    followed = follow(graph, use, (4, 3), numpy_helper.to_array)
+    d = followed.dequant
+    assert followed.problems == () and d.unscaled is False
+    assert float(d.scale) == 0.25 and int(d.zero_point) == 5
