@@ -333,3 +333,18 @@ def test_weight_scale_found_after_the_integer_matmul(bias, direct):
     d = followed.dequant
     assert followed.problems == () and d.unscaled is False
     assert float(d.scale) == 0.25 and int(d.zero_point) == 5
+
+
+def test_matmul_integer_per_column_zero_point_only():
+    # regression: a per-column zero point with no scale anywhere was reported as IA304 "per-axis scale of
+    # size 1 for an axis of 3" and not subtracted; the values are integer units minus each column's zero point
+    from initaudit.trace import find_uses, follow
+    q = tensor("w", np.arange(12, dtype=np.int8).reshape(4, 3))
+    node = helper.make_node("MatMulInteger", ["x", "w", "xz", "wz"], ["y"])
+    graph = ModelGraph(model([node], [q, tensor("wz", np.array([1, 2, 3], np.int8))],
+                             inputs=[("x", 3, None), ("xz", 3, [])]))
+    use = find_uses(graph, numpy_helper.to_array)[0]
+    followed = follow(graph, use, (4, 3), numpy_helper.to_array)
+    assert followed.problems == ()
+    d = followed.dequant
+    assert d.unscaled is True and d.axis == 1 and d.scale.tolist() == [1, 1, 1] and d.zero_point.tolist() == [1, 2, 3]
