@@ -122,3 +122,34 @@ def test_xavier_match_listed_once(tmp_path):
     m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("w", w)])
     layer = layer_of(tmp_path, m)
     assert layer.matches.count("xavier") == 1
+
+
+def orthonormal(rows, cols):
+    """A rows × cols matrix with orthonormal rows (rows ≤ cols) or columns, from numpy's QR in float64."""
+    q, _ = np.linalg.qr(RNG.normal(size=(max(rows, cols), min(rows, cols))))
+    return (q.T if rows <= cols else q).astype(np.float32)
+
+
+@pytest.mark.parametrize("case", ["2x2", "conv", "lstm"])
+def test_orthogonal_weights_are_recognised(tmp_path, case):
+    if case == "2x2":  # a rotation: the smallest matrix checked (4 values)
+        c, s = np.cos(0.3), np.sin(0.3)
+        w = np.array([[c, -s], [s, c]], np.float32)
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    elif case == "conv":  # Conv W[4, 2, 2, 2]: 4 filters of 8 values with orthonormal rows
+        w = orthonormal(4, 8).reshape(4, 2, 2, 2)
+        nodes = [helper.make_node("Conv", ["x", "w"], ["y"])]
+    else:  # LSTM W[1, 4·H, I] = [1, 16, 4]: the 16 × 4 matrix has orthonormal columns
+        w = orthonormal(16, 4).reshape(1, 16, 4)
+        nodes = [helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=4)]
+    inits = [tensor("w", w)] + ([tensor("r", orthonormal(16, 4).reshape(1, 16, 4))] if case == "lstm" else [])
+    layer = layer_of(tmp_path, model(nodes, inits))
+    assert "orthogonal" in layer.matches
+
+
+@pytest.mark.parametrize("shape", [(8,), (2, 1)])
+def test_too_small_or_one_dimensional_weights_are_not_checked_for_orthogonality(tmp_path, shape):
+    # a single column is trivially orthonormal up to a gain: not reported
+    w = RNG.normal(0, 0.3, shape).astype(np.float32)
+    layer = layer_of(tmp_path, model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("w", w)]))
+    assert "orthogonal" not in layer.matches
