@@ -332,7 +332,8 @@ def _implicit_dequant(graph: ModelGraph, use: WeightUse, slots: tuple[int | None
         return _make_dequant(scale, zero, axis, 0, shape, axes, where)
     if zero is None:
         return None, None
-    dequant, problem = _make_dequant(np.ones(1, np.float32), zero, axis, 0, shape, axes, where)
+    # no scale: unit scales, one per zero point (a per-channel zero point is still subtracted per channel)
+    dequant, problem = _make_dequant(np.ones(zero.size, np.float32), zero, axis, 0, shape, axes, where)
     return (None if dequant is None else replace(dequant, unscaled=True)), problem
 
 
