@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import __version__
-from .audit import audit
 from .baseline import compare, read_baseline, write_baseline
 from .config import load_config
 from .errors import InitauditError
 from .fans import CONVENTIONS, layout_fans
 from .options import FAIL_ON, PROFILE_CHOICES
+from .pipeline import audit
 from .progress import Progress
 from .reporters import REPORTERS, render
 from .rules import RULES

@@ -10,7 +10,7 @@ import pytest
 import initaudit
 from initaudit.errors import InitauditError
 
-audit_module = importlib.import_module("initaudit.audit")  # the module, not the function of that name
+audit_module = importlib.import_module("initaudit.pipeline")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 

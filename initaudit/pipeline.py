@@ -16,7 +16,7 @@ from .histogram import layer_histogram
 from .layerrules import dead_rules
 from .layers import finish, is_candidate, plan, plan_unsupported
 from .loader import load_model
-from .measure import PARALLEL_MIN_BYTES, MeasureTask, default_jobs, measure_all
+from .measure import PARALLEL_MIN_BYTES, MeasureTask, default_jobs, measure_all, single_blas_thread
 from .modelpolicy import layer_specs
 from .ops import WEIGHT_OPS, canonical_domain
 from .options import FAIL_ON, AuditOptions
@@ -112,7 +112,8 @@ def _audit_in_processes(files: list[Path], opts: AuditOptions, jobs: int) -> Gen
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=context,
+                             initializer=single_blas_thread) as pool:
         yield from pool.map(_audit_one, [(f, opts, 1) for f in files])
 
 
