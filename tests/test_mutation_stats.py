@@ -176,3 +176,23 @@ def test_buffers_are_reused_for_smaller_and_regrown_for_larger_chunks():
     for chunk in chunks:
         acc.add(chunk)
     assert_moments(acc.moments(), central(np.concatenate(chunks)))
+
+
+def test_statistics_from_a_cold_process_and_growing_chunks(monkeypatch):
+    """The scratch arrays shared by the process, from none at all, growing with the chunk: each
+    size reallocates them, and the moments still match numpy float64."""
+    from initaudit import stats as stats_module
+
+    monkeypatch.setattr(stats_module, "_SCRATCH", None)
+    rng = np.random.default_rng(21)
+    chunks = [rng.normal(0.1, 0.5, size).astype(np.float32) for size in (3, 17, 1000, 4096)]
+    acc = stats_module.MomentAccumulator()
+    for chunk in chunks:
+        acc.add(chunk)
+    x = np.concatenate(chunks).astype(np.float64)
+    got = acc.result()
+    assert got.count == x.size
+    assert got.mean == pytest.approx(x.mean(), rel=1e-12)
+    assert got.var == pytest.approx(x.var(), rel=1e-10)
+    d = x - x.mean()
+    assert got.excess_kurtosis == pytest.approx(np.mean(d ** 4) / x.var() ** 2 - 3, rel=1e-4, abs=1e-4)
