@@ -396,10 +396,7 @@ def block_sums(blocks: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: in
     width = blocks.shape[1]
     if width >= 256:
         return group_sums(blocks, scale, zero, rows=True, bits=bits)
-    held = _SCRATCH.get("blocks")
-    if held is None or held[0].size < blocks.size or held[0].dtype != blocks.dtype:
-        held = _SCRATCH["blocks"] = [np.empty(blocks.size, blocks.dtype)]
-    flipped = held[0][:blocks.size].reshape(width, blocks.shape[0])
+    flipped = _scratch_codes(blocks.size, "blocks", blocks.dtype).reshape(width, blocks.shape[0])
     np.copyto(flipped, blocks.T)
     return group_sums(flipped, np.reshape(scale, (1, -1)), np.reshape(zero, (1, -1)), rows=False, bits=bits)
 
@@ -479,10 +476,11 @@ class NBitsKernel(Kernel):
         return result
 
 
-def _scratch_codes(size: int, key: str = "codes") -> np.ndarray:
+def _scratch_codes(size: int, key: str = "codes", dtype: np.dtype | type = np.uint8) -> np.ndarray:
+    """One reused flat work array of integer codes, per ``key``."""
     held = _SCRATCH.get(key)
-    if held is None or held[0].size < size:
-        held = _SCRATCH[key] = [np.empty(size, np.uint8)]
+    if held is None or held[0].size < size or held[0].dtype != dtype:
+        held = _SCRATCH[key] = [np.empty(size, dtype)]
     return held[0][:size]
 
 
