@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from onnx import NodeProto, TensorProto, helper
 
+from .dtypes import ELEMENT_TYPES
 from .graph import ModelGraph, Scope, attribute
 
 LoadArray = Callable[[TensorProto], np.ndarray]
@@ -23,13 +24,6 @@ LoadArray = Callable[[TensorProto], np.ndarray]
 MAX_ELEMENTS = 4096
 #: How many nodes deep a cone may be.
 MAX_DEPTH = 32
-
-_NUMPY_OF_ONNX: dict[int, type] = {
-    TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64, TensorProto.FLOAT16: np.float16,
-    TensorProto.INT8: np.int8, TensorProto.INT16: np.int16, TensorProto.INT32: np.int32,
-    TensorProto.INT64: np.int64, TensorProto.UINT8: np.uint8, TensorProto.UINT16: np.uint16,
-    TensorProto.UINT32: np.uint32, TensorProto.UINT64: np.uint64, TensorProto.BOOL: np.bool_,
-}
 
 _CACHE: weakref.WeakKeyDictionary[ModelGraph, dict[tuple[int, str], np.ndarray | None]] = weakref.WeakKeyDictionary()
 
@@ -210,8 +204,9 @@ def _slice(node: NodeProto, inputs: list) -> np.ndarray:
 
 def _cast(node: NodeProto, inputs: list) -> np.ndarray:
     (data,) = _need(inputs, 1)
-    dtype = _NUMPY_OF_ONNX.get(int(attribute(node, "to", 0)))
-    if dtype is None:
+    element = ELEMENT_TYPES.get(int(attribute(node, "to", 0)))
+    dtype = element.numpy if element is not None else None
+    if dtype is None:  # a type numpy has no dtype for (bfloat16, float8, packed)
         raise _CannotFold("Cast to an unsupported type")
     return data.astype(dtype)
 
