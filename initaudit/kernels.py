@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from onnx import TensorProto
 
-from .stats import Moments
+from . import accel
+from .stats import MomentAccumulator, Moments
 from .tensors import TensorSource, decode_raw, storage_nbytes
 
 if TYPE_CHECKING:
@@ -313,7 +314,7 @@ def code_table(bits: int, signed: bool, scale: float, zero: float) -> np.ndarray
 class Kernel:
     """How one task's chunks become Moments.  ``granularity``: chunks are whole multiples of it."""
 
-    kind: str                # half | table | axis-cols | axis-rows | blocked | nbits
+    kind: str                # half | compiled-half | table | axis | blocked | nbits
     granularity: int = 1
 
     def chunk_moments(self, codes: np.ndarray, start: int) -> Moments:  # pragma: no cover - overridden
@@ -333,6 +334,19 @@ class HistogramKernel(Kernel):
     def finish(self, counts: np.ndarray) -> Moments:
         assert self.table is not None
         return table_moments(self.table, counts)
+
+
+@dataclass(frozen=True)
+class CompiledHalfKernel(Kernel):
+    """float16 / bfloat16 through the compiled one-pass kernel (``accel``), straight from the bit patterns."""
+
+    bfloat16: bool = False
+
+    def add(self, acc: MomentAccumulator, patterns: np.ndarray) -> None:
+        if not self.bfloat16:
+            acc.add(patterns.view(np.float16))
+        elif not acc.add_compiled(patterns, "bfloat16"):
+            acc.add((patterns.astype(np.uint32) << 16).view(np.float32))
 
 
 @dataclass(frozen=True)
@@ -504,6 +518,8 @@ def plan_kernel(task: MeasureTask) -> Kernel | None:
         return None
     if task.dequant is None:
         if source.data_type in HALF_TYPES:
+            if accel.ready() and not task.parts:  # one pass beats the histogram's
+                return CompiledHalfKernel("compiled-half", 1, source.data_type == TensorProto.BFLOAT16)
             return HistogramKernel("half", 1, half_table(source.data_type))
         return None
     if source.data_type not in CODE_TYPES or task.parts:
@@ -565,6 +581,11 @@ def measure_with_kernel(kernel: Kernel, task: MeasureTask, chunk: int, start: in
             hist = kernel.histogram(codes)
             counts = hist if counts is None else counts + hist
         return kernel.finish(counts) if counts is not None else Moments()
+    if isinstance(kernel, CompiledHalfKernel):
+        acc = MomentAccumulator()
+        for codes in raw_chunks(source, chunk, start, stop):
+            kernel.add(acc, codes)
+        return acc.moments()
     if isinstance(kernel, AxisKernel) and kernel.inner == 1:  # the same column groups in every chunk
         assert kernel.scale is not None and kernel.zero is not None
         total: GroupSums | None = None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from . import accel
 from .kernels import HistogramKernel, Kernel, measure_with_kernel, plan_kernel, raw_chunks
 from .ops import Part
 from .stats import MomentAccumulator, Moments, TensorStats
@@ -18,6 +19,8 @@ from .trace import Dequant
 
 #: Below this many payload bytes in all, worker start-up costs more than it saves.
 PARALLEL_MIN_BYTES = 64 << 20
+#: From this many payload bytes in all, compiling the one-pass kernel (``accel``, ~0.1 s) pays for itself.
+ACCEL_MIN_BYTES = 256 << 20
 #: Elements per task handed to a worker (a multiple of the chunk size).
 PIECE_ELEMS = 256 * CHUNK_ELEMS
 
@@ -183,7 +186,10 @@ def measure_all(tasks: Sequence[MeasureTask], jobs: int = 1) -> list[tuple[Tenso
 
 
 def _measure_all(tasks: Sequence[MeasureTask], jobs: int) -> list[tuple[TensorStats, list[TensorStats]]]:
-    if jobs <= 1 or sum(_nbytes(t) for t in tasks) < PARALLEL_MIN_BYTES:
+    nbytes = sum(_nbytes(t) for t in tasks)
+    if nbytes >= ACCEL_MIN_BYTES:
+        accel.prepare()  # before the workers fork: they inherit the compiled code
+    if jobs <= 1 or nbytes < PARALLEL_MIN_BYTES:
         return [_stats(*measure_range(t)) for t in tasks]
     import multiprocessing  # only for large models: start-up time counts for small ones
     from concurrent.futures import ProcessPoolExecutor

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import accel
+
 
 @dataclass(frozen=True)
 class TensorStats:
@@ -103,12 +105,9 @@ class MomentAccumulator:
 
     def add(self, chunk: np.ndarray) -> None:
         x = np.ravel(chunk)
-        if x.size == 0:
+        if x.size == 0 or self.add_compiled(x):
             return
-        d, low, low2, ones = self._scratch(x.size)
-        np.copyto(d, x, casting="unsafe")  # the one pass that converts to float64
         lo, hi = x.min(), x.max()
-        self.zeros += int(np.count_nonzero(x == 0))
         # min/max propagate NaN and show Inf: a finite pair means a finite chunk.
         if not (math.isfinite(lo) and math.isfinite(hi)):
             finite = np.isfinite(x)
@@ -117,9 +116,12 @@ class MomentAccumulator:
             if kept == 0:
                 return
             x = x[finite]
+            if self.add_compiled(x):
+                return
             lo, hi = x.min(), x.max()
-            d, low, low2, ones = d[:kept], low[:kept], low2[:kept], ones[:kept]
-            np.copyto(d, x, casting="unsafe")
+        d, low, low2, ones = self._scratch(x.size)
+        np.copyto(d, x, casting="unsafe")  # the one pass that converts to float64
+        self.zeros += int(np.count_nonzero(x == 0))
         self.lo = min(self.lo, float(lo))
         self.hi = max(self.hi, float(hi))
         if self.shift is None:
@@ -139,6 +141,28 @@ class MomentAccumulator:
         np.multiply(low, low, out=low2)
         self.s3 += float(np.dot(low2, low))
         self.s4 += float(np.dot(low2, low2))
+
+    def add_compiled(self, x: np.ndarray, kind: str | None = None) -> bool:
+        """``add`` through the compiled one-pass kernel (``accel``); False when it is not ready,
+        does not read this type (``kind``: see ``accel.power_sums``) or the chunk is not finite."""
+        sums = accel.power_sums(x, self.shift or 0.0, kind)
+        if sums is None:
+            return False
+        if self.shift is None:  # as ``_shift``: the first chunk's mean when it is far from zero
+            mean, second = sums.s1 / x.size, sums.s2 / x.size
+            self.shift = 0.0 if mean * mean <= second - mean * mean else mean
+            if self.shift:
+                sums = accel.power_sums(x, self.shift, kind)
+                assert sums is not None  # the same finite chunk
+        self.count += x.size
+        self.s1 += sums.s1
+        self.s2 += sums.s2
+        self.s3 += sums.s3
+        self.s4 += sums.s4
+        self.lo = min(self.lo, sums.lo)
+        self.hi = max(self.hi, sums.hi)
+        self.zeros += sums.zeros
+        return True
 
     def _scratch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         global _SCRATCH

@@ -1,0 +1,133 @@
+"""The optional compiled one-pass kernel (``initaudit.accel``) against numpy float64, and the
+numpy path it stands in for: same statistics for float32, float16 and bfloat16, NaN/Inf
+chunks handed back to numpy, and off when the user says so."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto
+
+from initaudit import accel, kernels
+from initaudit import measure as measure_module
+from initaudit.measure import MeasureTask, measure_all
+from initaudit.stats import MomentAccumulator, stats_of
+from tests.test_kernels import SPECIAL_BF16, SPECIAL_HALF, _bf16_values, check, reference, source
+
+pytest.importorskip("llvmlite")
+RNG = np.random.default_rng(11)
+
+
+@pytest.fixture
+def compiled():
+    accel.reset()
+    assert accel.prepare()
+    yield
+    accel.reset()
+
+
+@pytest.mark.parametrize("size", [1, 3, 17, 1001, (1 << 17) + 5])
+def test_power_sums_match_numpy_float64(compiled, size):
+    x = RNG.normal(0.02, 0.3, size).astype(np.float32)
+    x[::7] = 0.0
+    x[3::11] = -0.0
+    for shift in (0.0, 0.125):
+        sums = accel.power_sums(x, shift)
+        d = x.astype(np.float64) - shift
+        assert sums is not None
+        for k, got in enumerate(sums[:4], start=1):
+            want = float(np.sum(d ** k))
+            assert got == pytest.approx(want, rel=1e-12, abs=1e-12 * float(np.sum(np.abs(d) ** k)))
+        assert (sums.lo, sums.hi) == (float(x.min()), float(x.max()))
+        assert sums.zeros == int(np.count_nonzero(x == 0))
+
+
+def test_every_finite_half_pattern(compiled):
+    """All 65,536 patterns minus the non-finite ones: subnormals, ±0, the largest values."""
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    for kind, values in (("float16", bits.view(np.float16).astype(np.float64)), ("bfloat16", _bf16_values(bits))):
+        finite = bits[np.isfinite(values)]
+        x = finite.view(np.float16) if kind == "float16" else finite
+        d = values[np.isfinite(values)]
+        sums = accel.power_sums(x, 0.0, None if kind == "float16" else "bfloat16")
+        assert sums is not None
+        assert sums.s2 == pytest.approx(float(np.sum(d * d)), rel=1e-12)
+        assert sums.s1 == pytest.approx(float(np.sum(d)), abs=1e-12 * float(np.sum(np.abs(d))))
+        assert (sums.lo, sums.hi, sums.zeros) == (d.min(), d.max(), int(np.count_nonzero(d == 0)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_chunks_go_back_to_numpy(compiled, bad):
+    x = RNG.normal(0.0, 1.0, 1000).astype(np.float32)
+    x[500] = bad
+    assert accel.power_sums(x, 0.0) is None
+    acc = MomentAccumulator()
+    acc.add(x[:400])    # compiled
+    acc.add(x[400:])    # holds the bad value: numpy counts it
+    check(acc.result(), reference(x), kurt_rel=1e-5)  # numpy's chunk: float32 third and fourth powers
+
+
+def test_types_the_kernel_does_not_read(compiled):
+    assert accel.power_sums(np.ones(10, np.float64), 0.0) is None
+    assert accel.power_sums(np.ones(10, np.int8), 0.0) is None
+
+
+def test_accumulator_matches_numpy_path_and_float64_truth(compiled):
+    """Chunks through the kernel, a mean far from zero (the shift), and the numpy path's answer."""
+    for values in (RNG.normal(0.0, 0.05, 300_000), RNG.normal(40.0, 0.01, 300_000),
+                   RNG.laplace(-0.3, 0.2, 70_001)):
+        x = values.astype(np.float32)
+        acc = MomentAccumulator()
+        for at in range(0, x.size, 65_536):
+            acc.add(x[at:at + 65_536])
+        first = x[:65_536].astype(np.float64)  # shifted by the first chunk's mean when it exceeds the std
+        far = first.mean() ** 2 > first.var()
+        assert acc.shift == (pytest.approx(first.mean(), rel=1e-12) if far else 0.0)
+        fast = acc.result()
+        check(fast, reference(x))
+        accel.reset()
+        slow = stats_of(x)
+        assert accel.prepare()
+        assert slow.var == pytest.approx(fast.var, rel=1e-12)
+        # the numpy path sums the third and fourth powers in float32 (module docstring of stats)
+        assert slow.excess_kurtosis + 3 == pytest.approx(fast.excess_kurtosis + 3, rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["float16", "bfloat16"])
+def test_half_tensors_through_the_kernel(compiled, kind):
+    normal = RNG.normal(0.01, 0.05, 300_001)
+    if kind == "float16":
+        bits = normal.astype(np.float16).view(np.uint16)
+        extra, data_type = SPECIAL_HALF, TensorProto.FLOAT16
+    else:
+        bits = (normal.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+        extra, data_type = SPECIAL_BF16, TensorProto.BFLOAT16
+    bits = bits.copy()
+    bits[RNG.choice(200_000, 40 * len(extra), replace=False)] = np.repeat(np.array(extra, np.uint16), 40)
+    values = bits.view(np.float16).astype(np.float64) if kind == "float16" else _bf16_values(bits)
+    task = MeasureTask(source(data_type, (bits.size,), bits.tobytes()))
+    assert isinstance(kernels.plan_kernel(task), kernels.CompiledHalfKernel)
+    stats, _ = measure_all([task])[0]
+    check(stats, reference(values))
+
+
+def test_turned_off_by_the_environment(monkeypatch):
+    accel.reset()
+    monkeypatch.setenv("INITAUDIT_ACCEL", "0")
+    assert not accel.prepare()
+    assert accel.power_sums(np.ones(4, np.float32), 0.0) is None
+    monkeypatch.delenv("INITAUDIT_ACCEL")
+    assert accel.prepare()
+    accel.reset()
+
+
+def test_prepared_for_large_models_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr(accel, "prepare", lambda: calls.append(1) or False)
+    x = RNG.normal(0, 1, 1000).astype(np.float32)
+    task = MeasureTask(source(TensorProto.FLOAT, x.shape, x.tobytes()))
+    monkeypatch.setattr(measure_module, "_nbytes", lambda task: measure_module.ACCEL_MIN_BYTES - 1)
+    measure_all([task])
+    assert calls == []
+    monkeypatch.setattr(measure_module, "_nbytes", lambda task: measure_module.ACCEL_MIN_BYTES)
+    measure_all([task])
+    assert calls == [1]
