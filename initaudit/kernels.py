@@ -269,9 +269,11 @@ def combine_groups(n: int, s: np.ndarray, s1: np.ndarray, s2: np.ndarray, s3: np
 # ---------------------------------------------------------------- reading raw codes
 
 
-def raw_chunks(source: TensorSource, chunk_elems: int, start: int, stop: int) -> Iterator[np.ndarray]:
+def raw_chunks(source: TensorSource, chunk_elems: int, start: int, stop: int,
+               mapped: bool = False) -> Iterator[np.ndarray]:
     """Elements ``[start, stop)`` as stored integers: 16-bit patterns of half floats, codes of
-    integer types (int4/uint4 unpacked to int8/uint8), without converting to float."""
+    integer types (int4/uint4 unpacked to int8/uint8), without converting to float.  ``mapped``:
+    see ``FilePayload.iter_bytes``."""
     assert source.payload is not None
     data_type = source.data_type
     per_byte = source.per_byte
@@ -279,7 +281,7 @@ def raw_chunks(source: TensorSource, chunk_elems: int, start: int, stop: int) ->
     offset = storage_nbytes(data_type, start)
     payload = source.payload.sub(offset, storage_nbytes(data_type, stop) - offset)
     remaining = stop - start
-    for buf in payload.iter_bytes(storage_nbytes(data_type, chunk_elems)):
+    for buf in payload.iter_bytes(storage_nbytes(data_type, chunk_elems), storage_nbytes(data_type, 1), mapped):
         n = min(chunk_elems, remaining)
         if data_type in HALF_TYPES or data_type in (TensorProto.INT16, TensorProto.UINT16):
             yield np.frombuffer(buf, "<u2" if data_type != TensorProto.INT16 else "<i2", n)
@@ -583,7 +585,7 @@ def measure_with_kernel(kernel: Kernel, task: MeasureTask, chunk: int, start: in
         return kernel.finish(counts) if counts is not None else Moments()
     if isinstance(kernel, CompiledHalfKernel):
         acc = MomentAccumulator()
-        for codes in raw_chunks(source, chunk, start, stop):
+        for codes in raw_chunks(source, chunk, start, stop, mapped=True):
             kernel.add(acc, codes)
         return acc.moments()
     if isinstance(kernel, AxisKernel) and kernel.inner == 1:  # the same column groups in every chunk

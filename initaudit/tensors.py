@@ -1,11 +1,13 @@
 """Where a weight's bytes are and how to stream them as numbers, chunk by chunk.
 
 A tensor is never decoded whole when it lives in a file: its byte range is read
-chunk by chunk into one reused buffer small enough to stay in the CPU cache.
+chunk by chunk into one reused buffer small enough to stay in the CPU cache (or,
+for a reader that passes over each chunk once, viewed through bounded mappings).
 """
 from __future__ import annotations
 
 import math
+import mmap
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,9 +27,11 @@ __all__ = ["FLOAT_TYPES", "INTEGER_TYPES", "NUMERIC_TYPES", "decode_raw", "dtype
 
 #: Element count per streamed chunk: 128 Ki values (512 KiB of float32, 1 MiB as float64) stay in L2.
 CHUNK_ELEMS = 1 << 17
+#: Bytes mapped at a time by ``FilePayload.iter_bytes(mapped=True)``: the bound on the mapped pages.
+MAP_WINDOW = 16 << 20
 
 class Payload(Protocol):
-    def iter_bytes(self, chunk_bytes: int, itemsize: int = 1) -> Iterator[memoryview]: ...
+    def iter_bytes(self, chunk_bytes: int, itemsize: int = 1, mapped: bool = False) -> Iterator[memoryview]: ...
 
     def sub(self, offset: int, length: int) -> Payload: ...
 
@@ -41,7 +45,7 @@ class MemoryPayload:
     def sub(self, offset: int, length: int) -> MemoryPayload:
         return MemoryPayload(self.data[offset:offset + length])
 
-    def iter_bytes(self, chunk_bytes: int, itemsize: int = 1) -> Iterator[memoryview]:
+    def iter_bytes(self, chunk_bytes: int, itemsize: int = 1, mapped: bool = False) -> Iterator[memoryview]:
         view = memoryview(self.data)
         for start in range(0, len(view), chunk_bytes):
             yield view[start:start + chunk_bytes]
@@ -65,9 +69,17 @@ class FilePayload:
     def sub(self, offset: int, length: int) -> FilePayload:
         return FilePayload(self.fd, self.offset + offset, length)
 
-    def iter_bytes(self, chunk_bytes: int, itemsize: int = 1) -> Iterator[memoryview]:
-        buffer = memoryview(bytearray(min(chunk_bytes, self.length)))
-        done = 0
+    def iter_bytes(self, chunk_bytes: int, itemsize: int = 1, mapped: bool = False) -> Iterator[memoryview]:
+        """The range ``chunk_bytes`` at a time.  ``mapped``: views of the page cache through
+        windows of ``MAP_WINDOW`` bytes instead of copies (for a single-pass reader, the copy is
+        most of the cost); used only where the range is aligned to ``itemsize``."""
+        if mapped and self.offset % itemsize == 0 and self.length >= chunk_bytes:
+            yield from self._mapped(chunk_bytes)
+        else:
+            yield from self._copied(chunk_bytes, 0)
+
+    def _copied(self, chunk_bytes: int, done: int) -> Iterator[memoryview]:
+        buffer = memoryview(bytearray(min(chunk_bytes, self.length - done)))
         while done < self.length:
             want = min(chunk_bytes, self.length - done)
             got = os.preadv(self.fd, [buffer[:want]], self.offset + done)
@@ -75,6 +87,27 @@ class FilePayload:
                 raise InitauditError(f"file ended early while reading a tensor ({got} of {want} bytes)")
             yield buffer[:want]
             done += want
+
+    def _mapped(self, chunk_bytes: int) -> Iterator[memoryview]:
+        window = chunk_bytes * max(1, MAP_WINDOW // chunk_bytes)
+        end = self.offset + self.length
+        at = self.offset
+        while at < end:
+            size = min(window, end - at)
+            if os.fstat(self.fd).st_size < at + size:  # a mapped page past the end would be SIGBUS, not an error
+                raise InitauditError("file ended early while reading a tensor")
+            base = at - at % mmap.ALLOCATIONGRANULARITY
+            try:
+                pages = mmap.mmap(self.fd, at - base + size, access=mmap.ACCESS_READ, offset=base)
+            except (OSError, ValueError):  # a file system that cannot map: copies, as without ``mapped``
+                yield from self._copied(chunk_bytes, at - self.offset)
+                return
+            view = memoryview(pages)
+            del pages  # unmapped when the last view of it goes (the caller's chunk, one step later)
+            for start in range(at - base, at - base + size, chunk_bytes):
+                yield view[start:min(start + chunk_bytes, at - base + size)]
+            del view
+            at += size
 
 
 @dataclass(frozen=True)
@@ -107,7 +140,7 @@ class TensorSource:
         return 8 // bits if bits else 1
 
     def iter_values(self, chunk_elems: int = CHUNK_ELEMS, start: int = 0,
-                    stop: int | None = None) -> Iterator[np.ndarray]:
+                    stop: int | None = None, mapped: bool = False) -> Iterator[np.ndarray]:
         """Values ``[start, stop)`` in storage order, ``chunk_elems`` at a time (the last chunk shorter)."""
         stop = self.count if stop is None else stop
         if self.payload is None:
@@ -124,7 +157,7 @@ class TensorSource:
         offset = storage_nbytes(self.data_type, start)
         payload = self.payload if (start, stop) == (0, self.count) else self.payload.sub(
             offset, storage_nbytes(self.data_type, stop) - offset)
-        for buf in payload.iter_bytes(chunk_bytes, itemsize):
+        for buf in payload.iter_bytes(chunk_bytes, itemsize, mapped):
             n = min(chunk_elems, remaining)
             yield decode_raw(buf, self.data_type, n)
             remaining -= n

@@ -3,14 +3,21 @@ numpy path it stands in for: same statistics for float32, float16 and bfloat16, 
 chunks handed back to numpy, and off when the user says so."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
-from onnx import TensorProto
+from modelkit import model, save, tensor, to_external
+from onnx import TensorProto, helper
 
-from initaudit import accel, kernels
+import initaudit
+from initaudit import accel, kernels, tensors
 from initaudit import measure as measure_module
+from initaudit.errors import InitauditError
 from initaudit.measure import MeasureTask, measure_all
 from initaudit.stats import MomentAccumulator, stats_of
+from initaudit.tensors import FilePayload
 from tests.test_kernels import SPECIAL_BF16, SPECIAL_HALF, _bf16_values, check, reference, source
 
 pytest.importorskip("llvmlite")
@@ -131,3 +138,68 @@ def test_prepared_for_large_models_only(monkeypatch):
     monkeypatch.setattr(measure_module, "_nbytes", lambda task: measure_module.ACCEL_MIN_BYTES)
     measure_all([task])
     assert calls == [1]
+
+
+@pytest.mark.parametrize("offset", [4096, 8, 6])
+def test_mapped_reads_give_the_same_bytes(tmp_path, monkeypatch, offset):
+    """Mapped windows (page-aligned or not, a window boundary inside the range) read what pread reads;
+    an offset that is not a whole number of elements falls back to copies."""
+    values = RNG.normal(0, 1, 300_001).astype(np.float32)
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"\1" * offset + values.tobytes() + b"\2" * 7)
+    monkeypatch.setattr(tensors, "MAP_WINDOW", 40_000)  # several windows, not a multiple of the page size
+    with open(path, "rb") as handle:
+        payload = FilePayload(handle.fileno(), offset, values.nbytes)
+        copied = b"".join(bytes(b) for b in payload.iter_bytes(4 * 4099, 4))
+        mapped = [np.frombuffer(b, np.float32).copy() for b in payload.iter_bytes(4 * 4099, 4, mapped=True)]
+        assert copied == values.tobytes() and np.array_equal(np.concatenate(mapped), values)
+        assert all(isinstance(b.obj, bytearray) == (offset % 4 != 0) for b in payload.iter_bytes(4 * 4099, 4, True))
+
+
+def test_mapped_read_of_a_file_cut_short(tmp_path):
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"\0" * 1000)
+    with open(path, "rb") as handle:
+        with pytest.raises(InitauditError, match="file ended early"):
+            list(FilePayload(handle.fileno(), 0, 4000).iter_bytes(400, 4, mapped=True))
+
+
+def test_whole_model_with_and_without_the_kernel(tmp_path, monkeypatch):
+    """The same report from both paths (kurtosis to the numpy path's float32 third and fourth powers),
+    read from external data through mapped windows, with workers."""
+    weights = {"w0": RNG.normal(0, 0.02, (256, 512)).astype(np.float32),
+               "w1": RNG.normal(0.3, 0.1, (512, 128)).astype(np.float16),
+               "w2": RNG.uniform(-0.1, 0.1, (128, 64)).astype(np.float32)}
+    weights["w0"][5, :7] = np.nan
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h0"]), helper.make_node("MatMul", ["h0", "w1"], ["h1"]),
+             helper.make_node("MatMul", ["h1", "w2"], ["y"])]
+    m = model(nodes, [tensor(k, v) for k, v in weights.items()])
+    to_external(m, tmp_path)
+    path = save(m, tmp_path)
+    monkeypatch.setattr(measure_module, "ACCEL_MIN_BYTES", 0)
+    monkeypatch.setattr(measure_module, "PARALLEL_MIN_BYTES", 0)
+    reports = []
+    for setting in ("0", "1"):
+        monkeypatch.setenv("INITAUDIT_ACCEL", setting)
+        accel.reset()
+        reports.append(initaudit.audit(path, jobs=2).models[0].layers)
+    accel.reset()
+    for slow, fast in zip(*reports):
+        assert (slow.stats.count, slow.stats.nonfinite, slow.stats.zeros, slow.stats.min, slow.stats.max) == \
+            (fast.stats.count, fast.stats.nonfinite, fast.stats.zeros, fast.stats.min, fast.stats.max)
+        assert fast.stats.var == pytest.approx(slow.stats.var, rel=1e-12)
+        assert fast.stats.excess_kurtosis + 3 == pytest.approx(slow.stats.excess_kurtosis + 3, rel=1e-5)
+        assert (fast.status, fast.findings) == (slow.status, slow.findings)
+    expected = weights["w0"][np.isfinite(weights["w0"])].astype(np.float64)
+    assert reports[1][0].stats.var == pytest.approx(expected.var(), rel=1e-12)
+
+
+def test_compiled_code_survives_the_page_release_and_exit():
+    """The library pages given back are read again when needed: compiling, releasing, running and
+    exiting (LLVM's destructors) all work in a fresh process."""
+    code = ("import numpy as np; from initaudit import accel; assert accel.prepare(); "
+            "accel.release_library_pages('llvmlite'); accel.release_library_pages('libc'); "
+            "s = accel.power_sums(np.arange(5, dtype=np.float32), 0.0); assert s.s2 == 30.0, s; "
+            "accel.reset(); assert accel.prepare(); print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
