@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -37,6 +38,8 @@ _LOADS = {
 _DECLARATIONS = """
 declare float @llvm.minnum.f32(float, float)
 declare float @llvm.maxnum.f32(float, float)
+declare double @llvm.minnum.f64(double, double)
+declare double @llvm.maxnum.f64(double, double)
 """
 _TEMPLATE = """
 define void @sums_{name}({elem}* noalias nocapture readonly %x, i64 %n, double %shift,
@@ -100,7 +103,93 @@ done:
 }}
 """
 
+# Quantized weights ``x = s_g·(q - z_g)``, dequantized in registers (exact in float64: the difference of
+# two integers times a float32 scale), one pass with the same sums.  ``runs``: group g is the g-th run of
+# ``length`` stored elements (a channel's row, a block); ``cols``: a [rows, cols] grid, group = column.
+#: How each code type is loaded (``%p`` points at a stored element) into one or more float64 codes.
+_CODES = {
+    "int8": ("i8", ["  %b = load i8, i8* %p, align 1", "  %c0 = sitofp i8 %b to double"], 1),
+    "uint8": ("i8", ["  %b = load i8, i8* %p, align 1", "  %c0 = uitofp i8 %b to double"], 1),
+    "int16": ("i16", ["  %b = load i16, i16* %p, align 2", "  %c0 = sitofp i16 %b to double"], 1),
+    "uint16": ("i16", ["  %b = load i16, i16* %p, align 2", "  %c0 = uitofp i16 %b to double"], 1),
+    # two 4-bit codes per byte, low bits first (MatMulNBits)
+    "uint4x2": ("i8", ["  %b = load i8, i8* %p, align 1", "  %l = and i8 %b, 15", "  %h = lshr i8 %b, 4",
+                       "  %c0 = uitofp i8 %l to double", "  %c1 = uitofp i8 %h to double"], 2),
+}
+_INF, _NINF = "0x7FF0000000000000", "0xFFF0000000000000"
+_ACCUMULATORS = (("s1", "double", "0.0"), ("s2", "double", "0.0"), ("s3", "double", "0.0"),
+                 ("s4", "double", "0.0"), ("lo", "double", _INF), ("hi", "double", _NINF), ("z", "i64", "0"))
+
+
+def _grouped(shape: str, name: str) -> str:
+    """IR of ``{shape}_{name}(q, outer, inner, scale, zero, shift, out)``: an outer loop over runs (or rows)
+    and an inner, vectorized loop over one run's elements (or a row's columns)."""
+    elem, load, per_element = _CODES[name]
+    columns = shape == "cols"
+    index = "%j" if columns else "%g"
+    group = [f"  %sp = getelementptr inbounds double, double* %scale, i64 {index}",
+             "  %s = load double, double* %sp", f"  %zp = getelementptr inbounds double, double* %zero, i64 {index}",
+             "  %zz = load double, double* %zp"]
+    body = ["  %at = add nsw i64 %base, %j", f"  %p = getelementptr inbounds {elem}, {elem}* %q, i64 %at", *load]
+    if columns:
+        body += group
+    current = {a: f"%i{a}" for a, _, _ in _ACCUMULATORS}
+    for k in range(per_element):
+        step = [f"  %x{k} = fmul double %e{k}, %s", f"  %v{k} = fsub double %x{k}, %shift",
+                f"  %w{k} = fmul double %v{k}, %v{k}", f"  %t{k} = fmul double %w{k}, %v{k}",
+                f"  %f{k} = fmul double %w{k}, %w{k}", f"  %o{k} = fcmp oeq double %x{k}, 0.0",
+                f"  %n{k} = zext i1 %o{k} to i64"]
+        body += [f"  %e{k} = fsub double %c{k}, %zz", *step]
+        for (acc, kind, _), term in zip(_ACCUMULATORS, (f"%v{k}", f"%w{k}", f"%t{k}", f"%f{k}", None, None, f"%n{k}")):
+            new = f"%{acc}{k}"
+            if acc in ("lo", "hi"):
+                call = "minnum" if acc == "lo" else "maxnum"
+                body.append(f"  {new} = call fast double @llvm.{call}.f64(double {current[acc]}, double %x{k})")
+            elif kind == "i64":
+                body.append(f"  {new} = add i64 {current[acc]}, {term}")
+            else:
+                body.append(f"  {new} = fadd reassoc double {current[acc]}, {term}")
+            current[acc] = new
+    inner_phis = [f"  %i{a} = phi {t} [{init}, %outer], [{current[a]}, %inner]" for a, t, init in _ACCUMULATORS]
+    outer_phis = [f"  %g{a} = phi {t} [{init}, %entry], [%l{a}, %latch]" for a, t, init in _ACCUMULATORS]
+    merge = []
+    for a, t, _ in _ACCUMULATORS:
+        if a in ("lo", "hi"):
+            call = "minnum" if a == "lo" else "maxnum"
+            merge.append(f"  %l{a} = call double @llvm.{call}.f64(double %g{a}, double {current[a]})")
+        elif t == "i64":
+            merge.append(f"  %l{a} = add i64 %g{a}, {current[a]}")
+        else:
+            merge.append(f"  %l{a} = fadd double %g{a}, {current[a]}")
+    results = [f"  %r{a} = phi {t} [{init}, %entry], [%l{a}, %latch]" for a, t, init in _ACCUMULATORS]
+    stores = []
+    for i, (a, t, _) in enumerate(_ACCUMULATORS):
+        value = f"%r{a}"
+        if t == "i64":
+            stores.append(f"  %d{a} = sitofp i64 %r{a} to double")
+            value = f"%d{a}"
+        stores += [f"  %q{a} = getelementptr double, double* %out, i64 {i}", f"  store double {value}, double* %q{a}"]
+    lines = [
+        f"define void @{shape}_{name}({elem}* noalias nocapture readonly %q, i64 %outer_n, i64 %inner_n,",
+        "    double* noalias nocapture readonly %scale, double* noalias nocapture readonly %zero, double %shift,",
+        "    double* noalias nocapture %out) {",
+        "entry:",
+        "  %a = icmp sgt i64 %outer_n, 0", "  %b0 = icmp sgt i64 %inner_n, 0", "  %any = and i1 %a, %b0",
+        "  br i1 %any, label %outer, label %done",
+        "outer:", "  %g = phi i64 [0, %entry], [%gn, %latch]", *outer_phis,
+        *([] if columns else group), "  %base = mul nsw i64 %g, %inner_n", "  br label %inner",
+        "inner:", "  %j = phi i64 [0, %outer], [%jn, %inner]", *inner_phis, *body,
+        "  %jn = add nuw nsw i64 %j, 1", "  %more = icmp slt i64 %jn, %inner_n",
+        "  br i1 %more, label %inner, label %latch",
+        "latch:", *merge, "  %gn = add nuw nsw i64 %g, 1", "  %moreg = icmp slt i64 %gn, %outer_n",
+        "  br i1 %moreg, label %outer, label %done",
+        "done:", *results, *stores, "  ret void", "}", ""]
+    return "\n".join(lines)
+
+
 _SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_void_p)
+_GROUPED_SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                      ctypes.c_void_p, ctypes.c_double, ctypes.c_void_p)
 
 
 class PowerSums(NamedTuple):
@@ -116,7 +205,9 @@ class PowerSums(NamedTuple):
 
 
 class _Compiled:
-    """The JIT engine (kept alive: the functions live in its memory) and one function per input type."""
+    """LLVM, initialized, and the functions compiled so far.  Each function is compiled on its first
+    use (~0.04 s each: a model needs one or two of the thirteen), in its own engine, kept alive
+    because the code lives in its memory."""
 
     def __init__(self) -> None:
         import llvmlite.binding as llvm
@@ -124,21 +215,49 @@ class _Compiled:
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         release_library_pages("llvmlite")  # what loading LLVM touched (~35 MB), before compiling touches more
-        source = _DECLARATIONS + "".join(_TEMPLATE.format(name=name, elem=elem, load=load) for name, (elem, load) in _LOADS.items())
-        module = llvm.parse_assembly(source)
-        module.verify()
-        machine = llvm.Target.from_default_triple().create_target_machine(
-            cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3)
-        tuning = llvm.create_pipeline_tuning_options(3)
-        tuning.loop_vectorization = True
-        tuning.slp_vectorization = True
-        builder = llvm.create_pass_builder(machine, tuning)
-        builder.getModulePassManager().run(module, builder)
-        self.engine = llvm.create_mcjit_compiler(module, machine)
-        self.engine.finalize_object()
-        release_library_pages("llvmlite")
-        self.functions = {name: _SIGNATURE(self.engine.get_function_address(f"sums_{name}")) for name in _LOADS}
+        self.llvm = llvm
+        self.engines: list[object] = []
+        self.functions: dict[str, Callable[..., None]] = {}
         self.out = np.empty(7, np.float64)
+
+    def function(self, name: str) -> Callable[..., None]:
+        function = self.functions.get(name)
+        if function is None:
+            llvm = self.llvm
+            shape, _, kind = name.partition("_")
+            if shape == "sums":
+                elem, load = _LOADS[kind]
+                source, signature = _TEMPLATE.format(name=kind, elem=elem, load=load), _SIGNATURE
+            else:
+                source, signature = _grouped(shape, kind), _GROUPED_SIGNATURE
+            module = llvm.parse_assembly(_DECLARATIONS + source)
+            module.verify()
+            machine = llvm.Target.from_default_triple().create_target_machine(  # owned by the engine
+                cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3)
+            tuning = llvm.create_pipeline_tuning_options(3)
+            tuning.loop_vectorization = True
+            tuning.slp_vectorization = True
+            builder = llvm.create_pass_builder(machine, tuning)
+            builder.getModulePassManager().run(module, builder)
+            engine = llvm.create_mcjit_compiler(module, machine)
+            engine.finalize_object()
+            self.engines.append(engine)
+            function = self.functions[name] = signature(engine.get_function_address(name))
+            release_library_pages("llvmlite")
+        return function
+
+
+def _function(name: str) -> Callable[..., None] | None:
+    """A compiled function, or None when the accelerator is not ready or compiling it failed."""
+    global _COMPILED, _FAILED
+    compiled = _COMPILED
+    if compiled is None:
+        return None
+    try:
+        return compiled.function(name)
+    except Exception:  # an llvmlite whose API or target does not fit: numpy from now on
+        _COMPILED, _FAILED = None, True
+        return None
 
 
 def release_library_pages(library: str) -> None:
@@ -192,6 +311,11 @@ def prepare() -> bool:
     return _COMPILED is not None
 
 
+def _out() -> np.ndarray:
+    assert _COMPILED is not None
+    return _COMPILED.out
+
+
 def ready() -> bool:
     return _COMPILED is not None
 
@@ -216,14 +340,42 @@ def power_sums(values: np.ndarray, shift: float, kind: str | None = None) -> Pow
 
     ``kind`` is "bfloat16" for raw bfloat16 bit patterns (uint16); otherwise the dtype decides.
     """
-    compiled = _COMPILED
     kind = kind or kind_of(values)
-    if compiled is None or kind is None:
+    function = _function(f"sums_{kind}") if kind is not None else None
+    if function is None:
         return None
     x = np.ascontiguousarray(values).reshape(-1)
-    out = compiled.out
-    compiled.functions[kind](x.ctypes.data, x.size, shift, out.ctypes.data)
+    out = _out()
+    function(x.ctypes.data, x.size, shift, out.ctypes.data)
     s1, s2, s3, s4, lo, hi, zeros = out.tolist()
     if not (math.isfinite(s2) and math.isfinite(s4) and math.isfinite(s1) and math.isfinite(s3)):
         return None
+    return PowerSums(s1, s2, s3, s4, lo, hi, int(zeros))
+
+
+#: The code kernel reading each numpy integer dtype.
+_CODE_KINDS = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8", np.dtype(np.int16): "int16",
+               np.dtype(np.uint16): "uint16"}
+
+
+def grouped_power_sums(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray, shift: float,
+                       columns: bool, packed4: bool = False) -> PowerSums | None:
+    """Power sums of ``scale_g·(codes - zero_g)`` in one pass, or None when the kernel is not ready or
+    does not read these codes.  ``codes`` is 2-D: each row one group (``columns`` False; with
+    ``packed4``, uint8 bytes of two 4-bit codes) or each column one group (``columns`` True);
+    ``scale`` and ``zero`` hold one value per group."""
+    kind = "uint4x2" if packed4 else _CODE_KINDS.get(codes.dtype)
+    if kind is None or codes.ndim != 2 or (packed4 and (columns or codes.dtype != np.uint8)):
+        return None
+    function = _function(f"{'cols' if columns else 'runs'}_{kind}")
+    if function is None:
+        return None
+    q = np.ascontiguousarray(codes)
+    s = np.ascontiguousarray(scale, np.float64).reshape(-1)
+    z = np.ascontiguousarray(zero, np.float64).reshape(-1)
+    if s.size != q.shape[1 if columns else 0] or z.size != s.size:
+        raise ValueError(f"{s.size} scales and {z.size} zero points for codes of shape {q.shape}")
+    out = _out()
+    function(q.ctypes.data, q.shape[0], q.shape[1], s.ctypes.data, z.ctypes.data, shift, out.ctypes.data)
+    s1, s2, s3, s4, lo, hi, zeros = out.tolist()
     return PowerSums(s1, s2, s3, s4, lo, hi, int(zeros))

@@ -364,11 +364,18 @@ class AxisKernel(Kernel):
         assert self.scale is not None and self.zero is not None
         channels = self.scale.size
         if self.inner == 1:
-            sums = column_sums(codes.reshape(-1, channels), self.scale, self.zero, self.bits)
+            grid = codes.reshape(-1, channels)
+            fast = compiled_moments(grid, self.scale, self.zero, columns=True)
+            if fast is not None:
+                return fast
+            sums = column_sums(grid, self.scale, self.zero, self.bits)
             return sums.moments(self.scale) if sums is not None else Moments()
         grid = codes.reshape(-1, self.inner)
         first = start // self.inner
         channel = np.arange(first, first + grid.shape[0]) % channels
+        fast = compiled_moments(grid, self.scale[channel], self.zero[channel], columns=False)
+        if fast is not None:
+            return fast
         return grouped_moments(grid, self.scale[channel, None], self.zero[channel, None], rows=True, bits=self.bits)
 
 
@@ -426,7 +433,9 @@ def blocks_moments(grid: np.ndarray, scale: np.ndarray, zero: np.ndarray, block:
     if full:
         body = grid[:, :full * block].reshape(rows * full, block)
         body_scale = scale[:, :full].reshape(-1, 1)
-        result = block_sums(body, body_scale, zero[:, :full].reshape(-1, 1), bits).moments(body_scale)
+        fast = compiled_moments(body, body_scale, zero[:, :full], columns=False)
+        result = fast if fast is not None else \
+            block_sums(body, body_scale, zero[:, :full].reshape(-1, 1), bits).moments(body_scale)
     if full * block < length:
         tail = grid[:, full * block:length]
         result = result.merge(grouped_moments(tail, scale[:, full:full + 1], zero[:, full:full + 1], rows=True,
@@ -460,7 +469,13 @@ class NBitsKernel(Kernel):
         tail_scale, tail_zero = scale[:, full:full + 1], zero[:, full:full + 1]
         blocks = codes.reshape(rows, lay.k_blocks, lay.blob_size)
         result = Moments()
-        if full:
+        fast = None
+        if full and lay.bits in (4, 8):  # whole blocks: the compiled kernel reads the bytes as stored
+            fast = compiled_moments(blocks[:, :full].reshape(rows * full, lay.blob_size), scale[:, :full],
+                                    zero[:, :full], columns=False, packed4=lay.bits == 4)
+        if fast is not None:
+            result = fast
+        elif full:
             # every block's codes as one column: bit position i of its bytes in rows [i·blob, (i+1)·blob)
             groups = rows * full
             flipped = _scratch_codes(lay.block_size * groups).reshape(per_byte, lay.blob_size, groups)
@@ -490,6 +505,20 @@ class NBitsKernel(Kernel):
             if last is not None:
                 result = result.merge(last.moments(tail_scale))
         return result
+
+
+def compiled_moments(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray, columns: bool,
+                     packed4: bool = False) -> Moments | None:
+    """Moments of ``scale·(codes - zero)`` per row (or column) of ``codes`` in one compiled pass
+    (``accel.grouped_power_sums``), or None when the accelerator is not there."""
+    if not accel.ready():
+        return None
+    acc = MomentAccumulator()
+    count = codes.size * (2 if packed4 else 1)
+    if not acc.add_power_sums(count, lambda shift: accel.grouped_power_sums(codes, scale, zero, shift, columns,
+                                                                              packed4)):
+        return None
+    return acc.moments()
 
 
 def _scratch_codes(size: int, key: str = "codes", dtype: np.dtype | type = np.uint8) -> np.ndarray:
@@ -588,7 +617,7 @@ def measure_with_kernel(kernel: Kernel, task: MeasureTask, chunk: int, start: in
         for codes in raw_chunks(source, chunk, start, stop, mapped=True):
             kernel.add(acc, codes)
         return acc.moments()
-    if isinstance(kernel, AxisKernel) and kernel.inner == 1:  # the same column groups in every chunk
+    if isinstance(kernel, AxisKernel) and kernel.inner == 1 and not accel.ready():  # the same columns every chunk
         assert kernel.scale is not None and kernel.zero is not None
         total: GroupSums | None = None
         for codes in raw_chunks(source, chunk, start, stop):
@@ -596,7 +625,7 @@ def measure_with_kernel(kernel: Kernel, task: MeasureTask, chunk: int, start: in
         return total.moments(kernel.scale) if total is not None else Moments()
     result = Moments()
     at = start
-    for codes in raw_chunks(source, chunk, start, stop):
+    for codes in raw_chunks(source, chunk, start, stop, mapped=accel.ready()):
         result = result.merge(kernel.chunk_moments(codes, at))
         at += codes.size
     return result

@@ -13,6 +13,7 @@ left out of the moments.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,16 +146,21 @@ class MomentAccumulator:
     def add_compiled(self, x: np.ndarray, kind: str | None = None) -> bool:
         """``add`` through the compiled one-pass kernel (``accel``); False when it is not ready,
         does not read this type (``kind``: see ``accel.power_sums``) or the chunk is not finite."""
-        sums = accel.power_sums(x, self.shift or 0.0, kind)
+        return self.add_power_sums(x.size, lambda shift: accel.power_sums(x, shift, kind))
+
+    def add_power_sums(self, n: int, sums_about: Callable[[float], accel.PowerSums | None]) -> bool:
+        """Add ``n`` values given by their power sums about a shift (``sums_about(shift)``, None when
+        they cannot be had); False, adding nothing, in that case."""
+        sums = sums_about(self.shift or 0.0)
         if sums is None:
             return False
         if self.shift is None:  # as ``_shift``: the first chunk's mean when it is far from zero
-            mean, second = sums.s1 / x.size, sums.s2 / x.size
+            mean, second = sums.s1 / n, sums.s2 / n
             self.shift = 0.0 if mean * mean <= second - mean * mean else mean
             if self.shift:
-                sums = accel.power_sums(x, self.shift, kind)
-                assert sums is not None  # the same finite chunk
-        self.count += x.size
+                sums = sums_about(self.shift)
+                assert sums is not None  # the same values
+        self.count += n
         self.s1 += sums.s1
         self.s2 += sums.s2
         self.s3 += sums.s3

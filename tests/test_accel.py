@@ -18,6 +18,7 @@ from initaudit.errors import InitauditError
 from initaudit.measure import MeasureTask, measure_all
 from initaudit.stats import MomentAccumulator, stats_of
 from initaudit.tensors import FilePayload
+from tests import test_kernels as plain
 from tests.test_kernels import SPECIAL_BF16, SPECIAL_HALF, _bf16_values, check, reference, source
 
 pytest.importorskip("llvmlite")
@@ -203,3 +204,74 @@ def test_compiled_code_survives_the_page_release_and_exit():
             "accel.reset(); assert accel.prepare(); print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.fixture
+def compiled_spy(compiled, monkeypatch):
+    """The compiled kernel, and the count of chunks the grouped (quantized) kernel measured."""
+    used = []
+    real = accel.grouped_power_sums
+
+    def spy(*args, **kwargs):
+        sums = real(*args, **kwargs)
+        used.append(sums is not None)
+        return sums
+
+    monkeypatch.setattr(accel, "grouped_power_sums", spy)
+    return used
+
+
+@pytest.mark.parametrize("kind", list(plain.INT_TYPES))
+@pytest.mark.parametrize("layout", ["axis1", "axis0", "blocked", "blocked-odd"])
+@pytest.mark.parametrize("zero_point", [True, False])
+def test_dequantized_statistics_through_the_kernel(compiled_spy, kind, layout, zero_point, monkeypatch):
+    """As ``test_kernels``, per-axis and blocked, the kernel dequantizing in registers (the padded last
+    blocks by numpy)."""
+    plain.test_dequantized_statistics_match_numpy(kind, layout, zero_point, monkeypatch)
+    assert compiled_spy and all(compiled_spy)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("k,block", [(64, 16), (100, 32), (45, 16)])
+@pytest.mark.parametrize("zeros", ["packed", "float", "none"])
+def test_nbits_through_the_kernel(compiled_spy, bits, k, block, zeros, monkeypatch):
+    """MatMulNBits 4 and 8 bits: whole blocks read by the kernel from the stored bytes (a padded last
+    block, and 2 bits, by numpy)."""
+    plain.test_nbits_matches_numpy(bits, k, block, zeros, monkeypatch)
+    assert any(compiled_spy) == (bits in (4, 8))
+
+
+@pytest.mark.parametrize("layout", ["axis1", "axis0"])
+def test_quantized_mean_far_from_zero_through_the_kernel(compiled_spy, layout):
+    plain.test_mean_far_from_zero_keeps_every_moment(layout)
+    assert all(compiled_spy) and compiled_spy
+
+
+def test_grouped_power_sums_against_numpy(compiled):
+    """Every code type, runs and columns, a shift: the sums, range and zero count of ``s·(q - z)``."""
+    for dtype in (np.int8, np.uint8, np.int16, np.uint16):
+        info = np.iinfo(dtype)
+        q = RNG.integers(info.min, info.max, (37, 129), endpoint=True).astype(dtype)
+        q[3, :5] = 2
+        for columns in (False, True):
+            groups = q.shape[1 if columns else 0]
+            s = RNG.uniform(-0.1, 0.1, groups).astype(np.float32)
+            z = RNG.integers(-3, 4, groups)
+            z[1] = 2
+            view = (1, -1) if columns else (-1, 1)
+            x = (q.astype(np.float64) - z.reshape(view)) * s.astype(np.float64).reshape(view)
+            sums = accel.grouped_power_sums(q, s, z, 0.25, columns)
+            v = x - 0.25
+            for k, got in enumerate(sums[:4], start=1):
+                assert got == pytest.approx(float(np.sum(v ** k)), rel=1e-12, abs=1e-12 * float(np.sum(np.abs(v) ** k)))
+            assert (sums.lo, sums.hi, sums.zeros) == (x.min(), x.max(), int(np.count_nonzero(x == 0)))
+    packed = RNG.integers(0, 256, (50, 16)).astype(np.uint8)
+    s, z = RNG.uniform(0.01, 0.1, 50), RNG.integers(0, 16, 50)
+    codes = np.stack([packed & 15, packed >> 4], axis=2).reshape(50, 32)  # low bits first
+    x = (codes - z[:, None]) * s[:, None]
+    sums = accel.grouped_power_sums(packed, s, z, 0.0, False, packed4=True)
+    assert sums.s2 == pytest.approx(float(np.sum(x * x)), rel=1e-12)
+    assert (sums.lo, sums.hi, sums.zeros) == (x.min(), x.max(), int(np.count_nonzero(x == 0)))
+    with pytest.raises(ValueError, match="scales"):
+        accel.grouped_power_sums(packed, s[:3], z[:3], 0.0, False)
+    assert accel.grouped_power_sums(packed.astype(np.float32), s, z, 0.0, False) is None
