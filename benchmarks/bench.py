@@ -6,7 +6,8 @@ interleaved and repeated (medians; ratios of the medians of paired runs):
 
 1. storage types: the same N Mi weight values (default 256 Mi) as a chain of 4096×4096 MatMul
    weights in one external data file, stored as float32, bfloat16, float16, int8 through a per-axis
-   DequantizeLinear, and MatMulNBits 4 bits block 32: wall, values/s, ratio to float32, peak RSS;
+   DequantizeLinear, and MatMulNBits 4 bits block 32: wall, values/s, ratio to float32, peak RSS, with
+   the compiled kernel (``initaudit[fast]``, when llvmlite is installed) and without it (numpy only);
 2. float32 against the floor (``benchmarks/floor.py``: import onnx and numpy, parse the graph
    without data, one float32 sum-of-squares pass over the memory-mapped data) on a 4 GiB model;
 3. ``--jobs``: a folder of many small models and folders of a few large ones (4 × 256 MiB, 4 × 1 GiB), default jobs
@@ -31,6 +32,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -229,8 +231,22 @@ def make_storage_model(folder: Path, kind: str, count: int, side: int = SIDE) ->
     return path, [path, folder / f"{stem}.onnx.data"]
 
 
-def initaudit_argv(target: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "initaudit", str(target), "--format", "json", "-o", os.devnull, *extra]
+def initaudit_argv(target: Path, *extra: str, compiled: bool = True) -> list[str]:
+    """The command; ``compiled=False`` turns the optional compiled kernel off (numpy only)."""
+    off = [] if compiled else ["env", "INITAUDIT_ACCEL=0"]
+    return [*off, sys.executable, "-m", "initaudit", str(target), "--format", "json", "-o", os.devnull, *extra]
+
+
+def accelerator() -> str | None:
+    """The llvmlite version the compiled kernel would use, or None (numpy only)."""
+    try:
+        import llvmlite
+    except ImportError:
+        return None
+    return str(llvmlite.__version__)
+
+
+K = TypeVar("K")
 
 
 @dataclass
@@ -240,11 +256,11 @@ class Timing:
     rss: float    # largest peak RSS, MiB
 
 
-def interleaved(commands: dict[str, list[str]], repeat: int) -> dict[str, Timing]:
+def interleaved(commands: dict[K, list[str]], repeat: int) -> dict[K, Timing]:
     """Medians of each command's runs, the commands run in turn ``repeat`` times."""
     for argv in commands.values():  # warm the page cache and the imports
         run_cpu(argv)
-    results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in commands}
+    results: dict[K, list[tuple[float, float, float]]] = {k: [] for k in commands}
     for _ in range(repeat):
         for name, argv in commands.items():
             results[name].append(run_cpu(argv))
@@ -256,17 +272,24 @@ def bench_storage(folder: Path, values_mi: int, repeat: int) -> None:
     count = max(1, values_mi * (1 << 20) // (SIDE * SIDE))
     values = count * SIDE * SIDE
     models = {kind: make_storage_model(folder, kind, count) for kind in STORAGE}
-    got = interleaved({kind: initaudit_argv(path) for kind, (path, _) in models.items()}, repeat)
+    configurations = {"compiled": True, "numpy": False} if accelerator() else {"numpy": False}
+    got = interleaved({(kind, name): initaudit_argv(path, compiled=on) for kind, (path, _) in models.items()
+                       for name, on in configurations.items()}, repeat)
     print(f"\n1. storage types: {values / (1 << 20):.0f} Mi values ({count} × {SIDE}×{SIDE} MatMul weights, one "
           f"external data file), initaudit --format json, median of {repeat} interleaved runs")
-    print(f"{'storage':<32} {'data MiB':>9} {'wall s':>8} {'Mvalues/s':>10} {'vs float32':>11} {'peak RSS MiB':>13}"
-          f" {'CPU s':>7} {'CPU vs float32':>15}")
-    base = got["float32"]
-    for kind, (_, files) in models.items():
-        data = files[1].stat().st_size / (1 << 20)
-        t = got[kind]
-        print(f"{kind:<32} {data:9.0f} {t.wall:8.3f} {values / t.wall / 1e6:10.0f} {t.wall / base.wall:10.2f}× "
-              f"{t.rss:13.0f} {t.cpu:7.3f} {t.cpu / base.cpu:14.2f}×")
+    for name in configurations:
+        print(f"\n{name}{' (initaudit[fast])' if name == 'compiled' else ' (INITAUDIT_ACCEL=0, or no llvmlite)'}")
+        print(f"{'storage':<32} {'data MiB':>9} {'wall s':>8} {'Mvalues/s':>10} {'vs float32':>11} "
+              f"{'peak RSS MiB':>13} {'CPU s':>7} {'CPU vs float32':>15}")
+        base = got["float32", name]
+        for kind, (_, files) in models.items():
+            data = files[1].stat().st_size / (1 << 20)
+            t = got[kind, name]
+            print(f"{kind:<32} {data:9.0f} {t.wall:8.3f} {values / t.wall / 1e6:10.0f} {t.wall / base.wall:10.2f}× "
+                  f"{t.rss:13.0f} {t.cpu:7.3f} {t.cpu / base.cpu:14.2f}×")
+    if len(configurations) > 1:
+        print("\nnumpy / compiled, wall: " + ", ".join(
+            f"{kind} {got[kind, 'numpy'].wall / got[kind, 'compiled'].wall:.2f}×" for kind in models))
     for _, files in models.values():
         for f in files:
             f.unlink()
@@ -274,14 +297,17 @@ def bench_storage(folder: Path, values_mi: int, repeat: int) -> None:
 
 def bench_floor(folder: Path, gib: float, repeat: int) -> None:
     model, files = make_external(folder, gib)
-    got = interleaved({"floor.py": [sys.executable, str(FLOOR), str(model)], "initaudit": initaudit_argv(model)},
-                      repeat)
+    commands = {"floor.py": [sys.executable, str(FLOOR), str(model)], "initaudit": initaudit_argv(model)}
+    if accelerator():
+        commands["initaudit (numpy)"] = initaudit_argv(model, compiled=False)
+    got = interleaved(commands, repeat)
     size = sum(f.stat().st_size for f in files) / (1 << 30)
     print(f"\n2. float32 against the floor: {size:.2f} GiB external-data model, median of {repeat} interleaved runs")
     for name, t in got.items():
-        print(f"{name:<10} wall {t.wall:8.3f} s, CPU {t.cpu:8.3f} s, peak RSS {t.rss:6.0f} MiB")
-    print(f"initaudit / floor: {got['initaudit'].wall / got['floor.py'].wall:.2f}× wall "
-          f"({got['initaudit'].cpu / got['floor.py'].cpu:.2f}× CPU; initaudit uses every core, the floor one)")
+        print(f"{name:<18} wall {t.wall:8.3f} s, CPU {t.cpu:8.3f} s, peak RSS {t.rss:6.0f} MiB")
+    for name in (n for n in got if n.startswith("initaudit")):
+        print(f"{name} / floor: {got[name].wall / got['floor.py'].wall:.2f}× wall "
+              f"({got[name].cpu / got['floor.py'].cpu:.2f}× CPU; initaudit uses every core, the floor one)")
     for f in files:
         f.unlink()
 
@@ -346,9 +372,10 @@ def main() -> None:
     sections = args.only or ["storage", "floor", "jobs"]
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         folder = Path(tmp)
-        print(f"python {sys.version.split()[0]}, numpy {np.__version__}, onnx {onnx.__version__}, "
-              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; generating models in {folder} …",
-              flush=True)
+        compiled = f"llvmlite {accelerator()}" if accelerator() else "not installed (numpy only)"
+        print(f"python {sys.version.split()[0]}, numpy {np.__version__}, onnx {onnx.__version__}, compiled kernel: "
+              f"{compiled}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; generating models in "
+              f"{folder} …", flush=True)
         if args.classic:
             classic(folder, args)
             return

@@ -133,10 +133,10 @@ def test_prepared_for_large_models_only(monkeypatch):
     monkeypatch.setattr(accel, "prepare", lambda: calls.append(1) or False)
     x = RNG.normal(0, 1, 1000).astype(np.float32)
     task = MeasureTask(source(TensorProto.FLOAT, x.shape, x.tobytes()))
-    monkeypatch.setattr(measure_module, "_nbytes", lambda task: measure_module.ACCEL_MIN_BYTES - 1)
+    monkeypatch.setattr(measure_module, "_file_values", lambda task: measure_module.ACCEL_MIN_VALUES - 1)
     measure_all([task])
     assert calls == []
-    monkeypatch.setattr(measure_module, "_nbytes", lambda task: measure_module.ACCEL_MIN_BYTES)
+    monkeypatch.setattr(measure_module, "_file_values", lambda task: measure_module.ACCEL_MIN_VALUES)
     measure_all([task])
     assert calls == [1]
 
@@ -177,7 +177,7 @@ def test_whole_model_with_and_without_the_kernel(tmp_path, monkeypatch):
     m = model(nodes, [tensor(k, v) for k, v in weights.items()])
     to_external(m, tmp_path)
     path = save(m, tmp_path)
-    monkeypatch.setattr(measure_module, "ACCEL_MIN_BYTES", 0)
+    monkeypatch.setattr(measure_module, "ACCEL_MIN_VALUES", 0)
     monkeypatch.setattr(measure_module, "PARALLEL_MIN_BYTES", 0)
     reports = []
     for setting in ("0", "1"):
@@ -275,3 +275,18 @@ def test_grouped_power_sums_against_numpy(compiled):
     with pytest.raises(ValueError, match="scales"):
         accel.grouped_power_sums(packed, s[:3], z[:3], 0.0, False)
     assert accel.grouped_power_sums(packed.astype(np.float32), s, z, 0.0, False) is None
+
+
+def test_values_counted_for_the_threshold():
+    """File-backed values only; a MatMulNBits byte holds 8 / bits weights."""
+    from initaudit.nbits import NBitsLayout, make_decoder
+    from initaudit.tensors import TensorSource
+
+    file_source = TensorSource("w", TensorProto.FLOAT, (30, 40), FilePayload(0, 0, 4800))
+    assert measure_module._file_values(MeasureTask(file_source)) == 1200
+    assert measure_module._file_values(MeasureTask(source(TensorProto.FLOAT, (30, 40), bytes(4800)))) == 0
+    for bits in (2, 4, 8):
+        lay = NBitsLayout(8, 64, bits, 16)
+        packed = TensorSource("b", TensorProto.UINT8, lay.stored_shape, FilePayload(0, 0, 8 * lay.row_bytes))
+        task = MeasureTask(packed, decoder=make_decoder(lay, np.ones((8, 4), np.float32), None))
+        assert measure_module._file_values(task) == 8 * 64
