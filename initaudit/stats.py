@@ -5,7 +5,8 @@ it is far from zero), so that the variance of data whose mean is far from zero
 does not cancel away: ``var = E[(x-s)^2] - E[x-s]^2`` loses nothing when ``s``
 is close to the mean.  Sums for the mean and variance are float64 throughout
 (exact to ~1e-12 relative); the third and fourth powers, which only feed the
-kurtosis, are summed in float32 within each chunk and in float64 across chunks.
+kurtosis, are summed in float32 within each chunk and in float64 across chunks (all four in
+float64 when the optional compiled kernel, ``accel``, takes the chunk in one pass).
 Partial results (other chunks, other processes) combine exactly with the
 pairwise update formulas of Pébay (2008).  Non-finite values are counted and
 left out of the moments.
