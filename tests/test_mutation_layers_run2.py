@@ -300,3 +300,16 @@ def test_a_broken_constant_is_named_by_the_value_the_graph_uses(tmp_path):
     with pytest.raises(initaudit.InitauditError) as caught:
         initaudit.audit(save(model(nodes, []), tmp_path), jobs=1)
     assert str(caught.value).endswith("tensor 'w' holds 12 bytes, its shape [3, 4] needs 48")
+
+
+def test_a_layout_that_cannot_be_written_on_the_stored_tensor_shows_as_a_question_mark(tmp_path):
+    # a one-value tensor (rank 0) unsqueezed to [1, 1] and read by Gather (a table, no fans) and by a
+    # MatMul (fans 1/1): the stored tensor has no axis to write the consumers' letters on
+    nodes = [helper.make_node("Unsqueeze", ["w", "axes"], ["w2"]),
+             helper.make_node("Gather", ["w2", "ids"], ["e"], name="g"),
+             helper.make_node("MatMul", ["x", "w2"], ["y"], name="m")]
+    inits = [tensor("w", np.array(0.5, np.float32)), tensor("axes", np.array([0, 1], np.int64))]
+    m = model(nodes, inits, inputs=[("x", 1, None), ("ids", TensorProto.INT64, None)], outputs=["e", "y"])
+    layer = only_layer(tmp_path, m)
+    assert [f for f in layer.findings if f.code == "IA302"] == [Finding(
+        "IA302", "warn", "shared by consumers that read it differently: Gather 'g': ?; MatMul 'm': ? fans 1/1")]
