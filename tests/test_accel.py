@@ -290,3 +290,12 @@ def test_values_counted_for_the_threshold():
         packed = TensorSource("b", TensorProto.UINT8, lay.stored_shape, FilePayload(0, 0, 8 * lay.row_bytes))
         task = MeasureTask(packed, decoder=make_decoder(lay, np.ones((8, 4), np.float32), None))
         assert measure_module._file_values(task) == 8 * 64
+
+
+def test_bfloat16_patterns_read_by_the_kernel_directly(compiled):
+    """Raw bfloat16 bit patterns go into the kernel as they are (no float32 copy made first)."""
+    bits = (RNG.normal(0, 0.3, 5000).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    acc = MomentAccumulator()
+    assert acc.add_compiled(bits, "bfloat16")
+    assert not MomentAccumulator().add_compiled(bits)  # as uint16 numbers: not a type the kernel reads
+    check(acc.result(), reference(_bf16_values(bits)))
