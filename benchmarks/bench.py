@@ -10,7 +10,7 @@ interleaved and repeated (medians; ratios of the medians of paired runs):
    the compiled kernel (``initaudit[fast]``, when llvmlite is installed) and without it (numpy only);
 2. float32 against the floor (``benchmarks/floor.py``: import onnx and numpy, parse the graph
    without data, one float32 sum-of-squares pass over the memory-mapped data) on a 4 GiB model;
-3. ``--jobs``: a folder of many small models and folders of a few large ones (4 × 256 MiB, 4 × 1 GiB), default jobs
+3. ``--jobs``: a folder of many small models and folders of a few large ones (4 × 256 MiB, 1 GiB, 2 GiB), default jobs
    (the number of cores) against ``-j 1``.
 
 Peak RSS is the largest of the process and its children (from wait4), measured from a small
@@ -384,7 +384,7 @@ def main() -> None:
         if "floor" in sections:
             bench_floor(folder, floor_gib, repeat)
         if "jobs" in sections:
-            bench_jobs(folder, 46, 2 if args.quick else 4, [0.125] if args.quick else [0.25, 1.0], repeat)
+            bench_jobs(folder, 46, 2 if args.quick else 4, [0.125] if args.quick else [0.25, 1.0, 2.0], repeat)
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (figures from a busy machine are noisy)")
 
 
