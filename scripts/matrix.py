@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONS = ("3.11", "3.12", "3.13")
 DEPS = ("lowest", "newest")
-SHOWN = ("numpy", "onnx", "protobuf", "tabulate", "threadpoolctl", "pytest", "hypothesis", "jsonschema", "pre-commit")
+SHOWN = ("numpy", "onnx", "protobuf", "tabulate", "threadpoolctl", "pytest", "hypothesis", "jsonschema", "pre-commit",
+         "llvmlite")
 
 
 @dataclass
