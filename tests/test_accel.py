@@ -301,3 +301,15 @@ def test_bfloat16_patterns_read_by_the_kernel_directly(compiled):
     assert acc.add_compiled(bits, "bfloat16")
     assert not MomentAccumulator().add_compiled(bits)  # as uint16 numbers: not a type the kernel reads
     check(acc.result(), reference(_bf16_values(bits)))
+
+
+def test_without_llvmlite_numpy_does_the_work(monkeypatch):
+    """``pip install initaudit`` without the extra: no accelerator, the same statistics from numpy."""
+    accel.reset()
+    monkeypatch.setitem(sys.modules, "llvmlite", None)  # ``import llvmlite`` now raises ImportError
+    monkeypatch.setitem(sys.modules, "llvmlite.binding", None)
+    assert not accel.prepare() and not accel.ready()
+    x = RNG.normal(0.1, 0.3, 5000).astype(np.float32)
+    assert accel.power_sums(x, 0.0) is None
+    check(stats_of(x), reference(x), kurt_rel=1e-5)
+    accel.reset()
