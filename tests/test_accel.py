@@ -19,7 +19,7 @@ from initaudit.measure import MeasureTask, measure_all
 from initaudit.stats import MomentAccumulator, stats_of
 from initaudit.tensors import FilePayload
 from tests import test_kernels as plain
-from tests.test_kernels import SPECIAL_BF16, SPECIAL_HALF, _bf16_values, check, reference, source
+from tests.test_kernels import _bf16_values, check, reference, source
 
 pytest.importorskip("llvmlite")
 RNG = np.random.default_rng(11)
@@ -104,16 +104,7 @@ def test_accumulator_matches_numpy_path_and_float64_truth(compiled):
 
 @pytest.mark.parametrize("kind", ["float16", "bfloat16"])
 def test_half_tensors_through_the_kernel(compiled, kind):
-    normal = RNG.normal(0.01, 0.05, 300_001)
-    if kind == "float16":
-        bits = normal.astype(np.float16).view(np.uint16)
-        extra, data_type = SPECIAL_HALF, TensorProto.FLOAT16
-    else:
-        bits = (normal.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
-        extra, data_type = SPECIAL_BF16, TensorProto.BFLOAT16
-    bits = bits.copy()
-    bits[RNG.choice(200_000, 40 * len(extra), replace=False)] = np.repeat(np.array(extra, np.uint16), 40)
-    values = bits.view(np.float16).astype(np.float64) if kind == "float16" else _bf16_values(bits)
+    bits, values, data_type = plain.half_case(kind, 300_001, RNG, 200_000)
     task = MeasureTask(source(data_type, (bits.size,), bits.tobytes()))
     assert isinstance(kernels.plan_kernel(task), kernels.CompiledHalfKernel)
     stats, _ = measure_all([task])[0]

@@ -61,21 +61,30 @@ def _bf16_values(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
 
 
-@pytest.mark.parametrize("kind", ["float16", "bfloat16"])
-@pytest.mark.parametrize("special", [False, True])
-def test_half_histogram_matches_numpy(kind, special, monkeypatch):
-    normal = RNG.normal(0.01, 0.05, 70_001)
+def half_case(kind: str, size: int, rng: np.random.Generator,
+              special_within: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Normal values stored as float16 or bfloat16 bit patterns: (patterns, their float64 values, ONNX type).
+    ``special_within``: NaN, ±Inf, ±0, subnormals and the largest finite values scattered, 40 of
+    each, among the first that many patterns."""
+    normal = rng.normal(0.01, 0.05, size)
     if kind == "float16":
         bits = normal.astype(np.float16).view(np.uint16)
         extra, data_type = SPECIAL_HALF, TensorProto.FLOAT16
     else:
         bits = (normal.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
         extra, data_type = SPECIAL_BF16, TensorProto.BFLOAT16
-    if special:  # NaN, ±Inf, ±0, subnormals, the largest finite values, scattered through the data
-        at = RNG.choice(bits.size, 40 * len(extra), replace=False)
+    if special_within is not None:
+        at = rng.choice(special_within, 40 * len(extra), replace=False)
         bits = bits.copy()
         bits[at] = np.repeat(np.array(extra, np.uint16), 40)
     values = bits.view(np.float16).astype(np.float64) if kind == "float16" else _bf16_values(bits)
+    return bits, values, data_type
+
+
+@pytest.mark.parametrize("kind", ["float16", "bfloat16"])
+@pytest.mark.parametrize("special", [False, True])
+def test_half_histogram_matches_numpy(kind, special, monkeypatch):
+    bits, values, data_type = half_case(kind, 70_001, RNG, 70_001 if special else None)
     task = MeasureTask(source(data_type, (bits.size,), bits.tobytes()))
     assert isinstance(kernels.plan_kernel(task), kernels.HistogramKernel)
     fast, _ = measured(task)
