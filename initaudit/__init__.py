@@ -2,19 +2,19 @@
 
 The public names load on first use, so that ``import initaudit`` (and ``python -m
 initaudit``) does not load numpy yet: the command line sets BLAS to one thread first
-(``initaudit.entry``).
+(``initaudit.cli.entry``).
 """
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _EXPORTS = {
-    "audit": "pipeline", "audit_model": "pipeline", "AuditOptions": "options", "InitauditError": "errors",
-    "Fans": "fans", "layout_fans": "fans", "Finding": "report", "LayerReport": "report",
-    "ModelReport": "report", "Report": "report",
+    "audit": "pipeline.run", "audit_model": "pipeline.run", "AuditOptions": "pipeline.options",
+    "InitauditError": "errors", "Fans": "trace.fans", "layout_fans": "trace.fans", "Finding": "findings",
+    "LayerReport": "report.model", "ModelReport": "report.model", "Report": "report.model",
 }
 
 __all__ = [
@@ -23,11 +23,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .errors import InitauditError
-    from .fans import Fans, layout_fans
-    from .options import AuditOptions
-    from .pipeline import audit, audit_model
-    from .report import Finding, LayerReport, ModelReport, Report
+    from initaudit.errors import InitauditError
+    from initaudit.findings import Finding
+    from initaudit.pipeline.options import AuditOptions
+    from initaudit.pipeline.run import audit, audit_model
+    from initaudit.report.model import LayerReport, ModelReport, Report
+    from initaudit.trace.fans import Fans, layout_fans
 
 
 def __getattr__(name: str) -> Any:

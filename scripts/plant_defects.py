@@ -36,7 +36,7 @@ import onnx
 from onnx import numpy_helper
 
 import initaudit
-from initaudit.report import ModelReport
+from initaudit.report.model import ModelReport
 
 DEFAULT_MODELS = Path.home() / ".cache" / "initaudit-published" / "models"
 OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU"}

@@ -8,8 +8,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jsonschema  # noqa: E402
 
-from initaudit.reporters import json as json_reporter  # noqa: E402
-from initaudit.schema import schema  # noqa: E402
+from initaudit.report.formats import json as json_reporter
+from initaudit.report.schema import schema
 
 VALIDATOR = jsonschema.Draft202012Validator(schema())
 

@@ -321,7 +321,7 @@ def audit_strange(model: onnx.ModelProto, folder, seconds: int = 20) -> str:
 
     import initaudit
     from initaudit.errors import InitauditError
-    from initaudit.reporters import render
+    from initaudit.report.formats import render
 
     path = folder / "strange.onnx"
     path.write_bytes(model.SerializeToString())

@@ -12,12 +12,14 @@ from modelkit import model, save, tensor, to_external
 from onnx import TensorProto, helper
 
 import initaudit
-from initaudit import accel, kernels, tensors
-from initaudit import measure as measure_module
 from initaudit.errors import InitauditError
-from initaudit.measure import MeasureTask, measure_all
-from initaudit.stats import MomentAccumulator, stats_of
-from initaudit.tensors import FilePayload
+from initaudit.measure import accel, kernels
+from initaudit.measure import streaming as measure_module
+from initaudit.measure.stats import MomentAccumulator, stats_of
+from initaudit.measure.streaming import measure_all
+from initaudit.read import tensors
+from initaudit.read.tensors import FilePayload
+from initaudit.trace.plan import MeasureTask
 from tests import test_kernels as plain
 from tests.test_kernels import _bf16_values, check, reference, source
 
@@ -191,7 +193,7 @@ def test_whole_model_with_and_without_the_kernel(tmp_path, monkeypatch):
 def test_compiled_code_survives_the_page_release_and_exit():
     """The library pages given back are read again when needed: compiling, releasing, running and
     exiting (LLVM's destructors) all work in a fresh process."""
-    code = ("import numpy as np; from initaudit import accel; assert accel.prepare(); "
+    code = ("import numpy as np; from initaudit.measure import accel; assert accel.prepare(); "
             "accel.release_library_pages('llvmlite'); accel.release_library_pages('libc'); "
             "s = accel.power_sums(np.arange(5, dtype=np.float32), 0.0); assert s.s2 == 30.0, s; "
             "accel.reset(); assert accel.prepare(); print('ok')")
@@ -272,8 +274,8 @@ def test_grouped_power_sums_against_numpy(compiled):
 
 def test_values_counted_for_the_threshold():
     """File-backed values only; a MatMulNBits byte holds 8 / bits weights."""
-    from initaudit.nbits import NBitsLayout, make_decoder
-    from initaudit.tensors import TensorSource
+    from initaudit.read.nbits import NBitsLayout, make_decoder
+    from initaudit.read.tensors import TensorSource
 
     file_source = TensorSource("w", TensorProto.FLOAT, (30, 40), FilePayload(0, 0, 4800))
     assert measure_module._file_values(MeasureTask(file_source)) == 1200

@@ -10,10 +10,10 @@ import math
 import numpy as np
 import pytest
 
-from initaudit.bands import bands_for, noise_quantile
-from initaudit.checker import distribution, verdict
-from initaudit.fans import Fans
-from initaudit.stats import stats_of
+from initaudit.judge.bands import bands_for, noise_quantile
+from initaudit.judge.verdict import distribution, verdict
+from initaudit.measure.stats import stats_of
+from initaudit.trace.fans import Fans
 
 SEEDS = 1000
 

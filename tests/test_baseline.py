@@ -9,7 +9,7 @@ import pytest
 from modelkit import model, tensor, xavier_uniform
 from onnx import helper
 
-from initaudit.cli import main
+from initaudit.cli.main import main
 
 RNG = np.random.default_rng(7)
 GOOD = {"w1": xavier_uniform(RNG, (64, 64), 64, 64), "w2": xavier_uniform(RNG, (64, 64), 64, 64)}

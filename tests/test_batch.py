@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import initaudit
-from initaudit.cli import main
+from initaudit.cli.main import main
 from initaudit.errors import InitauditError
-from initaudit.reporters import REPORTERS, render
+from initaudit.report.formats import REPORTERS, render
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 REASONS = {"a_truncated.onnx": "not", "b_text.onnx": "not", "c_empty.onnx": "not an ONNX model"}

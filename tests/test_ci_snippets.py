@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from initaudit.cli import main
+from initaudit.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with pre-commit (the test extra)")

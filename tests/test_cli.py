@@ -12,7 +12,7 @@ import pytest
 from modelkit import model, save, tensor, xavier_uniform
 from onnx import helper, numpy_helper
 
-from initaudit.cli import main
+from initaudit.cli.main import main
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from initaudit.fans import Fans, keras_fans, layout_fans, torch_fans
-from initaudit.stats import MomentAccumulator, Moments
+from initaudit.measure.stats import MomentAccumulator, Moments
+from initaudit.trace.fans import Fans, keras_fans, layout_fans, torch_fans
 
 
 def test_keras_fans_every_rank():
@@ -90,13 +90,13 @@ def test_merge_adds_counts_and_range_whatever_the_order():
 
 
 def test_spatial_letters():
-    from initaudit.fans import spatial_letters
+    from initaudit.trace.fans import spatial_letters
 
     assert [spatial_letters(r) for r in range(6)] == ["", "W", "HW", "DHW", "SSSS", "SSSSS"]
 
 
 def test_conv_fans_are_integers_and_keras_depthwise_from_two_groups():
-    from initaudit.fans import conv_fans, conv_transpose_fans
+    from initaudit.trace.fans import conv_fans, conv_transpose_fans
 
     # depthwise with 2 groups (C = 2, one channel per group, M = 4): Keras' kernel [3, 3, 2, 2]
     assert conv_fans([4, 1, 3, 3], 2)["keras"] == Fans(2 * 9, 2 * 9)
@@ -113,7 +113,7 @@ def test_any_other_letter_is_a_receptive_field_axis():
 
 
 def test_orthogonal_gain_of_a_two_row_matrix():
-    from initaudit.checker import orthogonal_gain
+    from initaudit.judge.verdict import orthogonal_gain
 
     q, _ = np.linalg.qr(np.random.default_rng(4).normal(size=(5, 2)))  # 5×2, orthonormal columns
     assert orthogonal_gain(1.5 * q.T) == pytest.approx(1.5, rel=1e-9)  # 2×5: two orthogonal rows of norm 1.5
@@ -122,7 +122,7 @@ def test_orthogonal_gain_of_a_two_row_matrix():
 
 
 def test_orthogonal_gain_tolerance_is_relative_to_the_size():
-    from initaudit.checker import orthogonal_gain
+    from initaudit.judge.verdict import orthogonal_gain
 
     rng = np.random.default_rng(9)
     q, _ = np.linalg.qr(rng.normal(size=(16, 16)))
@@ -137,7 +137,7 @@ def test_orthogonal_gain_tolerance_is_relative_to_the_size():
 
 def test_orthogonal_gain_needs_equal_norms_and_right_angles():
     """Orthogonal rows of unequal norms fail on the diagonal; equal norms at other angles fail off it."""
-    from initaudit.checker import orthogonal_gain
+    from initaudit.judge.verdict import orthogonal_gain
 
     rng = np.random.default_rng(12)
     q, _ = np.linalg.qr(rng.normal(size=(32, 8)))  # 32×8, orthonormal columns

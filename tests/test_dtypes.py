@@ -11,8 +11,8 @@ from modelkit import bfloat16, model, raw_tensor, save, tensor, to_external
 from onnx import TensorProto, helper
 
 import initaudit
-from initaudit.dtypes import ELEMENT_TYPES, nbytes, type_name
-from initaudit.tensors import decode_raw
+from initaudit.read.dtypes import ELEMENT_TYPES, nbytes, type_name
+from initaudit.read.tensors import decode_raw
 
 E4M3FN, E4M3FNUZ, E5M2, E5M2FNUZ, FLOAT4E2M1, UINT2, INT2 = 17, 18, 19, 20, 23, 25, 26
 FLOAT8 = (E4M3FN, E4M3FNUZ, E5M2, E5M2FNUZ)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from initaudit import entry
+from initaudit.cli import entry
 
 
 def test_entry_sets_one_blas_thread_unless_the_user_chose(monkeypatch, capsys):
@@ -26,4 +26,4 @@ def test_importing_the_package_does_not_load_numpy_until_a_name_is_used():
     code = ("import sys, initaudit; before = 'numpy' in sys.modules; f = initaudit.audit; "
             "print(before, 'numpy' in sys.modules, callable(f), f.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "True", "True", "initaudit.pipeline"]
+    assert out == ["False", "True", "True", "initaudit.pipeline.run"]

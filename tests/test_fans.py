@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from initaudit.fans import Fans, keras_fans, layout_fans, torch_fans
-from initaudit.ops import OpUse, UnsupportedUse, role_of
+from initaudit.trace.fans import Fans, keras_fans, layout_fans, torch_fans
+from initaudit.trace.ops import OpUse, UnsupportedUse, role_of
 
 
 def role_fans(op, shape, slot=1, **attrs):

@@ -10,9 +10,9 @@ from modelkit import model, save, tensor
 from onnx import helper
 
 import initaudit
-from initaudit import filebuffer, loader
-from initaudit.filebuffer import FileBuffer
-from initaudit.protoscan import strip_payloads
+from initaudit.read import filebuffer, loader
+from initaudit.read.filebuffer import FileBuffer
+from initaudit.read.protoscan import strip_payloads
 
 
 def test_indexing_matches_bytes(tmp_path, monkeypatch):

@@ -8,9 +8,9 @@ import pytest
 from onnx import helper
 
 from initaudit import audit
-from initaudit.cli import main
-from initaudit.fans import Fans
-from initaudit.schemes import fixed_std, normalize_target, target_variance
+from initaudit.cli.main import main
+from initaudit.judge.schemes import fixed_std, normalize_target, target_variance
+from initaudit.trace.fans import Fans
 from tests.modelkit import model, save, tensor
 
 

@@ -17,8 +17,8 @@ from modelkit import model, tensor
 from onnx import TensorProto, helper, numpy_helper
 
 import initaudit
-from initaudit.fold import MAX_ELEMENTS, fold_value
-from initaudit.graph import ModelGraph
+from initaudit.read.fold import MAX_ELEMENTS, fold_value
+from initaudit.read.graph import ModelGraph
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 UNFOLDED = FIXTURES / "unfolded"

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
 
-from initaudit.cli import main
-from initaudit.loader import load_model
-from initaudit.protoscan import strip_payloads
+from initaudit.cli.main import main
+from initaudit.read.loader import load_model
+from initaudit.read.protoscan import strip_payloads
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = sorted((ROOT / "sample_models").glob("*.onnx")) + sorted((ROOT / "tests/fixtures/torch").glob("*.onnx"))

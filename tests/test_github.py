@@ -13,10 +13,10 @@ from modelkit import model, save, tensor
 from onnx import helper
 
 import initaudit
-from initaudit.cli import main
-from initaudit.report import Finding
-from initaudit.reporters import render
-from initaudit.reporters.github import escape_data, escape_property
+from initaudit.cli.main import main
+from initaudit.findings import Finding
+from initaudit.report.formats import render
+from initaudit.report.formats.github import escape_data, escape_property
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 COMMAND = re.compile(r"^::(error|warning|notice) file=([^,:]*),title=([^,:]*)::(.*)$")

@@ -10,9 +10,9 @@ import pytest
 from goldens import check_golden
 
 import initaudit
-from initaudit import __version__
-from initaudit.reporters import render
-from initaudit.schema import schema
+from initaudit.report.formats import render
+from initaudit.report.schema import schema
+from initaudit.version import __version__
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 

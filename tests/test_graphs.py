@@ -269,7 +269,7 @@ def test_einsum_weight(tmp_path):
 @pytest.mark.parametrize("bits,block,k,zero_kind", [(4, 32, 100, "packed"), (4, 16, 64, None), (8, 16, 40, "float"),
                                                     (2, 16, 48, "packed")])
 def test_matmul_nbits(tmp_path, bits, block, k, zero_kind):
-    from initaudit.nbits import NBitsLayout
+    from initaudit.read.nbits import NBitsLayout
     n = 24
     lay = NBitsLayout(n, k, bits, block)
     codes = RNG.integers(0, 1 << bits, (n, lay.k_blocks * block)).astype(np.uint8)

@@ -13,7 +13,7 @@ import pytest
 from test_scale import make_big
 
 import initaudit
-from initaudit.reporters import render
+from initaudit.report.formats import render
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

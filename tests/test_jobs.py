@@ -10,7 +10,7 @@ import pytest
 import initaudit
 from initaudit.errors import InitauditError
 
-audit_module = importlib.import_module("initaudit.pipeline")
+audit_module = importlib.import_module("initaudit.pipeline.run")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
-from initaudit import kernels
-from initaudit import measure as measure_module
-from initaudit.measure import MeasureTask, measure_all
-from initaudit.nbits import NBitsLayout, make_decoder
-from initaudit.ops import axis_part
-from initaudit.tensors import MemoryPayload, TensorSource
-from initaudit.trace import Dequant
+from initaudit.measure import kernels
+from initaudit.measure import streaming as measure_module
+from initaudit.measure.streaming import measure_all
+from initaudit.read.nbits import NBitsLayout, make_decoder
+from initaudit.read.tensors import MemoryPayload, TensorSource
+from initaudit.trace.follow import Dequant
+from initaudit.trace.ops import axis_part
+from initaudit.trace.plan import MeasureTask
 
 RNG = np.random.default_rng(5)
 
@@ -300,7 +301,7 @@ def test_nbits_scales_read_from_the_file(tmp_path):
     path = tmp_path / "scales.bin"
     path.write_bytes(b"\0" * 3 + scales.tobytes() + packed_zeros.tobytes())
     with open(path, "rb") as handle:
-        from initaudit.tensors import FilePayload
+        from initaudit.read.tensors import FilePayload
         scale_source = TensorSource("s", TensorProto.FLOAT16, (32,), FilePayload(handle.fileno(), 3, scales.nbytes))
         zero_source = TensorSource("z", TensorProto.UINT8, (16,),
                                    FilePayload(handle.fileno(), 3 + scales.nbytes, packed_zeros.nbytes))
@@ -328,7 +329,7 @@ def test_mean_far_from_zero_keeps_every_moment(layout):
 
 def test_worker_pieces_keep_kernel_alignment(tmp_path, monkeypatch):
     """Pieces handed to worker processes start on whole rows, channel periods and packed bytes."""
-    from initaudit.tensors import FilePayload
+    from initaudit.read.tensors import FilePayload
 
     half = RNG.normal(0, 0.1, (300, 70)).astype(np.float16)
     q, dq, expected_q = _dequant_case("int4", "axis1")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from initaudit.cli import main
+from initaudit.cli.main import main
 from tests.modelkit import model, save, tensor
 from tests.test_transformers import FIXTURES, missed_tensors
 

@@ -8,10 +8,12 @@ from modelkit import bfloat16, model, raw_tensor, save, tensor, to_external
 from onnx import TensorProto, helper
 
 import initaudit
-from initaudit import measure as measure_module
-from initaudit.measure import MeasureTask, measure_all
-from initaudit.ops import axis_part
-from initaudit.tensors import FilePayload, MemoryPayload, TensorSource
+import initaudit.read.loader
+from initaudit.measure import streaming as measure_module
+from initaudit.measure.streaming import measure_all
+from initaudit.read.tensors import FilePayload, MemoryPayload, TensorSource
+from initaudit.trace.ops import axis_part
+from initaudit.trace.plan import MeasureTask
 
 RNG = np.random.default_rng(11)
 DTYPES = {
@@ -55,7 +57,7 @@ def test_large_inline_payload_is_read_from_the_file(tmp_path):
     values = RNG.normal(0, 0.02, (512, 256)).astype(np.float32)  # 512 KiB: stripped before parsing
     m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("w", values)])
     path = save(m, tmp_path)
-    loaded = initaudit.loader.load_model(path)
+    loaded = initaudit.read.loader.load_model(path)
     try:
         assert loaded.proto.graph.initializer[0].data_location == TensorProto.EXTERNAL
         source = loaded.source(loaded.proto.graph.initializer[0])
@@ -95,7 +97,7 @@ def test_memory_payload_ranges():
 
 
 def test_int4_raw_decoding():
-    from initaudit.tensors import decode_raw
+    from initaudit.read.tensors import decode_raw
     packed = bytes([0x21, 0xF8, 0x07])  # low nibble first: 1, 2, -8, -1, 7, 0
     assert decode_raw(packed, TensorProto.INT4, 6).tolist() == [1, 2, -8, -1, 7, 0]
     assert decode_raw(packed, TensorProto.UINT4, 5).tolist() == [1, 2, 8, 15, 7]

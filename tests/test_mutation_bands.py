@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from initaudit.bands import FIXED_BANDS, Bands, band_kurtosis, bands_for, consistent, noise_quantile
+from initaudit.judge.bands import FIXED_BANDS, Bands, band_kurtosis, bands_for, consistent, noise_quantile
 
 INIT = Bands(*FIXED_BANDS["init"])
 

@@ -12,10 +12,10 @@ import math
 import numpy as np
 import pytest
 
-from initaudit.checker import distribution, effective_var, matches, pathologies, verdict
-from initaudit.fans import Fans
-from initaudit.report import Finding
-from initaudit.stats import TensorStats, stats_of
+from initaudit.findings import Finding
+from initaudit.judge.verdict import distribution, effective_var, matches, pathologies, verdict
+from initaudit.measure.stats import TensorStats, stats_of
+from initaudit.trace.fans import Fans
 
 NAN = math.nan
 

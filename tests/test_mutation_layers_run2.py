@@ -13,8 +13,8 @@ from modelkit import model, save, tensor, xavier_uniform
 from onnx import TensorProto, helper
 
 import initaudit
-from initaudit.fans import Fans
-from initaudit.report import Finding
+from initaudit.findings import Finding
+from initaudit.trace.fans import Fans
 
 RNG = np.random.default_rng(31)
 

@@ -15,8 +15,8 @@ from modelkit import model, save, tensor
 from onnx import helper, numpy_helper
 
 import initaudit
-from initaudit.graph import ModelGraph
-from initaudit.trace import find_uses, follow
+from initaudit.read.graph import ModelGraph
+from initaudit.trace.follow import find_uses, follow
 
 LOAD = numpy_helper.to_array
 CUSTOM = helper.make_opsetid("custom", 1)

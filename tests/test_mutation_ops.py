@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from initaudit.fans import Fans
-from initaudit.ops import MS, OpUse, Part, UnsupportedUse, role_of
+from initaudit.trace.fans import Fans
+from initaudit.trace.ops import MS, OpUse, Part, UnsupportedUse, role_of
 
 
 def role(op, shape, slot=1, domain="", **attrs):

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from initaudit.stats import MomentAccumulator, Moments, TensorStats, stats_of
+from initaudit.measure.stats import MomentAccumulator, Moments, TensorStats, stats_of
 
 
 def central(values, nonfinite: int = 0, zeros: int | None = None) -> Moments:
@@ -181,7 +181,7 @@ def test_buffers_are_reused_for_smaller_and_regrown_for_larger_chunks():
 def test_statistics_from_a_cold_process_and_growing_chunks(monkeypatch):
     """The scratch arrays shared by the process, from none at all, growing with the chunk: each
     size reallocates them, and the moments still match numpy float64."""
-    from initaudit import stats as stats_module
+    from initaudit.measure import stats as stats_module
 
     monkeypatch.setattr(stats_module, "_SCRATCH", None)
     rng = np.random.default_rng(21)

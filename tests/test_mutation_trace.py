@@ -9,8 +9,8 @@ import pytest
 from modelkit import model, tensor
 from onnx import helper, numpy_helper
 
-from initaudit.graph import ModelGraph
-from initaudit.trace import (
+from initaudit.read.graph import ModelGraph
+from initaudit.trace.follow import (
     Dequant,
     Step,
     _axes_in_range,
@@ -147,7 +147,7 @@ def test_dequant_is_a_plain_record():
 # --- follow(): the steps replayed on a traced weight ------------------------------------------------------
 
 def follow_one(nodes, inits, inputs=(("x", 1, None),), opset=17):
-    from initaudit.trace import find_uses, follow
+    from initaudit.trace.follow import find_uses, follow
     graph = ModelGraph(model(nodes, inits, inputs=inputs, opset=opset))
     uses = find_uses(graph, numpy_helper.to_array)
     assert len(uses) == 1
@@ -159,7 +159,7 @@ W = np.arange(12, dtype=np.float32).reshape(4, 3)
 
 
 def test_follow_stops_at_a_shape_known_only_at_run_time():
-    from initaudit.trace import Followed
+    from initaudit.trace.follow import Followed
     nodes = [helper.make_node("Reshape", ["w", "s"], ["r"], name="r"), helper.make_node("MatMul", ["x", "r"], ["y"])]
     _, followed = follow_one(nodes, [tensor("w", W)], inputs=[("x", 1, None), ("s", 7, [2])])
     assert followed == Followed((4, 3), (0, 1), None, (("IA303", "Reshape 'r' has a shape computed at run time"),))
@@ -198,7 +198,7 @@ def test_constant_node_source():
 
 @pytest.mark.parametrize("links,found", [(64, True), (65, False)])
 def test_trace_depth_limit(links, found):
-    from initaudit.trace import find_uses
+    from initaudit.trace.follow import find_uses
     names = ["w"] + [f"i{k}" for k in range(links)]
     nodes = [helper.make_node("Identity", [a], [b]) for a, b in zip(names, names[1:])]
     nodes.append(helper.make_node("MatMul", ["x", names[-1]], ["y"]))
@@ -238,7 +238,7 @@ def slices(pieces, axis=0, attribute_form=False, extra_inputs=()):
     ([(2, 4), (0, 2), (4, 6)], 0, False, ("one",), True),   # explicit step 1
 ])
 def test_concat_of_slices(pieces, axis, attribute_form, extra, reordered):
-    from initaudit.trace import find_uses, follow
+    from initaudit.trace.follow import find_uses, follow
     nodes, inits = slices(pieces, axis, attribute_form, extra)
     graph = ModelGraph(model(nodes, inits, opset=9 if attribute_form else 17))
     uses = find_uses(graph, numpy_helper.to_array)
@@ -255,14 +255,14 @@ def test_concat_of_slices(pieces, axis, attribute_form, extra, reordered):
 def test_concat_along_another_axis_than_the_slices():
     nodes, inits = slices([(2, 4), (0, 2), (4, 6)], axis=0)
     nodes[-2] = helper.make_node("Concat", ["p0", "p1", "p2"], ["c"], name="c", axis=1)
-    from initaudit.trace import find_uses
+    from initaudit.trace.follow import find_uses
     assert find_uses(ModelGraph(model(nodes, inits)), numpy_helper.to_array) == []
 
 
 # --- integer ops with a zero point and no scale ---------------------------------------------------------
 
 def test_matmul_integer_zero_point_only():
-    from initaudit.trace import find_uses, follow
+    from initaudit.trace.follow import find_uses, follow
     q = tensor("w", np.arange(12, dtype=np.int8).reshape(4, 3))
     node = helper.make_node("MatMulInteger", ["x", "w", "xz", "wz"], ["y"])
     graph = ModelGraph(model([node], [q, tensor("wz", np.int8(3))], inputs=[("x", 3, None), ("xz", 3, [])]))
@@ -285,7 +285,7 @@ def test_concat_of_slices_without_axes_input():
     nodes, inits = slices([(2, 4), (0, 2), (4, 6)])
     for k in range(3):
         nodes[k] = helper.make_node("Slice", ["w", f"b{k}", f"e{k}"], [f"p{k}"])
-    from initaudit.trace import find_uses
+    from initaudit.trace.follow import find_uses
     uses = find_uses(ModelGraph(model(nodes, inits)), numpy_helper.to_array)
     assert [u.source.name for u in uses] == ["w"]
 
@@ -294,14 +294,14 @@ def test_concat_with_a_piece_that_is_not_a_slice():
     nodes, inits = slices([(2, 4), (0, 2), (4, 6)])
     nodes[-2] = helper.make_node("Concat", ["p0", "p1", "extra"], ["c"], name="c", axis=0)
     inits.append(tensor("extra", np.zeros((2, 4), np.float32)))
-    from initaudit.trace import find_uses
+    from initaudit.trace.follow import find_uses
     assert find_uses(ModelGraph(model(nodes, inits)), numpy_helper.to_array) == []
 
 
 @pytest.mark.parametrize("trans_b,stored,axis", [(None, (4, 3), 1), (0, (4, 3), 1), (1, (3, 4), 0)])
 def test_qgemm_scale_is_per_output_column(trans_b, stored, axis):
     # QGemm B: [K=4, N=3], or [N, K] with transB; one scale per output column N = 3
-    from initaudit.trace import find_uses, follow
+    from initaudit.trace.follow import find_uses, follow
     attrs = {} if trans_b is None else {"transB": trans_b}
     node = helper.make_node("QGemm", ["a", "sa", "za", "w", "sw", "zw"], ["y"], domain="com.microsoft", **attrs)
     inits = [tensor("w", np.arange(12, dtype=np.int8).reshape(stored)), tensor("sw", np.array([1, 2, 4], np.float32)),
@@ -317,7 +317,7 @@ def test_qgemm_scale_is_per_output_column(trans_b, stored, axis):
 @pytest.mark.parametrize("bias,direct", [(False, False), (True, False), (False, True)])
 def test_weight_scale_found_after_the_integer_matmul(bias, direct):
     # onnxruntime's dynamic quantizer: Mul(Mul(x_scale, w_scale), Cast(MatMulInteger(x_q, w_q)))
-    from initaudit.trace import find_uses, follow
+    from initaudit.trace.follow import find_uses, follow
     nodes = [helper.make_node("MatMulInteger", ["x", "w", "xz", "wz"], ["acc"])]
     last = "acc"
     if bias:
@@ -338,7 +338,7 @@ def test_weight_scale_found_after_the_integer_matmul(bias, direct):
 def test_matmul_integer_per_column_zero_point_only():
     # regression: a per-column zero point with no scale anywhere was reported as IA304 "per-axis scale of
     # size 1 for an axis of 3" and not subtracted; the values are integer units minus each column's zero point
-    from initaudit.trace import find_uses, follow
+    from initaudit.trace.follow import find_uses, follow
     q = tensor("w", np.arange(12, dtype=np.int8).reshape(4, 3))
     node = helper.make_node("MatMulInteger", ["x", "w", "xz", "wz"], ["y"])
     graph = ModelGraph(model([node], [q, tensor("wz", np.array([1, 2, 3], np.int8))],

@@ -7,10 +7,10 @@ import re
 import numpy as np
 import pytest
 
-from initaudit.checker import matches
-from initaudit.fans import Fans
-from initaudit.policy import Sample, breach, infer_policy, std_matches
-from initaudit.stats import TensorStats
+from initaudit.judge.policy import Sample, breach, infer_policy, std_matches
+from initaudit.judge.verdict import matches
+from initaudit.measure.stats import TensorStats
+from initaudit.trace.fans import Fans
 
 
 def moments(values: np.ndarray) -> TensorStats:

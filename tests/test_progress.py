@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from initaudit.progress import Progress
+from initaudit.cli.progress import Progress
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 

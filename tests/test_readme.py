@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from initaudit.cli import main
+from initaudit.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = re.compile(r"```text\n\$ (initaudit [^\n]+)\n(.*?)```", re.S)

@@ -11,8 +11,8 @@ from modelkit import model, save, tensor
 from onnx import helper
 
 import initaudit
-from initaudit.reporters import REPORTERS, render
-from initaudit.reporters import html as html_reporter
+from initaudit.report.formats import REPORTERS, render
+from initaudit.report.formats import html as html_reporter
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 NASTY = 'w<&>"\'ünï'

@@ -14,20 +14,12 @@ from threadpoolctl import threadpool_limits
 from trainedkit import conv_chain, trained_convs, trained_like
 
 import initaudit
-from initaudit.checker import distribution
-from initaudit.cli import main
-from initaudit.fans import Fans
-from initaudit.review import (
-    Z_IID,
-    dead_units,
-    dispersion,
-    flush_finding,
-    int8_sqnr,
-    modified_z,
-    review_layer,
-)
-from initaudit.stats import stats_of
-from initaudit.units import aligned_chunk, unit_axes, unit_sums
+from initaudit.cli.main import main
+from initaudit.judge.review import Z_IID, dead_units, dispersion, flush_finding, int8_sqnr, modified_z, review_layer
+from initaudit.judge.verdict import distribution
+from initaudit.measure.stats import stats_of
+from initaudit.measure.units import aligned_chunk, unit_axes, unit_sums
+from initaudit.trace.fans import Fans
 
 
 @pytest.fixture(autouse=True)

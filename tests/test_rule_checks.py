@@ -14,9 +14,9 @@ from modelkit import model, save, tensor
 from onnx import TensorProto, helper
 
 import initaudit
-from initaudit.bands import bands_for
-from initaudit.checker import pathologies
-from initaudit.stats import stats_of
+from initaudit.judge.bands import bands_for
+from initaudit.judge.verdict import pathologies
+from initaudit.measure.stats import stats_of
 
 RNG = np.random.default_rng(1234)
 
@@ -241,8 +241,8 @@ def test_transpose_without_perm_reverses_the_axes(tmp_path):
     (2.50, "IA101", "above"),
 ])
 def test_variance_findings_at_each_band(ratio, code, direction):
-    from initaudit.checker import verdict
-    from initaudit.fans import Fans
+    from initaudit.judge.verdict import verdict
+    from initaudit.trace.fans import Fans
 
     fans = Fans(300, 100)  # Xavier target 2/400 = 0.005
     values = np.random.default_rng(8).standard_normal(200_000)

@@ -14,8 +14,8 @@ import pytest
 from goldens import check_golden
 
 import initaudit
-from initaudit.report import Finding
-from initaudit.reporters import render
+from initaudit.findings import Finding
+from initaudit.report.formats import render
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_models"

@@ -11,8 +11,8 @@ from modelkit import model, save, tensor, xavier_uniform
 from onnx import helper, numpy_helper
 
 import initaudit
-from initaudit.reporters import render
-from initaudit.reporters.markdown import LIMIT
+from initaudit.report.formats import render
+from initaudit.report.formats.markdown import LIMIT
 
 N = 600
 

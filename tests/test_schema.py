@@ -13,9 +13,9 @@ import jsonschema
 import pytest
 
 import initaudit
-from initaudit.cli import main
-from initaudit.reporters import render
-from initaudit.schema import schema
+from initaudit.cli.main import main
+from initaudit.report.formats import render
+from initaudit.report.schema import schema
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_models"
@@ -27,7 +27,7 @@ CONTRACT_LAYER_FIELDS = {"name", "node", "op", "shape", "layout", "groups", "fan
 def test_schema_command_prints_the_shipped_schema(capsys):
     assert main(["schema"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == schema() == json.loads((ROOT / "initaudit" / "schema.json").read_text())
+    assert printed == schema() == json.loads((ROOT / "initaudit" / "report" / "schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(printed)
 
 
@@ -90,5 +90,5 @@ def test_several_models_and_an_unreadable_one_validate(tmp_path, capsys):
 
 def test_readme_points_to_the_shipped_schema():
     text = (ROOT / "README.md").read_text()
-    assert "initaudit schema" in text and "initaudit/schema.json" in text
+    assert "initaudit schema" in text and "initaudit/report/schema.json" in text
     assert "design document" not in text

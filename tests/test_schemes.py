@@ -10,10 +10,10 @@ from modelkit import model, save, tensor, xavier_uniform
 from onnx import helper
 
 import initaudit
-from initaudit.checker import matches, orthogonal_gain, pathologies, verdict
-from initaudit.fans import Fans
-from initaudit.schemes import calculate_gain, rule_variance
-from initaudit.stats import stats_of
+from initaudit.judge.schemes import calculate_gain, rule_variance
+from initaudit.judge.verdict import matches, orthogonal_gain, pathologies, verdict
+from initaudit.measure.stats import stats_of
+from initaudit.trace.fans import Fans
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "torch"
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from modelkit import bfloat16
 
-from initaudit.stats import MomentAccumulator, stats_of
+from initaudit.measure.stats import MomentAccumulator, stats_of
 
 
 def numpy_reference(values: np.ndarray) -> dict[str, float]:

@@ -17,7 +17,7 @@ import pytest
 from onnx import numpy_helper
 
 import initaudit
-from initaudit.cli import main
+from initaudit.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "transformers"

@@ -1,0 +1,218 @@
+"""The command line: a thin layer over ``initaudit.audit`` and the fan calculator."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from initaudit.cli.config import load_config
+from initaudit.cli.progress import Progress
+from initaudit.codes import RULES
+from initaudit.errors import InitauditError
+from initaudit.judge.schemes import TARGETS
+from initaudit.pipeline.options import FAIL_ON, PROFILE_CHOICES
+from initaudit.pipeline.run import audit
+from initaudit.report.baseline import compare, read_baseline, write_baseline
+from initaudit.report.formats import REPORTERS, render
+from initaudit.trace.fans import CONVENTIONS, layout_fans
+from initaudit.version import __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InitauditError(f"{message} (see `{self.prog} --help`)")
+
+
+def _codes(text: str) -> list[str]:
+    return [c.strip().upper() for c in text.split(",") if c.strip()]
+
+
+def audit_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="initaudit", description="Audit the initialization scale of every weight in ONNX models.",
+                epilog="Other commands: `initaudit fans SHAPE --layout LAYOUT`, `initaudit rules [CODE]`, "
+                       "`initaudit schema` (the JSON report's schema). "
+                       "Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or unreadable model.")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="ONNX files, or folders (every *.onnx below)")
+    p.add_argument("--target", metavar="{" + ",".join(TARGETS) + ",std:VALUE}",
+                   help="scheme each layer is held to, or a fixed std such as std:0.02 (default: xavier)")
+    p.add_argument("--convention", choices=CONVENTIONS, help="how fans are counted (default: connectivity)")
+    p.add_argument("--profile", choices=PROFILE_CHOICES,
+                   help="init: a fresh export held to its target (default); trained: the pre-deployment review "
+                        "of trained weights; auto: decided per model from the weights' structure")
+    p.add_argument("--pool-aware", action="store_true", default=None,
+                   help="divide a conv's fan_out by the area of a pooling that follows (Theano/LeNet convention)")
+    p.add_argument("--fp16", action="store_true", default=None, help="flag values that overflow float16")
+    p.add_argument("--drift-limit", type=float, metavar="FACTOR",
+                   help="flag a model whose activation variance is estimated to grow or shrink by more (default 100)")
+    p.add_argument("--format", choices=sorted(REPORTERS), help="output format (default: table)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    p.add_argument("--fail-on", choices=FAIL_ON, help="lowest status that makes the exit code 1 (default: fail)")
+    p.add_argument("--select", type=_codes, metavar="CODES", help="comma-separated rule codes (or prefixes) to keep")
+    p.add_argument("--ignore", type=_codes, metavar="CODES", help="comma-separated rule codes (or prefixes) to drop")
+    p.add_argument("-j", "--jobs", type=int, metavar="N",
+                   help="worker processes for several models or one large one (default: the number of cores)")
+    p.add_argument("--config", metavar="FILE", help="TOML file with a [tool.initaudit] table "
+                                                    "(default: the nearest pyproject.toml)")
+    p.add_argument("--also", action="append", default=[], metavar="FORMAT:FILE",
+                   help="also write the report in FORMAT to FILE (repeatable), e.g. --also sarif:initaudit.sarif")
+    p.add_argument("--baseline", metavar="FILE",
+                   help="fail only on findings not recorded in FILE (matched by fingerprint); list those gone")
+    p.add_argument("--write-baseline", metavar="FILE",
+                   help="record every finding of this run in FILE and exit 0 (2 if a model was unreadable)")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the table")
+    p.add_argument("--version", action="version", version=f"initaudit {__version__}")
+    return p
+
+
+def fans_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="initaudit fans", description="Fan-in and fan-out of a weight shape in a named layout.")
+    p.add_argument("shape", help="comma-separated dimensions, e.g. 5,5,3,6")
+    p.add_argument("--layout", required=True,
+                   help="one letter per axis: I input, O output, B batch, any other letter receptive field "
+                        "(HWIO, OIHW, IO, OI, OIDHW, IOHW for ConvTranspose …)")
+    p.add_argument("--groups", type=int, default=1, help="convolution groups (default 1)")
+    return p
+
+
+def rules_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="initaudit rules", description="List the rule codes, or explain one.")
+    p.add_argument("code", nargs="?", help="a rule code, e.g. IA101")
+    return p
+
+
+def run_fans(argv: Sequence[str]) -> int:
+    args = fans_parser().parse_args(argv)
+    try:
+        shape = [int(d) for d in args.shape.replace("x", ",").split(",") if d.strip()]
+    except ValueError:
+        raise InitauditError(f"shape {args.shape!r} is not a comma-separated list of integers") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise InitauditError(f"shape {args.shape!r} needs positive dimensions")
+    try:
+        fans = layout_fans(shape, args.layout, args.groups)
+    except ValueError as exc:
+        raise InitauditError(str(exc)) from None
+    fi, fo = fans.fan_in, fans.fan_out
+    xavier = 2.0 / (fi + fo)
+    print(f"shape {shape}, layout {args.layout.upper()}, groups {args.groups}")
+    print(f"fan_in  {fi}")
+    print(f"fan_out {fo}")
+    print(f"xavier  var 2/({fi}+{fo}) = {xavier:.6g}  std {xavier ** 0.5:.6g}  uniform bound ±{(3 * xavier) ** 0.5:.6g}")
+    print(f"he      var 2/{fi} = {2 / fi:.6g}  std {(2 / fi) ** 0.5:.6g}")
+    print(f"lecun   var 1/{fi} = {1 / fi:.6g}  std {(1 / fi) ** 0.5:.6g}")
+    return 0
+
+
+def run_rules(argv: Sequence[str]) -> int:
+    args = rules_parser().parse_args(argv)
+    if args.code is None:
+        for rule in RULES.values():
+            print(f"{rule.code}  {rule.name:<28} {rule.severity:<5} {rule.summary}")
+        return 0
+    code = args.code.upper()
+    if code not in RULES:
+        raise InitauditError(f"unknown rule {args.code!r}; `initaudit rules` lists them")
+    r = RULES[code]
+    print(f"{r.code} {r.name} ({r.severity})\n\n{r.summary}\n\nWhy it matters: {r.why}\n\n"
+          f"Example: {r.example}\n\nHow to fix: {r.fix}")
+    return 0
+
+
+def run_schema(argv: Sequence[str]) -> int:
+    _Parser(prog="initaudit schema", description="Print the JSON Schema of the --format json report.").parse_args(argv)
+    from initaudit.report.schema import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
+
+
+def run_audit(argv: Sequence[str]) -> int:
+    args = audit_parser().parse_args(argv)
+    config = load_config(args.config)
+    options = {key: value for key, value in config.items() if key not in ("format", "jobs")}
+    for key in ("target", "convention", "profile", "pool_aware", "fail_on", "select", "ignore", "fp16", "drift_limit"):
+        value = getattr(args, key)
+        if value is not None:
+            options[key] = value
+    for key in ("select", "ignore"):
+        if key in options:
+            options[key] = tuple(options[key])
+    fmt = args.format or config.get("format", "table")
+    if fmt not in REPORTERS:
+        raise InitauditError(f"unknown format {fmt!r}; choose one of {', '.join(sorted(REPORTERS))}")
+    jobs = args.jobs if args.jobs is not None else config.get("jobs")
+    extra = []
+    for spec in args.also:
+        also_fmt, _, also_path = spec.partition(":")
+        if also_fmt not in REPORTERS or not also_path:
+            raise InitauditError(f"--also {spec!r}: expected FORMAT:FILE with FORMAT one of {', '.join(REPORTERS)}")
+        extra.append((also_fmt, also_path))
+    # a second pass over flagged layers, only for the page that draws their histograms
+    options["histograms"] = "html" in (fmt, *(f for f, _ in extra))
+    recorded = read_baseline(args.baseline) if args.baseline else None  # a bad file stops us before the work
+    progress = Progress.for_stream(sys.stderr)
+    try:
+        report = audit(args.models, jobs=jobs, errors="report", progress=progress, **options)
+    finally:
+        if progress is not None:
+            progress.close()
+    for warning in report.warnings:
+        print(f"initaudit: warning: {warning}", file=sys.stderr)
+    for model in report.unreadable:
+        print(f"initaudit: error: {model.path}: {model.error}", file=sys.stderr)
+    if recorded is not None:
+        report = dataclasses.replace(report, baseline=compare(report, recorded, args.baseline))
+    if fmt == "table":
+        color = args.color == "always" or (
+            args.color == "auto" and args.output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+        text = render(report, fmt, color=color)
+    else:
+        text = render(report, fmt)
+    for also_fmt, also_path in extra:
+        _write(also_path, render(report, also_fmt))
+    if fmt == "github" and os.environ.get("GITHUB_STEP_SUMMARY"):
+        _write(os.environ["GITHUB_STEP_SUMMARY"], render(report, "markdown"), "a", "append the step summary")
+    if args.output:
+        _write(args.output, text)
+    else:
+        sys.stdout.write(text)
+    if args.write_baseline:
+        count = write_baseline(report, args.write_baseline)
+        print(f"initaudit: recorded {count} finding{'s' if count != 1 else ''} in {args.write_baseline}",
+              file=sys.stderr)
+        return 2 if report.unreadable else 0
+    return report.exit_code
+
+
+def _write(path: str, text: str, mode: str = "w", what: str = "write the report") -> None:
+    try:
+        with open(path, mode, encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise InitauditError(f"{path}: cannot {what} ({exc.strerror})") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"fans": run_fans, "rules": run_rules, "schema": run_schema}
+    try:
+        if argv and argv[0] in commands and not os.path.exists(argv[0]):
+            return commands[argv[0]](argv[1:])
+        return run_audit(argv)
+    except InitauditError as exc:
+        print(f"initaudit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("initaudit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug of ours: still one line, unless asked for the traceback
+        if os.environ.get("INITAUDIT_DEBUG"):
+            raise
+        print(f"initaudit: internal error: {type(exc).__name__}: {exc} "
+              "(set INITAUDIT_DEBUG=1 for a traceback, and please report it)", file=sys.stderr)
+        return 2

@@ -1,0 +1,324 @@
+"""The trained-model review: statistics that tell a trained layer from a fresh draw, and what breaks.
+
+Pure functions of a layer's ``UnitSums`` (per-output-unit sums of squares and the tensor's
+raw power sums), its ``TensorStats`` and its fans; no graph, no I/O.  Background and the
+thresholds' origin: README "Reviewing a trained model" and the shared reference
+trained-review.md.
+
+* Never trained (IA401): for i.i.d. values with E[w²] = m₂, the sum of squares
+  S = Σ w² of one unit of n values has variance n·Var(w²) and excess kurtosis κ(w²)/n.  The
+  dispersion D = s²(S) / (n·Var(w²)) over the R units is ≈ 1 for a fresh draw of *any*
+  distribution, a scaled χ²_ν/ν with ν = 2 / (2/(R−1) + κ_S/R); z is its Wilson–Hilferty
+  normal equivalent.  The same test runs over the input units (the other side).  A trained layer's units differ far more
+  (D ≫ 1).  A layer is called never trained when z is within ±Z_IID, its values fit an
+  init family (uniform, normal, truncated normal) and its variance is that of a known init
+  scheme within sampling noise.
+* Dead units (IA402): units whose norm is zero or below DEAD_RELATIVE × the median unit norm.
+* Value outliers (IA404): per-tensor symmetric int8 uses a step of 2·max|w|/255; the
+  signal-to-quantization-noise ratio SQNR ≈ 10·log10(12·E[w²]/step²) dB.
+* float16 flush (IA207): non-zero values below 2^-25 become 0 in float16.
+* Scale outliers between comparable layers (IA403): ``scale_outliers`` over the model.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from initaudit.findings import Finding
+from initaudit.judge.bands import consistent
+from initaudit.judge.verdict import matches
+from initaudit.measure.stats import TensorStats
+from initaudit.measure.units import UnitSums
+from initaudit.trace.fans import Fans
+
+#: |z| of the unit-norm dispersion within which a layer is consistent with an i.i.d. draw.
+Z_IID = 4.0
+#: Fewer units or values than this: the dispersion says too little to call a layer fresh.
+MIN_UNITS = 8
+MIN_VALUES = 4096
+#: A unit is dead when its norm is below this fraction of the layer's median unit norm.
+DEAD_RELATIVE = 1e-3
+#: Dead units: info below this fraction of a layer's units, warn from it on.
+DEAD_WARN_FRACTION = 0.10
+#: Per-tensor int8 SQNR (dB) of the other values below which one value crushes the rest of the layer:
+#: max|w| > 883× the others' rms.  The worst healthy published layer seen keeps +2.1 dB (349×).
+SQNR_WARN_DB = -6.0
+#: Share of a layer's energy (Σ w²) carried by values float16 flushes to zero that is worth a warning.
+FLUSH_WARN_ENERGY = 1e-3
+#: Robust z (Iglewicz–Hoaglin modified z) of a layer's log gain among comparable layers ...
+SCALE_OUTLIER_Z = 3.5
+#: ... and at least this factor from their median.  Heads, stems, SE blocks and pruned layers of
+#: healthy published models sit up to 28× from their peers; a flag this close to healthy spreads
+#: would also come and go when one peer changes.
+SCALE_OUTLIER_FACTOR = 100.0
+SCALE_MIN_GROUP = 5
+#: Variances of fixed-std inits (Hugging Face's `initializer_range` default 0.02).
+FIXED_STDS = (0.02,)
+INIT_FAMILIES = ("uniform", "normal", "truncated_normal")
+#: Schemes drawn from one family only (the others come in uniform and normal variants).
+SCHEME_FAMILIES = {"torch_default": ("uniform",)}
+SCHEME_TEXT = {
+    "torch_default": "PyTorch's default U(±1/√fan_in)",
+    "xavier": "Xavier/Glorot (Keras' glorot_uniform)",
+    "he_fan_in": "He (fan_in)",
+    "he_fan_out": "He (fan_out)",
+    "lecun": "LeCun",
+}
+
+
+@dataclass(frozen=True)
+class Dispersion:
+    d: float          # s²(S) / (n·Var(w²)): ≈ 1 for an i.i.d. draw
+    z: float
+    p: float          # two-sided
+
+
+@dataclass(frozen=True)
+class Review:
+    """A layer's trained-review evidence (JSON ``review``)."""
+
+    units: int
+    per_unit: int
+    dispersion: Dispersion | None
+    input_dispersion: Dispersion | None   # the same over input units (rows of the other side)
+    schemes: tuple[str, ...]          # init schemes whose variance the layer's matches
+    family: str
+    fresh: bool                       # the never-trained verdict
+    dead: int
+    dead_indices: tuple[int, ...]
+    sqnr_int8_db: float | None
+    max_over_rms: float | None
+    float16_flushed: int
+    float16_subnormal: int
+    log_gain: float | None            # log10(rms · √fan_in): the layer's scale, comparable across layers
+    scale_z: float | None = None      # filled in across the model
+    scale_group: int = 0              # how many comparable layers the scale was held against
+    scale_offset: float | None = None  # log10 distance from their median scale
+
+
+def dispersion(sums: UnitSums, side: str = "out") -> Dispersion | None:
+    """The unit-norm dispersion test (module docstring) over output (or input) units."""
+    unit_sq = sums.unit_sq if side == "out" else sums.in_sq
+    r, n = (sums.units, sums.per_unit) if side == "out" else (sums.in_units, sums.in_per_unit)
+    if unit_sq is None or r < 2 or n < 1 or sums.count == 0:
+        return None
+    m2, m4, m6, m8 = (p / sums.count for p in sums.power)
+    var_y = m4 - m2 * m2
+    if not var_y > 0 or not math.isfinite(m8):
+        return None
+    central4 = m8 - 4 * m2 * m6 + 6 * m2 * m2 * m4 - 3 * m2 ** 4
+    kurt_y = central4 / (var_y * var_y) - 3.0
+    s2 = float(np.var(unit_sq, ddof=1))
+    d = s2 / (n * var_y)
+    # s² of R sums with excess kurtosis κ(w²)/n: Var(s²)/V² ≈ 2/(R−1) + κ(w²)/(n·R), a scaled χ² with
+    # ν = 2/that degrees of freedom; z from its Wilson–Hilferty cube-root normal approximation.
+    spread = max(2.0 / (r - 1) + kurt_y / n / r, 1e-12)
+    nu = 2.0 / spread
+    c = 2.0 / (9.0 * nu)
+    z = (d ** (1.0 / 3.0) - (1.0 - c)) / math.sqrt(c)
+    return Dispersion(d, z, math.erfc(abs(z) / math.sqrt(2.0)))
+
+
+def init_schemes(stats: TensorStats, fans: dict[str, Fans] | None, scale: float = 1.0,
+                 family: str | None = None) -> tuple[str, ...]:
+    """Known init schemes (under any fan convention) whose variance the layer's is consistent with.
+
+    With ``family``, a scheme is listed only if it draws from that family (PyTorch's
+    default is uniform; a fixed-std init normal or truncated normal).
+    """
+    if stats.count < 2 or not stats.var > 0:
+        return ()
+    var = stats.var * scale * scale
+    found: list[str] = []
+    for f in (fans or {}).values():
+        for rule in matches(stats, f, scale):
+            if rule == "other" or rule in found or (family and family not in SCHEME_FAMILIES.get(rule, INIT_FAMILIES)):
+                continue
+            found.append(rule)
+    for std in FIXED_STDS:
+        if family in ("uniform",):
+            continue
+        if consistent(var / (std * std), stats.count, stats.excess_kurtosis):
+            found.append(f"std_{std:g}")
+    return tuple(found)
+
+
+def dead_units(unit_sq: np.ndarray) -> np.ndarray:
+    """Indices of units whose norm is zero or negligible against the median unit norm."""
+    if unit_sq.size == 0:
+        return np.zeros(0, np.int64)
+    median = float(np.median(unit_sq))
+    limit = median * DEAD_RELATIVE ** 2
+    return np.flatnonzero((unit_sq == 0) | (unit_sq < limit))
+
+
+def int8_sqnr(sums: UnitSums) -> tuple[float | None, float | None]:
+    """(estimated per-tensor int8 SQNR of the other values in dB, max|w| / their rms).
+
+    The rms leaves the largest value out (Σw² − max²), so that one huge value does not
+    inflate the spread it is compared with (with it, max/rms can never exceed √n).
+    """
+    if sums.count < 2 or not sums.power[0] > 0 or not math.isfinite(sums.max_abs):
+        return None, None
+    rest = (sums.power[0] - sums.max_abs ** 2) / (sums.count - 1)
+    if not rest > 0:
+        return None, None
+    rms = math.sqrt(rest)
+    step = 2.0 * sums.max_abs / 255.0
+    return 10.0 * math.log10(12.0 * rms * rms / (step * step)), sums.max_abs / rms
+
+
+def review_layer(sums: UnitSums, stats: TensorStats, fans: dict[str, Fans] | None, family: str,
+                 fan_in: int | None, scale: float = 1.0) -> Review:
+    disp = dispersion(sums) if sums.units > 1 else None
+    disp_in = dispersion(sums, "in") if sums.in_units >= MIN_UNITS else None
+    schemes = init_schemes(stats, fans, scale, family)
+    enough = sums.units >= MIN_UNITS and sums.count >= MIN_VALUES
+    fresh = bool(enough and disp is not None and abs(disp.z) <= Z_IID and family in INIT_FAMILIES
+                 and (disp_in is None or abs(disp_in.z) <= Z_IID) and schemes and stats.nonfinite == 0)
+    dead = dead_units(sums.unit_sq) if sums.units > 1 else np.zeros(0, np.int64)
+    sqnr, peak = int8_sqnr(sums)
+    gain = None
+    if fan_in and sums.count and sums.power[0] > 0:
+        gain = math.log10(math.sqrt(sums.power[0] / sums.count) * abs(scale) * math.sqrt(fan_in))
+    return Review(sums.units, sums.per_unit, disp, disp_in, schemes, family, fresh, int(dead.size),
+                  tuple(int(i) for i in dead[:8]), sqnr, peak, sums.flushed, sums.subnormal, gain)
+
+
+def fresh_finding(review: Review, stats: TensorStats) -> Finding | None:
+    """IA401: still a fresh draw of a known init scheme."""
+    disp = review.dispersion
+    if not review.fresh or disp is None:
+        return None
+    kurt = stats.excess_kurtosis if stats.excess_kurtosis is not None else math.nan
+    schemes = ", ".join(SCHEME_TEXT.get(s, s.replace("std_", "N(0, ") + ")" if s.startswith("std_") else s)
+                        for s in review.schemes)
+    return Finding("IA401", "fail",
+                   f"looks never trained: unit-norm dispersion D = {disp.d:.3g} over {review.units} units "
+                   f"(z = {disp.z:+.2f}, p = {disp.p:.2g})"
+                   + (f", over {review.input_dispersion and sums_note(review)}" if review.input_dispersion else "")
+                   + f" as in an i.i.d. draw; {review.family} values "
+                   f"(excess kurtosis {kurt:.2f}); variance matches {schemes}")
+
+
+def sums_note(review: Review) -> str:
+    inputs = review.input_dispersion
+    return "" if inputs is None else f"input units D = {inputs.d:.3g} (z = {inputs.z:+.2f})"
+
+
+def dead_finding(review: Review) -> Finding | None:
+    """IA402: output units that are zero or negligible."""
+    if review.dead == 0 or review.units < 2:
+        return None
+    fraction = review.dead / review.units
+    severity = "warn" if fraction >= DEAD_WARN_FRACTION else "info"
+    more = ", …" if review.dead > len(review.dead_indices) else ""
+    return Finding("IA402", severity,
+                   f"{review.dead} of {review.units} output units ({fraction:.0%}) are dead (norm below "
+                   f"{DEAD_RELATIVE:g}× the median unit norm), first: {', '.join(map(str, review.dead_indices))}{more}")
+
+
+def outlier_finding(review: Review) -> Finding | None:
+    """IA404: one value so far out that per-tensor int8 loses the rest of the layer."""
+    if review.sqnr_int8_db is None or review.sqnr_int8_db >= SQNR_WARN_DB or review.max_over_rms is None:
+        return None
+    return Finding("IA404", "warn",
+                   f"max |w| is {review.max_over_rms:.3g}× the rms of the other values: per-tensor int8 would "
+                   f"keep them at an SQNR of about {review.sqnr_int8_db:.1f} dB (a Gaussian layer keeps ~40 dB); "
+                   f"quantize per channel or check that value")
+
+
+def flush_finding(sums: UnitSums) -> Finding | None:
+    """IA207 (``--fp16``): values that float16 rounds to zero, carrying a meaningful share of the layer.
+
+    Tiny values in otherwise normal layers (pruned channels' leftovers) flush harmlessly; what
+    matters is the share of the layer's energy Σ w² they carry.
+    """
+    if not sums.nonzero or not sums.power[0] > 0:
+        return None
+    energy = sums.flushed_sq / sums.power[0]
+    if energy < FLUSH_WARN_ENERGY:
+        return None
+    return Finding("IA207", "warn",
+                   f"{sums.flushed} of {sums.nonzero} non-zero values ({sums.flushed / sums.nonzero:.1%}), "
+                   f"{energy:.1%} of the layer's Σw², are below {2.0 ** -25:.3g} and become 0 in float16 "
+                   f"({sums.subnormal} below the smallest normal {2.0 ** -14:.3g})")
+
+
+def modified_z(values: Sequence[float]) -> list[float | None]:
+    """Iglewicz–Hoaglin modified z, 0.6745·(x − median)/MAD; None where MAD is 0."""
+    array = np.asarray(values, np.float64)
+    median = float(np.median(array))
+    mad = float(np.median(np.abs(array - median)))
+    if mad == 0:
+        return [None] * len(values)
+    return [0.6745 * (float(v) - median) / mad for v in array]
+
+
+def scale_outliers(keys: Sequence[tuple[object, ...]],
+                   gains: Sequence[float | None]) -> tuple[list[float | None], list[float | None]]:
+    """Each layer's modified z of its log gain among the layers with the same key (op, kernel…),
+    and its distance (in log10) from their median."""
+    result: list[float | None] = [None] * len(gains)
+    offsets: list[float | None] = [None] * len(gains)
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, (key, gain) in enumerate(zip(keys, gains)):
+        if gain is not None and math.isfinite(gain):
+            groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        if len(members) < SCALE_MIN_GROUP:
+            continue
+        values = [gains[i] for i in members]
+        median = float(np.median(np.asarray(values, np.float64)))
+        for i, z in zip(members, modified_z(values)):  # type: ignore[arg-type]
+            result[i] = z
+            offsets[i] = gains[i] - median  # type: ignore[operator]
+    return result, offsets
+
+
+def scale_finding(review: Review) -> Finding | None:
+    """IA403: a layer whose scale is far out of line with comparable layers of the model."""
+    z, offset = review.scale_z, review.scale_offset
+    if (z is None or offset is None or review.log_gain is None or abs(z) <= SCALE_OUTLIER_Z
+            or abs(offset) < math.log10(SCALE_OUTLIER_FACTOR)):
+        return None
+    return Finding("IA403", "warn",
+                   f"scale rms·√fan_in = {10 ** review.log_gain:.3g} is {10 ** abs(offset):.3g}× "
+                   f"{'above' if z > 0 else 'below'} the median of the {review.scale_group} comparable layers of "
+                   f"this model (robust z = {z:+.1f}; flagged beyond ±{SCALE_OUTLIER_Z:g} and "
+                   f"{SCALE_OUTLIER_FACTOR:g}×)")
+
+
+def check_notes(review: Review) -> dict[str, str]:
+    """What each check of the review found, in words, for the reports."""
+    notes: dict[str, str] = {}
+    disp = review.dispersion
+    if disp is None:
+        notes["never trained"] = f"not tested ({review.units} unit{'s' if review.units != 1 else ''})"
+    else:
+        verdict = ("fresh draw: never trained" if review.fresh else
+                   "structured: trained" if abs(disp.z) > Z_IID or (
+                       review.input_dispersion is not None and abs(review.input_dispersion.z) > Z_IID) else
+                   "i.i.d.-like but " + ("no init family" if review.family not in INIT_FAMILIES else
+                                         "no init scheme's variance" if not review.schemes else "too small to tell"))
+        inputs = review.input_dispersion
+        seen_in = f", inputs D = {inputs.d:.3g}, z = {inputs.z:+.3g}" if inputs is not None else ""
+        notes["never trained"] = (f"D = {disp.d:.3g} over {review.units} units, z = {disp.z:+.3g}{seen_in}; "
+                                  f"{review.family}; schemes {', '.join(review.schemes) or 'none'} → {verdict}")
+    if review.units > 1:
+        notes["dead units"] = f"{review.dead} of {review.units}" + (
+            f" (first: {', '.join(map(str, review.dead_indices))})" if review.dead else "")
+    if review.scale_z is not None:
+        notes["scale vs comparable layers"] = (f"rms·√fan_in = {10 ** (review.log_gain or 0):.3g}, "
+                                               f"{10 ** (review.scale_offset or 0):.3g}× their median, robust z "
+                                               f"{review.scale_z:+.2f} among {review.scale_group} layers")
+    elif review.log_gain is not None:
+        notes["scale vs comparable layers"] = "fewer than 5 comparable layers: not compared"
+    if review.sqnr_int8_db is not None and review.max_over_rms is not None:
+        notes["int8 outliers"] = (f"max|w| = {review.max_over_rms:.3g}× the others' rms, per-tensor int8 SQNR ≈ "
+                                  f"{review.sqnr_int8_db:.1f} dB")
+    notes["float16"] = (f"{review.float16_flushed} values flush to 0, {review.float16_subnormal} subnormal")
+    return notes

@@ -1,0 +1,1 @@
+"""Measuring: streaming statistics of the planned weights (moments, per-unit sums, histograms), bounded in memory."""

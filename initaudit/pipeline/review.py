@@ -1,0 +1,96 @@
+"""The trained-model review applied to a model: the unit pass, the profile ``auto`` decides, the findings.
+
+Runs after the moments pass (``measure``) and the per-layer verdicts (``layers.finish``):
+``unit_pass`` streams each weight once more for its per-unit sums (only with
+``--profile trained|auto`` or ``--fp16``), ``decide_profile`` picks init or trained for
+``--profile auto``, and ``apply_review`` turns the evidence into findings.  In the
+trained profile the Xavier ratio stays in the report but no longer raises IA101/IA102.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+
+from initaudit.findings import Finding, worst_status
+from initaudit.judge.review import (
+    Review,
+    dead_finding,
+    flush_finding,
+    fresh_finding,
+    outlier_finding,
+    review_layer,
+    scale_finding,
+    scale_outliers,
+)
+from initaudit.judge.verdict import distribution
+from initaudit.measure.units import UnitSums
+from initaudit.pipeline.options import AuditOptions
+from initaudit.report.model import LayerReport
+
+#: Variance verdicts against a target: information only in the trained profile.
+TARGET_CODES = ("IA101", "IA102")
+
+
+def model_findings(findings: Sequence[Finding], opts: AuditOptions) -> list[Finding]:
+    """Model-level findings kept in this profile: the signal-drift estimate (IA104) multiplies each
+    layer's variance against its init gain, which trained layers (folded BatchNorm) need not keep;
+    in the trained profile its number stays (``signal_gain``) but raises no finding."""
+    return [f for f in findings if not (opts.profile == "trained" and f.code == "IA104")]
+
+
+def profile_finding(reason: str | None) -> Finding | None:
+    """IA405 (model level, info): why this profile, or the hint that an init run met a trained model."""
+    return Finding("IA405", "info", reason) if reason else None
+
+
+def _group_key(layer: LayerReport) -> tuple[object, ...]:
+    """Comparable layers: same op, same kernel (receptive field), depthwise or not."""
+    kernel = tuple(d for d, letter in zip(layer.shape, layer.layout) if letter not in "OIB1")
+    depthwise = layer.fan_in is not None and layer.groups > 1 and layer.fan_in == math.prod(kernel or (1,))
+    return (layer.op, kernel, depthwise)
+
+
+def apply_review(layers: Sequence[LayerReport], sums: Sequence[UnitSums | None],
+                 opts: AuditOptions) -> list[LayerReport]:
+    """Findings of the review added to each layer (trained profile), IA207 with ``--fp16``."""
+    trained = opts.profile == "trained"
+    reviews: list[Review | None] = []
+    for layer, s in zip(layers, sums):
+        if s is None or not trained:
+            reviews.append(None)
+            continue
+        fan_in = layer.fans["connectivity"].fan_in if layer.fans else None
+        reviews.append(review_layer(s, layer.stats, layer.fans, distribution(layer.stats), fan_in, layer.scale))
+    if trained:
+        keys = [_group_key(layer) for layer in layers]
+        gains = [r.log_gain if r is not None and not r.fresh else None for r in reviews]
+        zs, offsets = scale_outliers(keys, gains)
+        compared = [key for key, gain in zip(keys, gains) if gain is not None]
+        sizes = {key: compared.count(key) for key in set(keys)}
+    out = []
+    for i, (layer, s, review) in enumerate(zip(layers, sums, reviews)):
+        added: list[Finding] = []
+        findings = list(layer.findings)
+        if trained:
+            findings = [f for f in findings if f.code not in TARGET_CODES]
+        if review is not None:
+            review = replace(review, scale_z=zs[i], scale_offset=offsets[i], scale_group=sizes[keys[i]])
+            all_zero = layer.stats.total > 0 and layer.stats.zeros == layer.stats.total   # IA202 says it
+            for finding in (fresh_finding(review, layer.stats), None if all_zero else dead_finding(review),
+                            scale_finding(review) if not review.fresh else None,
+                            outlier_finding(review)):
+                if finding is not None:
+                    added.append(finding)
+        if opts.fp16 and s is not None:
+            flushed = flush_finding(s)
+            if flushed is not None:
+                added.append(flushed)
+        findings.extend(f for f in added if opts.keeps(f.code))
+        if tuple(findings) == layer.findings and review is None:
+            out.append(layer)
+            continue
+        status = worst_status(findings)
+        suggestion = layer.suggestion if not trained or any(f.code in TARGET_CODES for f in findings) else None
+        out.append(replace(layer, findings=tuple(findings), status=status, suggestion=suggestion, review=review))
+    return out

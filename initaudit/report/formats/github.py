@@ -1,0 +1,62 @@
+"""``--format github``: GitHub Actions workflow commands, one annotation per finding.
+
+GitHub shows at most 10 error, 10 warning and 10 notice annotations per step, so the
+most severe come first, each level is capped at 10 and one plain line counts the
+rest.  Data is escaped as the Actions toolkit does (``%``, CR, LF), properties also
+``:`` and ``,``.  The command line also appends the Markdown report to
+``$GITHUB_STEP_SUMMARY`` when that variable is set.
+"""
+from __future__ import annotations
+
+from initaudit.codes import RULES
+from initaudit.report.fingerprint import located_findings, relative_path
+from initaudit.report.formats._common import summary_line
+from initaudit.report.model import Report
+
+COMMAND = {"fail": "error", "warn": "warning", "info": "notice"}
+ORDER = ("error", "warning", "notice")
+PER_LEVEL = 10
+
+
+def escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def command(level: str, file: str, title: str, message: str) -> str:
+    return f"::{level} file={escape_property(file)},title={escape_property(title)}::{escape_data(message)}"
+
+
+def render(report: Report) -> str:
+    annotations: list[tuple[str, str, str, str]] = []   # level, file, title, message
+    for model in report.unreadable:
+        annotations.append(("error", relative_path(model.path), "IA001 unreadable-model",
+                            f"could not be read: {model.error}"))
+    known = 0
+    for item in located_findings(report):
+        if not report.counts(*item.position):
+            known += 1
+            continue
+        f = item.finding
+        name = RULES[f.code].name if f.code in RULES else f.code
+        where = item.layer.name if item.layer else "model"
+        annotations.append((COMMAND[f.severity], relative_path(item.model.path), f"{f.code} {name}: {where}",
+                            f"{where}: {f.message}"))
+    lines = []
+    rest: dict[str, int] = {}
+    for level in ORDER:
+        of_level = [a for a in annotations if a[0] == level]
+        lines += [command(*a) for a in of_level[:PER_LEVEL]]
+        if len(of_level) > PER_LEVEL:
+            rest[level] = len(of_level) - PER_LEVEL
+    if rest:
+        counts = ", ".join(f"{n} more {level}{'s' if n != 1 else ''}" for level, n in rest.items())
+        lines.append(f"initaudit: {counts} not annotated (GitHub shows {PER_LEVEL} per level and step); "
+                     "the step summary and the other formats list them all")
+    if known:
+        lines.append(f"initaudit: {known} finding{'s' if known != 1 else ''} already in the baseline, not annotated")
+    lines += [summary_line(m) for m in report.models]
+    return "\n".join(lines) + "\n"

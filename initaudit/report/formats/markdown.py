@@ -1,0 +1,107 @@
+"""``--format markdown``: for pull-request comments, step summaries and review documents.
+
+A GitHub comment holds at most 65,536 characters, so the report always fits: the
+summary first, then the failing and warning layers, the ok layers folded in a
+``<details>`` block, the findings grouped by rule.  When that is still too long,
+the ok layers are counted instead of listed, then the flagged rows and findings
+are cut to what fits, each cut saying how much was left out.
+"""
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from initaudit.codes import RULES
+from initaudit.findings import STATUS_ORDER
+from initaudit.report.formats._common import baseline_line, num, shape, std, summary_line, target_std
+from initaudit.report.formats._review import review_markdown
+from initaudit.report.model import LayerReport, ModelReport, Report
+
+HEADERS = ["layer", "op", "shape", "layout", "fan_in", "fan_out", "std", "target std", "ratio", "status"]
+ICON = {"ok": "ok", "warn": "**warn**", "fail": "**FAIL**"}
+LIMIT = 65_536       # characters in a GitHub comment
+CAPS = (None, 400, 150, 60, 20, 5, 0)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(layers: list[LayerReport]) -> str:
+    rows = [[_cell(layer.name), layer.op, shape(layer.shape), layer.layout or "-", num(layer.fan_in, 9),
+             num(layer.fan_out, 9), num(std(layer)), num(target_std(layer)), num(layer.ratio),
+             ICON[layer.status]] for layer in layers]
+    return tabulate(rows, headers=HEADERS, tablefmt="github", disable_numparse=True) + "\n"
+
+
+def _findings(model: ModelReport, cap: int | None) -> list[str]:
+    out = [f"- **model** `{f.code}` {f.severity}: {_cell(f.message)}" for f in model.findings]
+    flagged = sorted((layer for layer in model.layers if layer.findings),
+                     key=lambda layer: -STATUS_ORDER[layer.status])
+    shown = flagged if cap is None else flagged[:cap]
+    for layer in shown:
+        for finding in layer.findings:
+            out.append(f"- `{_cell(layer.name)}` `{finding.code}` {finding.severity}: {_cell(finding.message)}")
+        if layer.suggestion:
+            s = layer.suggestion
+            out.append(f"  - fix: multiply by {s.scale:.4g} (target std {s.target_std:.4g}); "
+                       f"PyTorch `{s.pytorch}`; Keras `{s.keras}`; JAX `{s.jax}`")
+    if len(shown) < len(flagged):
+        rest = flagged[len(shown):]
+        counts: dict[str, int] = {}
+        for layer in rest:
+            for f in layer.findings:
+                counts[f.code] = counts.get(f.code, 0) + 1
+        by_rule = ", ".join(f"{n} {code} ({RULES[code].name if code in RULES else code})"
+                            for code, n in sorted(counts.items()))
+        out.append(f"- … and the findings of {len(rest)} more layers: {by_rule} (the JSON and HTML reports list all)")
+    return out
+
+
+def _model(model: ModelReport, fold_ok: bool, cap: int | None) -> list[str]:
+    out = [f"## initaudit: `{model.path}`\n"]
+    if model.error is not None:
+        out.append(f"**Could not be read** (`IA001`): {_cell(model.error)}\n")
+        return out
+    out.append(summary_line(model) + "\n")
+    flagged = sorted((layer for layer in model.layers if layer.status != "ok"),
+                     key=lambda layer: -STATUS_ORDER[layer.status])
+    ok = [layer for layer in model.layers if layer.status == "ok"]
+    shown = flagged if cap is None else flagged[:cap]
+    if shown:
+        out.append(_table(shown))
+    if len(shown) < len(flagged):
+        out.append(f"… and {len(flagged) - len(shown)} more flagged layers (the JSON and HTML reports list all).\n")
+    if ok and fold_ok:
+        out.append(f"<details><summary>{len(ok)} ok layer{'s' if len(ok) != 1 else ''}</summary>\n\n"
+                   f"{_table(ok)}\n</details>\n")
+    elif ok:
+        out.append(f"{len(ok)} ok layer{'s' if len(ok) != 1 else ''} not listed.\n")
+    findings = _findings(model, cap)
+    if findings:
+        out.append("### Findings\n")
+        out.extend(findings)
+    out.extend(review_markdown(model, None if fold_ok else cap))
+    out.append("")
+    return out
+
+
+def _render(report: Report, fold_ok: bool, cap: int | None) -> str:
+    out = []
+    baseline = baseline_line(report)
+    if baseline:
+        out.append("```text\n" + baseline + "\n```\n")
+    for model in report.models:
+        out.extend(_model(model, fold_ok, cap))
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render(report: Report, limit: int = LIMIT) -> str:
+    """The most complete report that fits in ``limit`` characters."""
+    text = ""
+    for fold_ok in (True, False):
+        for cap in CAPS if not fold_ok else (None,):
+            text = _render(report, fold_ok, cap)
+            if len(text) <= limit:
+                return text
+    note = "\n\n… cut to fit a comment; the JSON and HTML reports have everything.\n"
+    return text[:limit - len(note)] + note

@@ -1,0 +1,136 @@
+"""What a layer's output meets next: the nonlinearity that sets its target, a pooling.
+
+Walks forward from a node's first output through ops that neither mix units nor
+change the scheme a layer should follow (bias Add, BatchNormalization, reshapes,
+casts, dropout), while the value has a single consumer.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from onnx import NodeProto
+
+from initaudit.read.graph import ModelGraph, Scope, attribute
+from initaudit.trace.follow import as_ints, constant_value
+
+TRANSPARENT = {
+    "Add", "Sub", "BatchNormalization", "Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+    "Transpose", "Dropout", "InstanceNormalization", "QuantizeLinear", "DequantizeLinear",
+}
+POOLS = {"MaxPool", "AveragePool"}
+SHAPE_ONLY = {"Shape", "Size"}  # read a tensor's shape, not its values
+ELEMENTWISE_ACTIVATIONS = {
+    "Relu", "LeakyRelu", "PRelu", "Tanh", "Sigmoid", "Selu", "Elu", "Celu", "Gelu", "Clip", "Softplus",
+    "Softsign", "HardSigmoid", "HardSwish", "Mish", "ThresholdedRelu",
+}
+MAX_STEPS = 12
+
+
+@dataclass(frozen=True)
+class Downstream:
+    activation: str | None      # ONNX op type of the first nonlinearity, if any
+    alpha: float | None         # its slope parameter (LeakyRelu alpha, PRelu slope)
+    pool_area: int              # kernel area of a MaxPool/AveragePool met on the way (1 if none)
+
+
+def follow_output(graph: ModelGraph, scope: Scope, node: NodeProto, load_scalar=None) -> Downstream:
+    """The first nonlinearity after ``node``, and a pooling met before or just after it."""
+    pool_area = 1
+    activation: tuple[str, float | None] | None = None
+    current = node
+    for _ in range(MAX_STEPS):
+        users = [u for u in scope.consumers.get(current.output[0], []) if u[0].op_type not in SHAPE_ONLY] \
+            if current.output else []
+        if len(users) != 1:
+            break
+        nxt = users[0][0]
+        op = nxt.op_type
+        if op in POOLS:
+            pool_area = math.prod(attribute(nxt, "kernel_shape", [1]))
+            break
+        if op not in TRANSPARENT:
+            if activation is not None:
+                break  # a second nonlinearity: the walk is over
+            activation = _activation(scope, nxt, load_scalar)
+            if op not in ELEMENTWISE_ACTIVATIONS:
+                break  # another layer: a pooling after it is not this layer's
+        current = nxt
+    if activation is None:
+        return Downstream(None, None, pool_area)
+    return Downstream(activation[0], activation[1], pool_area)
+
+
+def _activation(scope: Scope, node: NodeProto, load_scalar) -> tuple[str, float | None]:
+    op, alpha = node.op_type, None
+    if op == "LeakyRelu":
+        alpha = float(attribute(node, "alpha", 0.01))
+    elif op == "PRelu":
+        alpha = load_scalar(scope, node.input[1]) if load_scalar and len(node.input) > 1 else None
+        alpha = 0.25 if alpha is None else alpha
+    elif op == "Clip":  # Clip(0, 6) is ReLU6, He's gain applies; Clip(-1, 1) is a hard tanh
+        low = attribute(node, "min")
+        if low is None and len(node.input) > 1 and node.input[1] and load_scalar:
+            low = load_scalar(scope, node.input[1])
+        if low is not None and float(low) == 0.0:
+            op = "Relu"
+    return op, alpha
+
+
+def _constant_1d(graph: ModelGraph, scope: Scope, name: str, load) -> list[int] | None:
+    value = constant_value(graph, scope, name, load) if name else None
+    return None if value is None or value.ndim > 1 else as_ints(value)
+
+
+def _reshape_pieces(graph: ModelGraph, scope: Scope, node: NodeProto, load) -> list[int] | None:
+    """Trailing constant dims of a Reshape target, also when it is a Concat of run-time and constant pieces."""
+    if len(node.input) < 2:
+        return None
+    whole = _constant_1d(graph, scope, node.input[1], load)
+    if whole is not None:
+        return whole
+    producer = scope.producers.get(node.input[1])
+    if producer is None or producer[0].op_type != "Concat":
+        return None
+    constants = [_constant_1d(graph, scope, name, load) for name in producer[0].input]
+    for piece in reversed(constants):  # the last constant piece with ≥ 2 dims (legacy MHA: [3, E])
+        if piece is not None and len(piece) >= 2:
+            return piece
+    return None
+
+
+def packed_parts(graph: ModelGraph, scope: Scope, node: NodeProto, n_out: int, load) -> int:
+    """How many equal projections a MatMul/Gemm output packs (1 if none seen).
+
+    Recognised: a Split into equal parts covering all ``n_out`` features, and a
+    Reshape of the feature axis into ``[P, n_out/P]`` with P = 2 or 3 (packed
+    k/v or q/k/v, as PyTorch's MultiheadAttention exports), after an optional bias Add.
+    """
+    current = node
+    for _ in range(2):
+        users = [u for u in scope.consumers.get(current.output[0], []) if u[0].op_type not in SHAPE_ONLY] \
+            if current.output else []
+        if len(users) != 1:
+            return 1
+        nxt = users[0][0]
+        if nxt.op_type == "Add":
+            current = nxt
+            continue
+        if nxt.op_type == "Split":
+            sizes = attribute(nxt, "split") or (
+                _constant_1d(graph, scope, nxt.input[1], load) if len(nxt.input) > 1 else None)
+            count = len(nxt.output)
+            if sizes and len(set(sizes)) == 1 and sum(sizes) == n_out and len(sizes) > 1:
+                return len(sizes)
+            if not sizes and count > 1 and n_out % count == 0:
+                return count
+            return 1
+        if nxt.op_type == "Reshape":
+            dims = _reshape_pieces(graph, scope, nxt, load)
+            if dims and len(dims) >= 2 and dims[-2] in (2, 3) and dims[-2] * dims[-1] == n_out:
+                return dims[-2]
+            return 1
+        return 1
+    return 1
+
+

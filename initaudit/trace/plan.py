@@ -1,0 +1,258 @@
+"""One weight tensor from its uses to a ``LayerReport``: roles, statistics, verdict."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, cast
+
+import numpy as np
+from onnx import NodeProto, TensorProto, helper
+
+from initaudit.codes import RULES
+from initaudit.findings import Finding
+from initaudit.read.graph import ModelGraph, Scope, node_name
+from initaudit.read.loader import LoadedModel
+from initaudit.read.nbits import NBitsLayout, make_decoder
+from initaudit.read.tensors import FLOAT_TYPES, TensorSource
+from initaudit.trace.downstream import Downstream, follow_output, packed_parts
+from initaudit.trace.fans import Fans
+from initaudit.trace.follow import (
+    PASS_THROUGH,
+    Dequant,
+    Followed,
+    LoadArray,
+    SourceRef,
+    WeightUse,
+    constant_input,
+    constant_tensor,
+    constant_value,
+    follow,
+)
+from initaudit.trace.ops import OpUse, Part, Role, UnsupportedUse, axis_part, role_of
+
+INTEGER_OPS = {"ConvInteger", "MatMulInteger"}
+PACKABLE = {"MatMul", "Gemm", "MatMulNBits"}
+
+
+@dataclass
+class View:
+    """A weight as one consumer reads it."""
+
+    use: WeightUse
+    followed: Followed
+    role: Role | None
+    problem: str | None
+    layout: str = ""
+
+    @property
+    def node_name(self) -> str:
+        return node_name(self.use.scope, self.use.consumer)
+
+
+def _attrs(node: NodeProto) -> dict[str, Any]:
+    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v for k, v in values.items()}
+
+
+def make_view(model: LoadedModel, graph: ModelGraph, use: WeightUse, stored_shape: tuple[int, ...]) -> View:
+    followed = follow(graph, use, stored_shape, model.load_array)
+    node = use.consumer
+    try:
+        role = role_of(OpUse(node.op_type, node.domain, use.slot, followed.shape, _attrs(node)))
+        if not role.parts and role.fans and node.op_type in PACKABLE:
+            role = _packed(graph, model, use, role, followed)
+        view = View(use, followed, role, None)
+    except UnsupportedUse as exc:
+        view = View(use, followed, None, str(exc))
+    view.layout = _stored_layout(view)
+    return view
+
+
+def _stored_layout(view: View) -> str:
+    """The consumer's axis roles written on the stored tensor's axes."""
+    if view.role is None:
+        return ""
+    letters = ["1"] * len(view.use.source.tensor.dims)
+    for consumed, stored in enumerate(view.followed.axis_map):
+        if stored is None and view.followed.shape[consumed] == 1:
+            continue  # an axis Unsqueeze inserted
+        if stored is None:
+            return view.role.layout
+        letters[stored] = view.role.layout[consumed]
+    return "".join(letters)
+
+
+def _packed(graph: ModelGraph, model: LoadedModel, use: WeightUse, role: Role, followed: Followed) -> Role:
+    """Split a packed projection's connectivity fans and statistics into its parts."""
+    axis = role.layout.find("O")
+    if axis < 0 or role.fans is None:  # a vector operand has no output axis to split
+        return role
+    n_out = followed.shape[axis]
+    count = packed_parts(graph, use.scope, use.consumer, n_out, model.load_array)
+    if count == 1 or role.fans["connectivity"].fan_out < count:
+        return role
+    size = n_out // count
+    names = {3: ("q", "k", "v"), 2: ("k", "v")}.get(count, tuple(f"part{i}" for i in range(count)))
+    conn = role.fans["connectivity"]
+    fans = {**role.fans, "connectivity": Fans(conn.fan_in, conn.fan_out // count)}
+    parts = tuple(axis_part(name, followed.shape, axis, i * size, (i + 1) * size) for i, name in enumerate(names))
+    return replace(role, fans=fans, parts=parts)
+
+
+def _unmodified(followed: Followed, stored_shape: tuple[int, ...]) -> bool:
+    """The consumer sees the stored tensor as stored (parts can be cut from it)."""
+    return (not followed.reordered and followed.shape == stored_shape
+            and list(followed.axis_map) == list(range(len(stored_shape))))
+
+
+def _structure_findings(primary: View, views: list[View], stored_shape: tuple[int, ...],
+                        convention: str) -> list[Finding]:
+    findings = []
+    followed = primary.followed
+    if primary.problem:
+        findings.append(Finding("IA301", "warn", f"read by {primary.use.consumer.op_type} in a way initaudit "
+                                                 f"cannot map: {primary.problem}"))
+    for code, problem in followed.problems:
+        findings.append(Finding(code, RULES[code].severity, problem))
+    merged = any(a is None and d != 1 for a, d in zip(followed.axis_map, followed.shape))
+    if primary.role is not None and merged and not followed.problems:
+        findings.append(Finding("IA303", "info", f"a Reshape merges or splits axes between the stored "
+                                                 f"{list(stored_shape)} and the {primary.use.consumer.op_type}'s "
+                                                 f"{list(followed.shape)}: layout shown as the consumer sees it"))
+    seen = {(v.layout, v.role.fans[convention] if v.role.fans else None) for v in views if v.role is not None}
+    if len(seen) > 1:
+        described = "; ".join(
+            f"{v.use.consumer.op_type} {v.node_name!r}: {v.layout or '?'}"
+            + (f" fans {v.role.fans[convention].fan_in}/{v.role.fans[convention].fan_out}" if v.role.fans else "")
+            for v in views if v.role is not None)
+        findings.append(Finding("IA302", "warn", f"shared by consumers that read it differently: {described}"))
+    return findings
+
+
+@dataclass
+class Planned:
+    """What is known of a weight before its values are read."""
+
+    ref: SourceRef
+    source: TensorSource
+    views: list[View]
+    primary: View | None               # None: read only by an op whose layout is unknown
+    findings: list[Finding]
+    task: MeasureTask
+    down: Downstream | None = None
+    fans: Fans | None = None          # under the convention in use, pool-aware if asked
+    pool_area: int = 1
+    integer_units: bool = False
+    unsupported_op: str | None = None  # "domain.Op" of an op that reads it with an unknown layout
+
+
+def plan(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], convention: str = "connectivity",
+         pool_aware: bool = False) -> Planned:
+    """Roles, layout, fans and what to measure, from every use of one stored tensor."""
+    ref = uses[0].source
+    source = model.source(ref.tensor, ref.name, constant=ref.kind == "constant")
+    views = [make_view(model, graph, use, source.shape) for use in uses]
+    primary = next((v for v in views if v.role is not None), views[0])
+    role, followed, consumer = primary.role, primary.followed, primary.use.consumer
+    parts = role.parts if role is not None and _unmodified(followed, source.shape) else ()
+    planned = Planned(ref, source, views, primary, _structure_findings(primary, views, source.shape, convention),
+                      MeasureTask(source, followed.dequant, tuple(parts)))
+    if role is not None and consumer.op_type == "MatMulNBits":  # parts would cut packed bytes: whole only
+        planned.task, problem = _nbits_task(model, graph, primary.use, source)
+        if problem:
+            planned.findings.append(Finding("IA304", "warn", problem))
+    dequant = followed.dequant
+    planned.integer_units = (dequant.unscaled if dequant is not None else
+                             consumer.op_type in INTEGER_OPS or (not source.is_float and planned.task.decoder is None))
+    if role is not None and role.fans:
+        planned.down = follow_output(graph, primary.use.scope, consumer, _slope_reader(model, graph))
+        fans = role.fans[convention]
+        if pool_aware and consumer.op_type.endswith("Conv") and planned.down.pool_area > 1:
+            planned.pool_area = planned.down.pool_area
+            fans = Fans(fans.fan_in, max(1, fans.fan_out // planned.pool_area))
+        planned.fans = fans
+    return planned
+
+
+def _slope_reader(model: LoadedModel, graph: ModelGraph):
+    """Reads a PRelu slope: the mean of a per-channel one (the gain formula takes one number)."""
+    def read(scope, name: str) -> float | None:
+        value = constant_value(graph, scope, name, model.load_array)
+        return None if value is None or value.size == 0 else float(np.mean(value.astype(np.float64)))
+    return read
+
+
+def _nbits_task(model: LoadedModel, graph: ModelGraph, use: WeightUse,
+                source: TensorSource) -> tuple[MeasureTask, str | None]:
+    """Decode MatMulNBits' packed blocks with its scales and zero points."""
+    node = use.consumer
+    attrs = _attrs(node)
+    layout = NBitsLayout(int(attrs["N"]), int(attrs["K"]), int(attrs.get("bits", 4)), int(attrs["block_size"]))
+    lazy = cast(LoadArray, model.source)  # scales and zero points are read a few rows at a time
+    scales = cast("TensorSource | None", constant_input(graph, use.scope, node, 2, lazy))
+    zeros = cast("TensorSource | None", constant_input(graph, use.scope, node, 3, lazy))
+    if scales is None or (len(node.input) > 3 and node.input[3] and zeros is None):
+        return MeasureTask(source), f"MatMulNBits {node.name!r}: scales or zero points are not constants"
+    try:
+        decoder = make_decoder(layout, scales, zeros)
+    except ValueError as exc:
+        return MeasureTask(source), f"MatMulNBits {node.name!r}: {exc}"
+    return MeasureTask(source, decoder=decoder, granularity=layout.row_bytes), None
+
+
+def plan_unsupported(model: LoadedModel, ref: SourceRef, op: str, domain: str) -> Planned:
+    """A weight-like tensor read only by an op whose layout initaudit does not know."""
+    source = model.source(ref.tensor, ref.name, constant=ref.kind == "constant")
+    finding = Finding("IA301", "warn", f"read by {domain}.{op}, an op whose weight layout is unknown")
+    return Planned(ref, source, [], None, [finding], MeasureTask(source), unsupported_op=f"{domain}.{op}")
+
+
+def checkable(p: Planned) -> bool:
+    """Held to a target: a fan-based layer with known fans and scaled values."""
+    role = p.primary.role if p.primary else None
+    return (role is not None and role.kind != "embedding" and p.fans is not None and not p.integer_units
+            and p.down is not None)
+
+
+#: Integer types that, in a matrix, are quantized weights (int32/int64 matrices are indices or shapes).
+QUANTIZED_TYPES = {TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4, TensorProto.UINT4,
+                   TensorProto.INT16, TensorProto.UINT16}
+
+
+def is_candidate(tensor: TensorProto) -> bool:
+    """Floating point or quantized, with at least two non-trivial axes: looks like a weight matrix."""
+    return (tensor.data_type in FLOAT_TYPES or tensor.data_type in QUANTIZED_TYPES) and \
+        len([d for d in tensor.dims if d > 1]) >= 2
+
+
+@dataclass(frozen=True)
+class MeasureTask:
+    source: TensorSource
+    dequant: Dequant | None = None
+    parts: tuple[Part, ...] = ()
+    decoder: Callable[[np.ndarray, int], np.ndarray] | None = None  # stored chunk (from element i) → weights
+    granularity: int = 1                                           # chunks are whole multiples of this
+
+
+def _stored_tensors(scope: Scope) -> Iterable[SourceRef]:
+    for name, tensor in scope.initializers.items():
+        yield SourceRef(scope.path, name, tensor, "initializer")
+    for node in scope.nodes:
+        constant = constant_tensor(node) if node.op_type == "Constant" and node.output else None
+        if constant is not None:
+            yield SourceRef(scope.path, node.output[0], constant, "constant")
+
+
+def _final_consumer(graph: ModelGraph, scope: Scope, name: str) -> tuple[str | None, str, int]:
+    """The first op that reads ``name`` (here or in a nested body) other than a pass-through node."""
+    for _ in range(32):
+        users = [(node, slot) for inner in graph.scopes for node, slot in inner.consumers.get(name, [])
+                 if inner is scope or graph.resolve(inner, name).scope is scope]
+        if not users:
+            return None, "", 0
+        node, slot = users[0]
+        if node.op_type in PASS_THROUGH and slot == 0 and node.output:
+            name = node.output[0]
+            continue
+        return node.op_type, node.domain, slot
+    return None, "", 0
