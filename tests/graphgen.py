@@ -15,6 +15,8 @@ import onnx
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from initaudit.trace.ops import OP_TABLE
+
 MS = "com.microsoft"
 FLOAT_TYPES = [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16]
 QUANT_TYPES = [TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16]
@@ -166,18 +168,10 @@ def _attrs(draw, op: str) -> dict:
     return {}
 
 
-#: (op, domain, weight slot, number of inputs)
-CONSUMERS = [
-    ("Conv", "", 1, 2), ("ConvTranspose", "", 1, 2), ("ConvInteger", "", 1, 2), ("DeformConv", "", 1, 3),
-    ("Gemm", "", 1, 2), ("Gemm", "", 0, 2), ("MatMul", "", 1, 2), ("MatMul", "", 0, 2),
-    ("MatMulInteger", "", 1, 2), ("QLinearConv", "", 3, 8), ("QLinearMatMul", "", 3, 8), ("QLinearMatMul", "", 0, 8),
-    ("LSTM", "", 1, 3), ("LSTM", "", 2, 3), ("GRU", "", 1, 3), ("RNN", "", 2, 3), ("Einsum", "", 0, 2),
-    ("Einsum", "", 1, 2), ("Gather", "", 0, 2), ("Add", "", 1, 2),
-    ("FusedConv", MS, 1, 2), ("NhwcConv", MS, 1, 2), ("FusedGemm", MS, 1, 2), ("FusedMatMul", MS, 0, 2),
-    ("QGemm", MS, 3, 6), ("MatMulIntegerToFloat", MS, 1, 6), ("Attention", MS, 1, 3),
-    ("MatMulNBits", MS, 1, 4), ("DynamicQuantizeLSTM", MS, 1, 12), ("QLinearConv", MS, 3, 8),
-    ("VendorOp", "vendor.x", 1, 2),
-]
+#: (op, domain, weight slot, number of inputs): every weight slot of every op in initaudit's op table,
+#: and two ops outside it (a plain op, a vendor's op) that read weights too
+CONSUMERS = [(spec.op, spec.domain, slot, spec.inputs) for spec in OP_TABLE for slot in spec.weight_slots
+             if slot < spec.inputs] + [("Add", "", 1, 2), ("VendorOp", "vendor.x", 1, 2)]
 
 
 @st.composite

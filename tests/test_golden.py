@@ -10,24 +10,30 @@ import pytest
 from goldens import check_golden
 
 import initaudit
-from initaudit.report.formats import render
+from initaudit.report.formats import FORMATS, render
 from initaudit.report.schema import schema
 from initaudit.version import __version__
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 
 
-@pytest.fixture()
-def report(tmp_path, monkeypatch):
+def _batch(tmp_path, monkeypatch, histograms: bool = False):
     (tmp_path / "models").mkdir()
     shutil.copy(SAMPLES / "lenet_torch_default.onnx", tmp_path / "models" / "lenet.onnx")
     (tmp_path / "models" / "zz_cut.onnx").write_bytes((SAMPLES / "lenet_xavier.onnx").read_bytes()[:3000])
     monkeypatch.chdir(tmp_path)
-    return initaudit.audit("models", jobs=1, errors="report")
+    return initaudit.audit("models", jobs=1, errors="report", histograms=histograms)
+
+
+@pytest.fixture()
+def report(tmp_path, monkeypatch):
+    return _batch(tmp_path, monkeypatch)
 
 
 def _scrub(text: str) -> str:
-    return text.replace(f'"initaudit": "{__version__}"', '"initaudit": "VERSION"')
+    """The version, and the working folder SARIF records as its base URI."""
+    text = text.replace(Path.cwd().resolve().as_uri() + "/", "file:///WORKDIR/")
+    return text.replace(f'"{__version__}"', '"VERSION"').replace(f"initaudit {__version__}", "initaudit VERSION")
 
 
 def _contract(text: str) -> str:
@@ -53,9 +59,9 @@ def _contract(text: str) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-@pytest.mark.parametrize("fmt,name", [("table", "batch.txt"), ("markdown", "batch.md"), ("github", "batch.github.txt"),
-                                      ("junit", "batch.junit.xml"), ("codequality", "batch.codequality.json"),
-                                      ("json", "batch.json")])
-def test_golden(report, fmt, name):
-    text = _scrub(render(report, fmt))
-    check_golden(name, _contract(text) if fmt == "json" else text)
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
+def test_golden_of_every_registered_format(tmp_path, monkeypatch, fmt):
+    """Each format of the reporter table, on a batch audited with what that format asks for."""
+    report = _batch(tmp_path, monkeypatch, histograms=fmt.histograms)
+    text = _scrub(render(report, fmt.name))
+    check_golden(f"batch-{fmt.name}{fmt.extension}", _contract(text) if fmt.name == "json" else text)

@@ -189,3 +189,43 @@ def test_rnn_weight(tmp_path):
     layer = audit_one(tmp_path, m)
     assert layer.layout == "BOI" and (layer.fan_in, layer.fan_out) == (5, 12)
     assert [p.name for p in layer.parts] == ["forward.h"]
+
+
+# --- the op table: everything initaudit knows of an op, in one entry ------------------------------
+
+def test_the_op_table_names_each_op_once_and_its_slots_fit_its_inputs():
+    from initaudit.trace.ops import OP_TABLE, OPS, op_spec
+    assert len(OPS) == len(OP_TABLE)
+    for spec in OP_TABLE:
+        assert op_spec(spec.domain or "ai.onnx", spec.op) is spec
+        assert all(slot < spec.inputs for slot in spec.weight_slots if spec.op != "Einsum")
+        assert all(slot in spec.weight_slots and max(s for s in q[:2] if s is not None) < spec.inputs
+                   for slot, q in spec.dequant.items())
+    assert op_spec("", "Relu") is None and op_spec("vendor.x", "Conv") is None
+
+
+def test_integer_units_and_packed_blocks_come_from_the_table():
+    from initaudit.trace.ops import OP_TABLE
+    assert {s.op for s in OP_TABLE if s.integer_units} == {"ConvInteger", "MatMulInteger"}
+    assert {s.op for s in OP_TABLE if s.blocks} == {"MatMulNBits"}
+    assert {s.op for s in OP_TABLE if s.packable} == {"MatMul", "Gemm", "MatMulNBits"}
+
+
+def test_the_group_of_a_unit_is_read_on_the_side_the_op_says():
+    """Conv W[M, C/g, k…] counts one group's input channels on I; ConvTranspose W[C, M/g, k…] one
+    group's output channels on O: the unit pass takes the group from the other axis."""
+    from initaudit.trace.ops import OpUse, role_of
+    conv = role_of(OpUse("Conv", "", 1, (8, 2, 3, 3), {"group": 4}))
+    transposed = role_of(OpUse("ConvTranspose", "", 1, (8, 2, 3, 3), {"group": 4}))
+    assert (conv.per_group, transposed.per_group) == ("I", "O")
+    assert role_of(OpUse("NhwcConv", "com.microsoft", 1, (8, 3, 3, 2), {"group": 4})).per_group == "I"
+
+
+def test_pool_aware_fan_out_applies_to_the_table_s_pooled_convs(tmp_path):
+    """``--pool-aware`` divides fan_out after a pooling for a Conv (Theano's LeNet), not for a Gemm."""
+    w = RNG.normal(0, 0.1, (6, 1, 5, 5)).astype(np.float32)
+    m = model([helper.make_node("Conv", ["x", "w"], ["c"]),
+               helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+              [tensor("w", w)], inputs=[("x", TensorProto.FLOAT, [1, 1, 28, 28])])
+    layer = audit_one(tmp_path, m, pool_aware=True)
+    assert (layer.fan_in, layer.fan_out, layer.pool_area) == (25, 6 * 25 // 4, 4)

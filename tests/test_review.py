@@ -29,11 +29,15 @@ def _one_blas_thread():
         yield
 
 
+def _axes(shape, layout: str, op: str, groups: int, side: str = "out"):
+    """The unit map as the pass builds it: a ConvTranspose W[C, M/g, k…] counts one group's units on O."""
+    return unit_axes(shape, layout, groups, side, "O" if op == "ConvTranspose" else "I")
+
+
 def _sums(w: np.ndarray, layout: str, op: str = "Conv", groups: int = 1, chunk: int = 1 << 17):
     flat = w.ravel()
     chunks = ((s, flat[s:s + chunk]) for s in range(0, flat.size, chunk))
-    return unit_sums(chunks, unit_axes(w.shape, layout, op, groups), flat.size,
-                     unit_axes(w.shape, layout, op, groups, side="in"))
+    return unit_sums(chunks, _axes(w.shape, layout, op, groups), flat.size, _axes(w.shape, layout, op, groups, "in"))
 
 
 def _review(w: np.ndarray, layout: str = "OIHW", fans: Fans | None = None):
@@ -58,7 +62,7 @@ def _review(w: np.ndarray, layout: str = "OIHW", fans: Fans | None = None):
 def test_unit_sums_match_numpy(shape, layout, op, groups, out_sum, chunk):
     w = np.random.default_rng(0).normal(size=shape)
     if chunk == "aligned":  # the smallest chunk the fast paths accept: one run or row at a time
-        chunk = aligned_chunk(1, unit_axes(shape, layout, op, groups), unit_axes(shape, layout, op, groups, "in"))
+        chunk = aligned_chunk(1, _axes(shape, layout, op, groups), _axes(shape, layout, op, groups, "in"))
     got = _sums(w, layout, op, groups, chunk=chunk)
     np.testing.assert_allclose(got.unit_sq, out_sum(w), rtol=1e-12)
     np.testing.assert_allclose(got.power, [(w ** k).sum() for k in (2, 4, 6, 8)], rtol=1e-12)
@@ -333,3 +337,25 @@ def test_scale_outlier_among_comparable_layers(tmp_path):
     gains = [math.log10(math.sqrt(np.mean(w.astype(np.float64) ** 2) * np.prod(w.shape[1:]))) for w in weights]
     factor = 10 ** (gains[5] - float(np.median(gains)))   # all eight are 3×3 convs: one group
     assert f"{factor:.3g}× above the median of the" in message
+
+
+def test_the_review_runs_every_check_of_its_list_in_order(tmp_path, monkeypatch):
+    """A check added to ``REVIEW_CHECKS`` is all it takes for the pipeline to run it on each
+    reviewed layer; its finding lands after those of the checks before it."""
+    from initaudit.findings import finding
+    from initaudit.pipeline import review as pipeline_review
+
+    seen = []
+
+    def planted(review, stats):
+        seen.append(review.units)
+        return finding("IA403", f"planted check saw {review.units} units")
+
+    w = _trained(np.random.default_rng(7), (16, 8, 3, 3), 0, 1)
+    w[5] = 0   # one dead unit of 16: IA402 info, from the check listed before the planted one
+    monkeypatch.setattr(pipeline_review, "REVIEW_CHECKS", (*pipeline_review.REVIEW_CHECKS, planted))
+    layer = initaudit.audit(save(single_op("Conv", w), tmp_path), profile="trained").models[0].layers[0]
+    assert seen == [16]
+    codes = [f.code for f in layer.findings]
+    assert codes[-1] == "IA403" and layer.findings[-1].message == "planted check saw 16 units"
+    assert "IA402" in codes[:-1]

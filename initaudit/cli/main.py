@@ -16,7 +16,7 @@ from initaudit.judge.schemes import TARGETS
 from initaudit.pipeline.options import FAIL_ON, PROFILE_CHOICES
 from initaudit.pipeline.run import audit
 from initaudit.report.baseline import compare, read_baseline, write_baseline
-from initaudit.report.formats import REPORTERS, render
+from initaudit.report.formats import REPORTERS, needs_histograms, render
 from initaudit.trace.fans import CONVENTIONS, layout_fans
 from initaudit.version import __version__
 
@@ -152,8 +152,7 @@ def run_audit(argv: Sequence[str]) -> int:
         if also_fmt not in REPORTERS or not also_path:
             raise InitauditError(f"--also {spec!r}: expected FORMAT:FILE with FORMAT one of {', '.join(REPORTERS)}")
         extra.append((also_fmt, also_path))
-    # a second pass over flagged layers, only for the page that draws their histograms
-    options["histograms"] = "html" in (fmt, *(f for f, _ in extra))
+    options["histograms"] = needs_histograms([fmt, *(f for f, _ in extra)])
     recorded = read_baseline(args.baseline) if args.baseline else None  # a bad file stops us before the work
     progress = Progress.for_stream(sys.stderr)
     try:
@@ -167,12 +166,9 @@ def run_audit(argv: Sequence[str]) -> int:
         print(f"initaudit: error: {model.path}: {model.error}", file=sys.stderr)
     if recorded is not None:
         report = dataclasses.replace(report, baseline=compare(report, recorded, args.baseline))
-    if fmt == "table":
-        color = args.color == "always" or (
-            args.color == "auto" and args.output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
-        text = render(report, fmt, color=color)
-    else:
-        text = render(report, fmt)
+    color = args.color == "always" or (
+        args.color == "auto" and args.output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+    text = render(report, fmt, color=color)
     for also_fmt, also_path in extra:
         _write(also_path, render(report, also_fmt))
     if fmt == "github" and os.environ.get("GITHUB_STEP_SUMMARY"):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from onnx import NodeProto
 
-from initaudit.findings import Finding
+from initaudit.findings import Finding, finding
 from initaudit.read.graph import ModelGraph, Scope
 from initaudit.trace.follow import WeightUse
 
@@ -82,8 +82,7 @@ def signal_drift(graph: ModelGraph, grouped: dict[tuple[str, str], list[WeightUs
     findings = []
     if abs(log_gain) > math.log(limit):
         direction = "grow" if log_gain > 0 else "shrink"
-        findings.append(Finding(
-            "IA104", "warn",
+        findings.append(finding("IA104",
             f"along a chain of {length} layers from {first!r}, the activation variance is estimated to {direction} "
             f"by {_times(abs(log_gain))} (limit {limit:g}×)"))
     return drift, findings

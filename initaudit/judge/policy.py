@@ -31,16 +31,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from initaudit.findings import Finding
+from initaudit.findings import Finding, finding
 from initaudit.judge.bands import consistent
-from initaudit.judge.schemes import std_target
+from initaudit.judge.schemes import POLICY_ORDER, SCHEME, std_target
 
-#: Fan-based schemes a policy can be, in the order ties are broken.
-SCHEMES: tuple[str, ...] = ("xavier", "he_fan_in", "lecun", "he_fan_out", "torch_default")
-#: Fan schemes ``--target auto`` can hold a layer to: target and gain.
-AUTO_SCHEMES = {"xavier": ("xavier", 1.0), "he_fan_in": ("he", math.sqrt(2.0)), "lecun": ("lecun", 1.0)}
-#: The framework's default: reported as a policy, but nobody chose it, so nothing breaks it.
-UNCHOSEN = "torch_default"
 MIN_LAYERS = 3
 MAX_GROUPS = 3
 GROUP_SHARE = 0.1
@@ -87,7 +81,7 @@ class Policy:
     @property
     def chosen(self) -> bool:
         """A rule someone chose (not the framework default): layers that differ break it."""
-        return not (self.kind == "scheme" and self.scheme == UNCHOSEN)
+        return not (self.kind == "scheme" and not SCHEME[str(self.scheme)].chosen)
 
     @property
     def label(self) -> str:
@@ -148,7 +142,7 @@ def infer_policy(samples: list[Sample]) -> Policy | None:
     if n < MIN_LAYERS:
         return None
     conventions = [c for c, _ in usable[0].by_convention] or ["connectivity"]
-    pairs = [(c, scheme) for c in conventions for scheme in SCHEMES]  # in-use convention first
+    pairs = [(c, scheme) for c in conventions for scheme in POLICY_ORDER]  # in-use convention first
     cover = {(c, scheme): frozenset(s.key for s in usable if scheme in (s.matches_under(c) or s.matches))
              for c, scheme in pairs}
     convention, scheme = max(pairs, key=lambda pair: len(cover[pair]))  # first of the largest
@@ -198,7 +192,7 @@ def breach(policy: Policy | None, sample: Sample) -> Finding | None:
             rule = " or ".join(f"std {g.std:.3g} ({len(g.members)})" for g in policy.groups)
     else:
         rule = policy.label
-    return Finding("IA501", "fail", f"{instead}; the other {len(policy.followers)} layers match {rule}")
+    return finding("IA501", f"{instead}; the other {len(policy.followers)} layers match {rule}")
 
 
 def policy_target(policy: Policy, sample: Sample, covered: bool) -> tuple[str, float, str, str | None] | None:
@@ -211,10 +205,10 @@ def policy_target(policy: Policy, sample: Sample, covered: bool) -> tuple[str, f
     """
     where = f"the model's policy ({policy.summary()})"
     if policy.kind == "scheme":
-        if policy.scheme not in AUTO_SCHEMES:
+        scheme = SCHEME[str(policy.scheme)]
+        if scheme.target is None or not scheme.chosen:
             return None
-        target, gain = AUTO_SCHEMES[str(policy.scheme)]
-        return target, gain, where, policy.convention
+        return scheme.target, scheme.gain, where, policy.convention
     if covered:
         return None
     group = nearest_group(policy, sample)

@@ -11,14 +11,9 @@ from initaudit.measure.units import UnitSums
 
 #: ``--profile auto`` calls a model trained when at least this share of its testable layers shows structure.
 AUTO_TRAINED_SHARE = 0.5
-
-
+#: Layers smaller than this (values, output units) are not tested for structure.
 AUTO_MIN_VALUES = 256
-
-
 AUTO_MIN_UNITS = 4
-
-
 #: |z| of the unit-norm dispersion beyond which a layer shows structure (a fresh layer: p < 1e-6).
 Z_STRUCTURE = 5.0
 

@@ -22,13 +22,14 @@ trained-review.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from initaudit.findings import Finding
+from initaudit.findings import Finding, finding
 from initaudit.judge.bands import consistent
+from initaudit.judge.schemes import INIT_FAMILIES, SCHEME
 from initaudit.judge.verdict import matches
 from initaudit.measure.stats import TensorStats
 from initaudit.measure.units import UnitSums
@@ -57,16 +58,6 @@ SCALE_OUTLIER_FACTOR = 100.0
 SCALE_MIN_GROUP = 5
 #: Variances of fixed-std inits (Hugging Face's `initializer_range` default 0.02).
 FIXED_STDS = (0.02,)
-INIT_FAMILIES = ("uniform", "normal", "truncated_normal")
-#: Schemes drawn from one family only (the others come in uniform and normal variants).
-SCHEME_FAMILIES = {"torch_default": ("uniform",)}
-SCHEME_TEXT = {
-    "torch_default": "PyTorch's default U(±1/√fan_in)",
-    "xavier": "Xavier/Glorot (Keras' glorot_uniform)",
-    "he_fan_in": "He (fan_in)",
-    "he_fan_out": "He (fan_out)",
-    "lecun": "LeCun",
-}
 
 
 @dataclass(frozen=True)
@@ -135,7 +126,7 @@ def init_schemes(stats: TensorStats, fans: dict[str, Fans] | None, scale: float 
     found: list[str] = []
     for f in (fans or {}).values():
         for rule in matches(stats, f, scale):
-            if rule == "other" or rule in found or (family and family not in SCHEME_FAMILIES.get(rule, INIT_FAMILIES)):
+            if rule == "other" or rule in found or (family and family not in SCHEME[rule].families):
                 continue
             found.append(rule)
     for std in FIXED_STDS:
@@ -194,9 +185,9 @@ def fresh_finding(review: Review, stats: TensorStats) -> Finding | None:
     if not review.fresh or disp is None:
         return None
     kurt = stats.excess_kurtosis if stats.excess_kurtosis is not None else math.nan
-    schemes = ", ".join(SCHEME_TEXT.get(s, s.replace("std_", "N(0, ") + ")" if s.startswith("std_") else s)
-                        for s in review.schemes)
-    return Finding("IA401", "fail",
+    schemes = ", ".join(SCHEME[s].text if s in SCHEME else s.replace("std_", "N(0, ") + ")" if s.startswith("std_")
+                        else s for s in review.schemes)
+    return finding("IA401",
                    f"looks never trained: unit-norm dispersion D = {disp.d:.3g} over {review.units} units "
                    f"(z = {disp.z:+.2f}, p = {disp.p:.2g})"
                    + (f", over {review.input_dispersion and sums_note(review)}" if review.input_dispersion else "")
@@ -209,23 +200,24 @@ def sums_note(review: Review) -> str:
     return "" if inputs is None else f"input units D = {inputs.d:.3g} (z = {inputs.z:+.2f})"
 
 
-def dead_finding(review: Review) -> Finding | None:
-    """IA402: output units that are zero or negligible."""
-    if review.dead == 0 or review.units < 2:
+def dead_finding(review: Review, stats: TensorStats) -> Finding | None:
+    """IA402: output units that are zero or negligible (not in an all-zero layer: IA202 says it)."""
+    if review.dead == 0 or review.units < 2 or (stats.total > 0 and stats.zeros == stats.total):
         return None
     fraction = review.dead / review.units
     severity = "warn" if fraction >= DEAD_WARN_FRACTION else "info"
     more = ", …" if review.dead > len(review.dead_indices) else ""
-    return Finding("IA402", severity,
+    return finding("IA402",
                    f"{review.dead} of {review.units} output units ({fraction:.0%}) are dead (norm below "
-                   f"{DEAD_RELATIVE:g}× the median unit norm), first: {', '.join(map(str, review.dead_indices))}{more}")
+                   f"{DEAD_RELATIVE:g}× the median unit norm), first: {', '.join(map(str, review.dead_indices))}{more}",
+                   severity)
 
 
-def outlier_finding(review: Review) -> Finding | None:
+def outlier_finding(review: Review, stats: TensorStats) -> Finding | None:
     """IA404: one value so far out that per-tensor int8 loses the rest of the layer."""
     if review.sqnr_int8_db is None or review.sqnr_int8_db >= SQNR_WARN_DB or review.max_over_rms is None:
         return None
-    return Finding("IA404", "warn",
+    return finding("IA404",
                    f"max |w| is {review.max_over_rms:.3g}× the rms of the other values: per-tensor int8 would "
                    f"keep them at an SQNR of about {review.sqnr_int8_db:.1f} dB (a Gaussian layer keeps ~40 dB); "
                    f"quantize per channel or check that value")
@@ -242,7 +234,7 @@ def flush_finding(sums: UnitSums) -> Finding | None:
     energy = sums.flushed_sq / sums.power[0]
     if energy < FLUSH_WARN_ENERGY:
         return None
-    return Finding("IA207", "warn",
+    return finding("IA207",
                    f"{sums.flushed} of {sums.nonzero} non-zero values ({sums.flushed / sums.nonzero:.1%}), "
                    f"{energy:.1%} of the layer's Σw², are below {2.0 ** -25:.3g} and become 0 in float16 "
                    f"({sums.subnormal} below the smallest normal {2.0 ** -14:.3g})")
@@ -279,17 +271,25 @@ def scale_outliers(keys: Sequence[tuple[object, ...]],
     return result, offsets
 
 
-def scale_finding(review: Review) -> Finding | None:
-    """IA403: a layer whose scale is far out of line with comparable layers of the model."""
+def scale_finding(review: Review, stats: TensorStats) -> Finding | None:
+    """IA403: a layer whose scale is far out of line with comparable layers of the model (a layer
+    still at its init is IA401's, and its scale was left out of the comparison)."""
     z, offset = review.scale_z, review.scale_offset
-    if (z is None or offset is None or review.log_gain is None or abs(z) <= SCALE_OUTLIER_Z
+    if (review.fresh or z is None or offset is None or review.log_gain is None or abs(z) <= SCALE_OUTLIER_Z
             or abs(offset) < math.log10(SCALE_OUTLIER_FACTOR)):
         return None
-    return Finding("IA403", "warn",
+    return finding("IA403",
                    f"scale rms·√fan_in = {10 ** review.log_gain:.3g} is {10 ** abs(offset):.3g}× "
                    f"{'above' if z > 0 else 'below'} the median of the {review.scale_group} comparable layers of "
                    f"this model (robust z = {z:+.1f}; flagged beyond ±{SCALE_OUTLIER_Z:g} and "
                    f"{SCALE_OUTLIER_FACTOR:g}×)")
+
+
+#: The trained review's per-layer checks, in the order their findings are reported: each is a pure
+#: function of the layer's review evidence and statistics, returning a finding or None.  A new
+#: check is one function here and its entry in this list (and its code in ``codes.RULES``).
+REVIEW_CHECKS: tuple[Callable[[Review, TensorStats], Finding | None], ...] = (
+    fresh_finding, dead_finding, scale_finding, outlier_finding)
 
 
 def check_notes(review: Review) -> dict[str, str]:

@@ -11,33 +11,64 @@ Var(W) of each scheme, with fi = fan_in and fo = fan_out:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from initaudit.trace.downstream import Downstream
 from initaudit.trace.fans import Fans
 
-TARGETS: tuple[str, ...] = ("xavier", "he", "lecun", "auto")
+#: The value families an init draws from (``verdict.distribution``'s names).
+INIT_FAMILIES = ("uniform", "normal", "truncated_normal")
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One entry of the ``matches`` vocabulary (JSON contract): a fan-based init scheme."""
+
+    name: str
+    variance: Callable[[Fans], float]      # Var(W) it draws, with its usual gain
+    text: str                              # in words, for messages
+    families: tuple[str, ...] = INIT_FAMILIES   # the value families it draws from
+    #: the ``--target`` that holds a layer to it, with that target's usual gain, and Keras' /
+    #: JAX's VarianceScaling mode and initializer name for it
+    target: str | None = None
+    gain: float = 1.0
+    mode: str = ""
+    keras: str = ""
+    chosen: bool = True                    # False: the framework's default, which nobody chose
+    policy: bool = True                    # can be a model's init policy (not an all-zero layer)
+
+
+#: Every scheme, in the report order of ``matches``.  A model's policy ties go to the earlier one in
+#: ``POLICY_ORDER``.
+SCHEMES: tuple[Scheme, ...] = (
+    Scheme("xavier", lambda f: 2.0 / (f.fan_in + f.fan_out), "Xavier/Glorot (Keras' glorot_uniform)",
+           target="xavier", mode="fan_avg", keras="Glorot"),
+    Scheme("he_fan_in", lambda f: 2.0 / f.fan_in, "He (fan_in)", target="he", gain=math.sqrt(2.0), mode="fan_in",
+           keras="He"),
+    Scheme("he_fan_out", lambda f: 2.0 / f.fan_out, "He (fan_out)"),
+    Scheme("lecun", lambda f: 1.0 / f.fan_in, "LeCun", target="lecun", mode="fan_in", keras="Lecun"),
+    Scheme("torch_default", lambda f: 1.0 / (3.0 * f.fan_in), "PyTorch's default U(±1/√fan_in)",
+           families=("uniform",), chosen=False),
+    Scheme("zero", lambda f: 0.0, "all zero", families=(), policy=False),
+)
+SCHEME: dict[str, Scheme] = {s.name: s for s in SCHEMES}
+#: The `matches` vocabulary of the JSON contract, in report order.
+MATCH_RULES: tuple[str, ...] = tuple(s.name for s in SCHEMES)
+#: The order in which a model's policy breaks ties between schemes that cover as many layers.
+POLICY_ORDER: tuple[str, ...] = ("xavier", "he_fan_in", "lecun", "he_fan_out", "torch_default")
+#: ``--target`` name → the scheme it holds a layer to.
+TARGET_SCHEMES: dict[str, Scheme] = {s.target: s for s in SCHEMES if s.target}
+TARGETS: tuple[str, ...] = (*TARGET_SCHEMES, "auto")
 #: How a fixed-std target is written: ``std:0.02``.
 STD_PREFIX = "std:"
 
-#: The `matches` vocabulary of the JSON contract, in report order.
-MATCH_RULES: tuple[str, ...] = ("xavier", "he_fan_in", "he_fan_out", "lecun", "torch_default", "zero")
 
-
-def rule_variance(rule: str, fans: Fans) -> float:
-    fi, fo = fans.fan_in, fans.fan_out
-    if rule == "xavier":
-        return 2.0 / (fi + fo)
-    if rule == "he_fan_in":
-        return 2.0 / fi
-    if rule == "he_fan_out":
-        return 2.0 / fo
-    if rule == "lecun":
-        return 1.0 / fi
-    if rule == "torch_default":
-        return 1.0 / (3.0 * fi)
-    if rule == "zero":
-        return 0.0
-    raise ValueError(f"unknown rule {rule!r}; choose one of {list(MATCH_RULES)}")
+def scheme_variance(name: str, fans: Fans) -> float:
+    """The variance the scheme ``name`` (a ``matches`` entry) draws for these fans."""
+    if name not in SCHEME:
+        raise ValueError(f"unknown scheme {name!r}; choose one of {list(MATCH_RULES)}")
+    return SCHEME[name].variance(fans)
 
 
 def fixed_std(target: str) -> float | None:
@@ -85,13 +116,11 @@ def target_variance(target: str, fans: Fans, gain: float | None = None) -> float
     std = fixed_std(target)
     if std is not None:
         return (gain or 1.0) ** 2 * std * std
-    if target == "xavier":
-        return (gain or 1.0) ** 2 * 2.0 / (fans.fan_in + fans.fan_out)
-    if target == "he":
-        return (gain or math.sqrt(2.0)) ** 2 / fans.fan_in
-    if target == "lecun":
-        return (gain or 1.0) ** 2 / fans.fan_in
-    raise ValueError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
+    scheme = TARGET_SCHEMES.get(target)
+    if scheme is None:
+        raise ValueError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
+    g2 = (gain or scheme.gain) ** 2
+    return g2 * 2.0 / (fans.fan_in + fans.fan_out) if scheme.mode == "fan_avg" else g2 / fans.fan_in
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:

@@ -12,12 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from initaudit.judge.schemes import fixed_std
+from initaudit.judge.schemes import TARGET_SCHEMES, fixed_std
 from initaudit.measure.stats import TensorStats
 from initaudit.trace.fans import Fans
-
-#: target → (mode of VarianceScaling, usual gain²)
-MODES = {"xavier": ("fan_avg", 1.0), "he": ("fan_in", 2.0), "lecun": ("fan_in", 1.0)}
 
 
 def _torch(target: str, gain: float, fans: dict[str, Fans], ours: Fans) -> str | None:
@@ -30,13 +27,14 @@ def _torch(target: str, gain: float, fans: dict[str, Fans], ours: Fans) -> str |
 
 def _variance_scaling(target: str, gain: float, fans: dict[str, Fans], ours: Fans) -> tuple[str, str] | None:
     """(Keras call, JAX call) when Keras/JAX fans (the same rule, reference §4.1) agree with ours."""
-    mode, usual = MODES[target]
+    scheme = TARGET_SCHEMES[target]
+    mode, usual = scheme.mode, scheme.gain ** 2
     keras_fans = fans["keras"]
     same = keras_fans == ours if mode == "fan_avg" else keras_fans.fan_in == ours.fan_in
     if not same:
         return None
     scale = gain * gain
-    named = {"xavier": "Glorot", "he": "He", "lecun": "Lecun"}[target]
+    named = scheme.keras
     if abs(scale - usual) < 1e-12:
         return (f"keras.initializers.{named}Uniform()",
                 f"jax.nn.initializers.{named.lower()}_uniform()")
@@ -57,7 +55,7 @@ def suggestion(target: str | None, gain: float, target_var: float, stats: Tensor
         torch_call = f"torch.nn.init.normal_(w, std={sigma:.6g})"
         keras_call = f"keras.initializers.RandomNormal(stddev={sigma:.6g})"
         jax_call = f"jax.nn.initializers.normal({sigma:.6g})"
-    elif fans and ours and op_scale == 1.0 and target in MODES:
+    elif fans and ours and op_scale == 1.0 and target in TARGET_SCHEMES:
         torch_call = _torch(target, gain, fans, ours) or torch_call
         named = _variance_scaling(target, gain, fans, ours)
         if named:

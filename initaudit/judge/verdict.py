@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from initaudit.findings import Finding
+from initaudit.findings import Finding, finding
 from initaudit.judge.bands import bands_for, consistent
-from initaudit.judge.schemes import MATCH_RULES, rule_variance, target_variance
+from initaudit.judge.schemes import SCHEMES, target_variance
 from initaudit.measure.stats import TensorStats
 from initaudit.trace.fans import Fans
 
@@ -40,23 +40,23 @@ def pathologies(stats: TensorStats, profile: str = "init", fp16: bool = False) -
     findings = []
     total = stats.total
     if stats.nonfinite:
-        findings.append(Finding("IA201", "fail", f"{stats.nonfinite} of {total} values are NaN or infinite"))
+        findings.append(finding("IA201", f"{stats.nonfinite} of {total} values are NaN or infinite"))
     if total and stats.zeros == total:
-        findings.append(Finding("IA202", "fail", f"all {total} values are zero"))
+        findings.append(finding("IA202", f"all {total} values are zero"))
         return findings
     if stats.count and stats.var == 0:
-        findings.append(Finding("IA203", "fail", f"all {stats.count} finite values equal {stats.min:.6g}"))
+        findings.append(finding("IA203", f"all {stats.count} finite values equal {stats.min:.6g}"))
         return findings
     if stats.count > 1 and stats.var > 0:
         std = math.sqrt(stats.var)
         shift = abs(stats.mean) / std
         limit = 0.1 if profile == "init" else 0.5
         if shift > limit and shift > 5.0 / math.sqrt(stats.count):
-            findings.append(Finding("IA204", "warn", f"mean {stats.mean:.4g} is {shift:.2f} σ away from zero"))
+            findings.append(finding("IA204", f"mean {stats.mean:.4g} is {shift:.2f} σ away from zero"))
     if total and 0.5 <= stats.zeros / total < 1.0:
-        findings.append(Finding("IA205", "warn", f"{stats.zeros} of {total} values ({stats.zeros / total:.0%}) are zero"))
+        findings.append(finding("IA205", f"{stats.zeros} of {total} values ({stats.zeros / total:.0%}) are zero"))
     if fp16 and stats.count and max(abs(stats.min), abs(stats.max)) > FLOAT16_MAX:
-        findings.append(Finding("IA206", "warn",
+        findings.append(finding("IA206",
                                 f"max |w| = {max(abs(stats.min), abs(stats.max)):.4g} overflows float16"))
     return findings
 
@@ -69,8 +69,8 @@ def matches(stats: TensorStats, fans: Fans, scale: float = 1.0) -> tuple[str, ..
         return ("other",)
     var = effective_var(stats, scale)
     found = tuple(
-        name for name in MATCH_RULES
-        if name != "zero" and consistent(var / rule_variance(name, fans), stats.count, stats.excess_kurtosis)
+        scheme.name for scheme in SCHEMES
+        if scheme.policy and consistent(var / scheme.variance(fans), stats.count, stats.excess_kurtosis)
     )
     return found or ("other",)
 
@@ -114,8 +114,8 @@ def verdict(stats: TensorStats, fans: Fans, target: str, gain: float | None = No
             if status != "ok":
                 band = (bands.fail_lo, bands.fail_hi) if status == "fail" else (bands.ok_lo, bands.ok_hi)
                 direction = "above" if ratio > 1 else "below"
-                found.append(Finding(
-                    "IA101" if status == "fail" else "IA102", status,
+                found.append(finding(
+                    "IA101" if status == "fail" else "IA102",
                     f"variance {ratio:.3g}× the {target} target, {direction} the "
                     f"{'fail' if status == 'fail' else 'ok'} band {band[0]:.2f}–{band[1]:.2f} for n={stats.count}"))
     return Verdict(target_var, ratio, tuple(found), matches(stats, fans, scale), distribution(stats))

@@ -48,16 +48,18 @@ class UnitAxes:
         return unit
 
 
-def unit_axes(shape: tuple[int, ...], layout: str, op: str = "", groups: int = 1,
-              side: str = "out") -> UnitAxes | None:
+def unit_axes(shape: tuple[int, ...], layout: str, groups: int = 1, side: str = "out",
+              per_group: str = "I") -> UnitAxes | None:
     """The unit map of a stored tensor of ``shape`` read with ``layout``; None when it has none.
 
-    ``side="out"``: output units (``O`` and ``B`` axes; a grouped ConvTranspose's ``I`` axis
-    gives the group).  ``side="in"``: input units (``I`` and ``B`` axes; a grouped Conv's
-    ``O`` axis gives the group, since its ``I`` axis counts the channels of one group).
+    ``side="out"``: output units (``O`` and ``B`` axes); ``side="in"``: input units (``I`` and
+    ``B`` axes).  With ``groups`` > 1, the axis of letter ``per_group`` (``Role.per_group``)
+    counts the units of one group, so on that side the other letter's axis gives the group:
+    a grouped ConvTranspose W[C, M/g, k…] has its output group on ``I``, a grouped Conv
+    W[M, C/g, k…] its input group on ``O``.
     """
     mine, other = ("O", "I") if side == "out" else ("I", "O")
-    other_grouped = op == "ConvTranspose" if side == "out" else op != "ConvTranspose"
+    other_grouped = per_group == mine
     if len(layout) != len(shape) or mine not in layout or math.prod(shape) == 0:
         return None
     strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
@@ -192,8 +194,7 @@ def unit_pass(planned: Sequence[Planned]) -> list[UnitSums | None]:
         role = p.primary.role if p.primary else None
         axes = in_axes = None
         if role is not None and role.kind == "layer" and p.primary is not None:
-            op = p.primary.use.consumer.op_type
-            axes = unit_axes(p.source.shape, p.primary.layout, op, role.groups)
-            in_axes = unit_axes(p.source.shape, p.primary.layout, op, role.groups, side="in")
+            axes = unit_axes(p.source.shape, p.primary.layout, role.groups, per_group=role.per_group)
+            in_axes = unit_axes(p.source.shape, p.primary.layout, role.groups, "in", role.per_group)
         out.append(unit_sums(_chunks(p, aligned_chunk(CHUNK_ELEMS, axes, in_axes)), axes, p.source.count, in_axes))
     return out

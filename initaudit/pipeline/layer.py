@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from initaudit.findings import STATUS_ORDER, Finding, worst_status
+from initaudit.findings import STATUS_ORDER, Finding, finding, worst_status
 from initaudit.judge.bands import bands_for, consistent
 from initaudit.judge.policy import breach, policy_target, std_matches
 from initaudit.judge.schemes import AUTO_TARGETS, activation_factor, auto_target, fixed_std
@@ -50,7 +50,7 @@ def _packed_note(role: Role, fans: dict[str, Fans]) -> Finding:
         ratio = (part.fan_in + part.fan_out) / (whole.fan_in + whole.fan_out)
         message += (f"; a Xavier init of the packed tensor (fans {whole.fan_in}/{whole.fan_out}) holds "
                     f"{ratio:.2g}× the per-part Xavier variance")
-    return Finding("IA103", "info", message)
+    return finding("IA103", message)
 
 
 def _parts(parts, part_stats, target_var: float, profile: str, whole: list[Finding]) -> tuple[list[PartReport], list[Finding]]:
@@ -62,7 +62,7 @@ def _parts(parts, part_stats, target_var: float, profile: str, whole: list[Findi
         reports.append(PartReport(part.name, stats, ratio, status))
         if STATUS_ORDER[status] > worst:  # a single bad gate, hidden in the tensor's average
             code = "IA101" if status == "fail" else "IA102"
-            findings.append(Finding(code, status, f"part {part.name}: variance {ratio:.3g}× the target"))
+            findings.append(finding(code, f"part {part.name}: variance {ratio:.3g}× the target"))
     return reports, findings
 
 
@@ -126,16 +126,16 @@ def finish(p: Planned, stats: TensorStats, part_stats: list[TensorStats], opts: 
     role = p.primary.role if p.primary else None
     checked = Checked()
     if spec.choice.ignore is not None:  # listed with its statistics and the reason, held to nothing
-        findings = [Finding("IA502", "info", spec.choice.ignore)]
+        findings = [finding("IA502", spec.choice.ignore)]
     elif role is not None and role.kind == "embedding":
-        findings.append(Finding("IA901", "info", "embedding table read by Gather: not held to a fan-based target"))
+        findings.append(finding("IA901", "embedding table read by Gather: not held to a fan-based target"))
     elif p.fans is not None and p.integer_units:
-        findings.append(Finding("IA305", "info", "integer weights without a scale: statistics in integer units"))
+        findings.append(finding("IA305", "integer weights without a scale: statistics in integer units"))
     elif role is not None and p.fans is not None and p.down is not None:
         checked = _check(p, role, p.fans, p.down, stats, part_stats, opts, findings, spec)
         findings.extend(checked.findings)
 
-    kept = tuple(f for f in findings if opts.keeps(f.code) or f.code == "IA502")
+    kept = tuple(findings)
     status = worst_status(kept)
     primary = p.primary
     return LayerReport(

@@ -1,10 +1,12 @@
 """The options of an audit, validated once."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from initaudit.codes import RULES
 from initaudit.errors import InitauditError
+from initaudit.findings import Finding
 from initaudit.judge.bands import PROFILES, Profile
 from initaudit.judge.schemes import normalize_target
 from initaudit.pipeline.layer_rules import LayerRule, parse_rules
@@ -48,7 +50,16 @@ class AuditOptions:
         if not self.drift_limit > 1:
             raise InitauditError(f"drift limit must be a factor above 1, got {self.drift_limit}")
 
+    def selected(self, findings: Iterable[Finding]) -> tuple[Finding, ...]:
+        """The findings ``--select`` / ``--ignore`` keep: the one place the code filter is applied
+        (``pipeline.run.selected`` passes every finding of a judged model through it)."""
+        return tuple(f for f in findings if self.keeps(f.code))
+
     def keeps(self, code: str) -> bool:
+        """``--select`` / ``--ignore`` (codes or prefixes).  IA502 is kept whatever they say: it is
+        the reason a layer the config ignores is held to nothing."""
+        if code == "IA502":
+            return True
         if self.select and not any(code.startswith(s) for s in self.select):
             return False
         return not any(code.startswith(i) for i in self.ignore)

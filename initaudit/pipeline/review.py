@@ -1,10 +1,9 @@
-"""The trained-model review applied to a model: the unit pass, the profile ``auto`` decides, the findings.
+"""The trained-model review applied to a model's layers: evidence per layer, scale across layers, findings.
 
-Runs after the moments pass (``measure``) and the per-layer verdicts (``layers.finish``):
-``unit_pass`` streams each weight once more for its per-unit sums (only with
-``--profile trained|auto`` or ``--fp16``), ``decide_profile`` picks init or trained for
-``--profile auto``, and ``apply_review`` turns the evidence into findings.  In the
-trained profile the Xavier ratio stays in the report but no longer raises IA101/IA102.
+Runs after the moments pass and the per-layer verdicts (``pipeline.layer.finish``), on the
+per-unit sums of ``measure.units.unit_pass`` (only with ``--profile trained|auto`` or
+``--fp16``): ``apply_review`` walks ``judge.review.REVIEW_CHECKS`` over each layer's evidence.
+In the trained profile the Xavier ratio stays in the report but no longer raises IA101/IA102.
 """
 from __future__ import annotations
 
@@ -12,15 +11,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from initaudit.findings import Finding, worst_status
+from initaudit.findings import Finding, finding, worst_status
 from initaudit.judge.review import (
+    REVIEW_CHECKS,
     Review,
-    dead_finding,
     flush_finding,
-    fresh_finding,
-    outlier_finding,
     review_layer,
-    scale_finding,
     scale_outliers,
 )
 from initaudit.judge.verdict import distribution
@@ -41,7 +37,7 @@ def model_findings(findings: Sequence[Finding], opts: AuditOptions) -> list[Find
 
 def profile_finding(reason: str | None) -> Finding | None:
     """IA405 (model level, info): why this profile, or the hint that an init run met a trained model."""
-    return Finding("IA405", "info", reason) if reason else None
+    return finding("IA405", reason) if reason else None
 
 
 def _group_key(layer: LayerReport) -> tuple[object, ...]:
@@ -76,17 +72,12 @@ def apply_review(layers: Sequence[LayerReport], sums: Sequence[UnitSums | None],
             findings = [f for f in findings if f.code not in TARGET_CODES]
         if review is not None:
             review = replace(review, scale_z=zs[i], scale_offset=offsets[i], scale_group=sizes[keys[i]])
-            all_zero = layer.stats.total > 0 and layer.stats.zeros == layer.stats.total   # IA202 says it
-            for finding in (fresh_finding(review, layer.stats), None if all_zero else dead_finding(review),
-                            scale_finding(review) if not review.fresh else None,
-                            outlier_finding(review)):
-                if finding is not None:
-                    added.append(finding)
+            added.extend(filter(None, (check(review, layer.stats) for check in REVIEW_CHECKS)))
         if opts.fp16 and s is not None:
             flushed = flush_finding(s)
             if flushed is not None:
                 added.append(flushed)
-        findings.extend(f for f in added if opts.keeps(f.code))
+        findings.extend(added)
         if tuple(findings) == layer.findings and review is None:
             out.append(layer)
             continue

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from initaudit.errors import InitauditError
-from initaudit.findings import Finding
+from initaudit.findings import finding, worst_status
 from initaudit.judge.drift import signal_drift
 from initaudit.judge.profile import decide_profile, looks_trained
 from initaudit.measure.histogram import layer_histogram
@@ -23,7 +23,7 @@ from initaudit.read.graph import ModelGraph
 from initaudit.read.loader import load_model
 from initaudit.report.model import LayerReport, ModelReport, Report, Skipped
 from initaudit.trace.follow import WeightUse, find_uses
-from initaudit.trace.ops import WEIGHT_OPS, canonical_domain
+from initaudit.trace.ops import canonical_domain, op_spec
 from initaudit.trace.plan import MeasureTask, _final_consumer, _stored_tensors, is_candidate, plan, plan_unsupported
 from initaudit.version import __version__
 
@@ -71,8 +71,8 @@ def audit(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], jobs
                 progress(len(models), len(files), str(path))
     dead = dead_rules(opts.layers, {i for m in models for i in m.rules_matched})
     warnings = tuple(f"{rule.label} matched no layer in any audited model" for rule in dead)
-    if warnings and opts.keeps("IA503"):
-        notes = tuple(Finding("IA503", "info", w) for w in warnings)
+    notes = opts.selected(finding("IA503", w) for w in warnings)
+    if notes:
         models = [replace(m, findings=m.findings + notes) if m.error is None else m for m in models]
     return Report(tuple(models), opts.fail_on, {"version": __version__}, warnings)
 
@@ -148,7 +148,7 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
                 op, domain, slot = _final_consumer(graph, scope, ref.name)
                 if op is None:
                     continue
-                if canonical_domain(domain) == "" or (canonical_domain(domain), op) in WEIGHT_OPS:
+                if canonical_domain(domain) == "" or op_spec(domain, op) is not None:
                     skipped.append(Skipped(ref.name, scope.path, op, f"input {slot} of {op}, not a layer weight"))
                 else:
                     planned.append(plan_unsupported(model, ref, op, domain))
@@ -164,23 +164,37 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
             layers = apply_review(layers, sums, opts)
         if opts.profile == "init" and profile_reason is None:
             profile_reason = looks_trained([stats for stats, _ in measured])
-        if opts.histograms:
-            layers = [with_histogram(layer, p.task) for p, layer in zip(planned, layers)]
         drift, findings = signal_drift(graph, grouped, [(layer.name, layer.forward_gain) for layer in layers],
                                         opts.drift_limit)
         findings = model_findings(findings, opts)
         hint = profile_finding(profile_reason)
         if hint is not None:
             findings = [*findings, hint]
-    proto = model.proto
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return ModelReport(
-        path=str(path), opset=opset, producer=" ".join(p for p in (proto.producer_name, proto.producer_version) if p),
-        ir_version=proto.ir_version, target=opts.target, convention=opts.convention, profile=opts.profile,
-        layers=tuple(layers), skipped=tuple(skipped), signal_gain=drift,
-        findings=tuple(f for f in findings if opts.keeps(f.code)), policy=policy, rules_matched=matched,
-        profile_reason=profile_reason,
-    )
+        proto = model.proto
+        opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+        report = selected(ModelReport(
+            path=str(path), opset=opset,
+            producer=" ".join(p for p in (proto.producer_name, proto.producer_version) if p),
+            ir_version=proto.ir_version, target=opts.target, convention=opts.convention, profile=opts.profile,
+            layers=tuple(layers), skipped=tuple(skipped), signal_gain=drift, findings=tuple(findings),
+            policy=policy, rules_matched=matched, profile_reason=profile_reason,
+        ), opts)
+        if opts.histograms:  # of the layers still flagged once the code filter is applied
+            report = replace(report, layers=tuple(with_histogram(layer, p.task)
+                                                  for p, layer in zip(planned, report.layers)))
+    return report
+
+
+def selected(model: ModelReport, opts: AuditOptions) -> ModelReport:
+    """A judged model with only the findings ``--select`` / ``--ignore`` keep: each layer's status
+    follows what is kept, and a layer left with nothing to fix loses its suggestion."""
+    layers = []
+    for layer in model.layers:
+        kept = opts.selected(layer.findings)
+        status = worst_status(kept)
+        layers.append(layer if kept == layer.findings else replace(
+            layer, findings=kept, status=status, suggestion=layer.suggestion if status != "ok" else None))
+    return replace(model, layers=tuple(layers), findings=opts.selected(model.findings))
 
 
 def with_histogram(layer: LayerReport, task: MeasureTask) -> LayerReport:

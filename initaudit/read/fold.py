@@ -17,8 +17,7 @@ from onnx import NodeProto, TensorProto, helper
 
 from initaudit.read.dtypes import ELEMENT_TYPES
 from initaudit.read.graph import ModelGraph, Scope, attribute
-
-LoadArray = Callable[[TensorProto], np.ndarray]
+from initaudit.read.tensors import LoadArray
 
 #: The largest tensor the evaluator loads or produces (values).
 MAX_ELEMENTS = 4096

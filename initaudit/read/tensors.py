@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +29,10 @@ __all__ = ["FLOAT_TYPES", "INTEGER_TYPES", "NUMERIC_TYPES", "decode_raw", "dtype
 CHUNK_ELEMS = 1 << 17
 #: Bytes mapped at a time by ``FilePayload.iter_bytes(mapped=True)``: the bound on the mapped pages.
 MAP_WINDOW = 16 << 20
+
+#: Reads a stored tensor's values (``LoadedModel.load_array``): the one way later stages see constants.
+LoadArray = Callable[[TensorProto], np.ndarray]
+
 
 class Payload(Protocol):
     def iter_bytes(self, chunk_bytes: int, itemsize: int = 1, mapped: bool = False) -> Iterator[memoryview]: ...

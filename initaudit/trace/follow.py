@@ -11,7 +11,7 @@ axis came from, and how to dequantize.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -19,9 +19,8 @@ from onnx import NodeProto, TensorProto
 
 from initaudit.read.fold import fold_value
 from initaudit.read.graph import ModelGraph, Scope, attribute
-from initaudit.trace.ops import IMPLICIT_DEQUANT, canonical_domain, weight_slots
-
-LoadArray = Callable[[TensorProto], np.ndarray]
+from initaudit.read.tensors import LoadArray
+from initaudit.trace.ops import canonical_domain, op_spec, weight_slots
 
 VALUE_PRESERVING = {"Identity", "Cast", "CastLike"}
 AXIS_MOVING = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
@@ -221,7 +220,8 @@ def follow(graph: ModelGraph, use: WeightUse, stored_shape: tuple[int, ...], loa
         else:
             axes = _reshaped_axes(shape, new_shape, axes)
         shape = new_shape
-    implicit = IMPLICIT_DEQUANT.get((canonical_domain(use.consumer.domain), use.consumer.op_type), {})
+    spec = op_spec(use.consumer.domain, use.consumer.op_type)
+    implicit = spec.dequant if spec is not None else {}
     if use.slot in implicit and dequant is None:
         dequant, problem = _implicit_dequant(graph, use, implicit[use.slot], shape, axes, load)
         if problem:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from initaudit.trace.fans import Fans, conv_fans, conv_transpose_fans, same_fans, spatial_letters
@@ -55,6 +55,9 @@ class Role:
     parts: tuple[Part, ...] = ()
     kind: Literal["layer", "embedding"] = "layer"
     scale: float = 1.0                            # the op multiplies the weight by this (Gemm alpha)
+    #: with groups > 1, the layout letter whose axis counts the units of one group (Conv
+    #: W[M, C/g, k…]: I; ConvTranspose W[C, M/g, k…]: O): the other side's axis tells the group
+    per_group: Literal["I", "O"] = "I"
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,8 @@ def _nhwc_conv(use: OpUse) -> Role:
 
 def _conv_transpose(use: OpUse) -> Role:
     groups = _groups(use, "[C, M/group, k...]")
-    return Role("IO" + spatial_letters(len(use.shape) - 2), conv_transpose_fans(use.shape, groups), groups)
+    return Role("IO" + spatial_letters(len(use.shape) - 2), conv_transpose_fans(use.shape, groups), groups,
+                per_group="O")
 
 
 def _matrix(shape: Sequence[int], right_operand: bool, scale: float = 1.0) -> Role:
@@ -250,61 +254,71 @@ def _embedding(use: OpUse) -> Role:
     return Role("VD", None, kind="embedding")
 
 
-#: (domain, op) → (weight input slots, role function).  Slots not listed are
-#: biases, scales, zero points or activations.
-WEIGHT_OPS: dict[tuple[str, str], tuple[tuple[int, ...], Any]] = {
-    ("", "Conv"): ((1,), _conv),
-    ("", "ConvInteger"): ((1,), _conv),
-    ("", "QLinearConv"): ((3,), _conv),
-    ("", "DeformConv"): ((1,), _conv),
-    (MS, "FusedConv"): ((1,), _conv),
-    (MS, "NhwcConv"): ((1,), _nhwc_conv),
-    (MS, "QLinearConv"): ((3,), _conv),
-    ("", "ConvTranspose"): ((1,), _conv_transpose),
-    ("", "Gemm"): ((0, 1), _gemm),
-    (MS, "FusedGemm"): ((0, 1), _gemm),
-    (MS, "QGemm"): ((3,), _gemm),
-    ("", "MatMul"): ((0, 1), _matmul),
-    ("", "MatMulInteger"): ((0, 1), _matmul),
-    ("", "QLinearMatMul"): ((0, 3), _matmul),
-    (MS, "FusedMatMul"): ((0, 1), _matmul),
-    (MS, "MatMulIntegerToFloat"): ((0, 1), _matmul),
-    ("", "LSTM"): ((1, 2), _recurrent),
-    ("", "GRU"): ((1, 2), _recurrent),
-    ("", "RNN"): ((1, 2), _recurrent),
-    ("", "Einsum"): (tuple(range(8)), _einsum),
-    (MS, "Attention"): ((1,), _packed_attention),
-    (MS, "MatMulNBits"): ((1,), _matmul_nbits),
-    (MS, "DynamicQuantizeLSTM"): ((1, 2), _dynamic_quantize_lstm),
-    ("", "Gather"): ((0,), _embedding),
-}
+@dataclass(frozen=True)
+class OpSpec:
+    """Everything initaudit knows about one weight-carrying op, beyond what its ``role`` function
+    derives from the attributes and the weight's shape (layout, fans, groups, parts)."""
 
-#: Quantization parameters that a quantized op carries for its weight slot:
-#: slot → (scale slot, zero-point slot, axis of a per-channel scale).
-IMPLICIT_DEQUANT: dict[tuple[str, str], dict[int, tuple[int | None, int | None, int | str]]] = {
-    ("", "QLinearConv"): {3: (4, 5, 0)},
-    (MS, "QLinearConv"): {3: (4, 5, 0)},
-    ("", "QLinearMatMul"): {0: (1, 2, -2), 3: (4, 5, -1)},
-    ("", "ConvInteger"): {1: (None, 3, 0)},
-    ("", "MatMulInteger"): {0: (None, 2, -2), 1: (None, 3, -1)},
-    (MS, "MatMulIntegerToFloat"): {0: (2, 4, -2), 1: (3, 5, -1)},
-    (MS, "QGemm"): {3: (4, 5, "N")},
-    (MS, "DynamicQuantizeLSTM"): {1: (8, 9, 0), 2: (10, 11, 0)},
-}
+    domain: str
+    op: str
+    weight_slots: tuple[int, ...]          # inputs that are weights (the others: biases, scales, activations)
+    role: Callable[[OpUse], Role]
+    inputs: int                            # inputs of a node that uses every weight and quantization slot
+    #: quantization parameters the op itself carries for a weight slot:
+    #: slot → (scale slot, zero-point slot, axis of a per-channel scale)
+    dequant: dict[int, tuple[int | None, int | None, int | str]] = field(default_factory=dict)
+    integer_units: bool = False            # no weight scale anywhere (ConvInteger): statistics in integer units
+    packable: bool = False                 # may hold packed projections (q/k/v) that a later Split cuts
+    blocks: bool = False                   # stored as packed quantized blocks (MatMulNBits): measured whole
+    pooled: bool = False                   # a receptive field whose fan_out a following pool divides (--pool-aware)
+
+
+OP_TABLE: tuple[OpSpec, ...] = (
+    OpSpec("", "Conv", (1,), _conv, 2, pooled=True),
+    OpSpec("", "ConvInteger", (1,), _conv, 4, {1: (None, 3, 0)}, integer_units=True),
+    OpSpec("", "QLinearConv", (3,), _conv, 8, {3: (4, 5, 0)}, pooled=True),
+    OpSpec("", "DeformConv", (1,), _conv, 3, pooled=True),
+    OpSpec(MS, "FusedConv", (1,), _conv, 2, pooled=True),
+    OpSpec(MS, "NhwcConv", (1,), _nhwc_conv, 2, pooled=True),
+    OpSpec(MS, "QLinearConv", (3,), _conv, 8, {3: (4, 5, 0)}, pooled=True),
+    OpSpec("", "ConvTranspose", (1,), _conv_transpose, 2),
+    OpSpec("", "Gemm", (0, 1), _gemm, 2, packable=True),
+    OpSpec(MS, "FusedGemm", (0, 1), _gemm, 2),
+    OpSpec(MS, "QGemm", (3,), _gemm, 6, {3: (4, 5, "N")}),
+    OpSpec("", "MatMul", (0, 1), _matmul, 2, packable=True),
+    OpSpec("", "MatMulInteger", (0, 1), _matmul, 4, {0: (None, 2, -2), 1: (None, 3, -1)}, integer_units=True),
+    OpSpec("", "QLinearMatMul", (0, 3), _matmul, 8, {0: (1, 2, -2), 3: (4, 5, -1)}),
+    OpSpec(MS, "FusedMatMul", (0, 1), _matmul, 2),
+    OpSpec(MS, "MatMulIntegerToFloat", (0, 1), _matmul, 6, {0: (2, 4, -2), 1: (3, 5, -1)}),
+    OpSpec("", "LSTM", (1, 2), _recurrent, 3),
+    OpSpec("", "GRU", (1, 2), _recurrent, 3),
+    OpSpec("", "RNN", (1, 2), _recurrent, 3),
+    OpSpec("", "Einsum", tuple(range(8)), _einsum, 2),
+    OpSpec(MS, "Attention", (1,), _packed_attention, 3),
+    OpSpec(MS, "MatMulNBits", (1,), _matmul_nbits, 4, packable=True, blocks=True),
+    OpSpec(MS, "DynamicQuantizeLSTM", (1, 2), _dynamic_quantize_lstm, 12, {1: (8, 9, 0), 2: (10, 11, 0)}),
+    OpSpec("", "Gather", (0,), _embedding, 2),
+)
+OPS: dict[tuple[str, str], OpSpec] = {(spec.domain, spec.op): spec for spec in OP_TABLE}
+
+
+def op_spec(domain: str, op: str) -> OpSpec | None:
+    """The table's entry for an op (``ai.onnx`` is the default domain), None for any other op."""
+    return OPS.get((canonical_domain(domain), op))
 
 
 def weight_slots(domain: str, op: str) -> tuple[int, ...]:
-    entry = WEIGHT_OPS.get((canonical_domain(domain), op))
-    return entry[0] if entry else ()
+    spec = op_spec(domain, op)
+    return spec.weight_slots if spec else ()
 
 
 def role_of(use: OpUse) -> Role:
     """The role of a weight in its consumer; raises UnsupportedUse when it has none."""
-    entry = WEIGHT_OPS.get((canonical_domain(use.domain), use.op))
-    if entry is None:
+    spec = op_spec(use.domain, use.op)
+    if spec is None:
         raise UnsupportedUse(f"op {use.op} is not a supported weight-carrying op")
     try:
-        role = entry[1](use)
+        role = spec.role(use)
     except (TypeError, ValueError, ZeroDivisionError) as exc:  # an attribute of the wrong type or value
         raise UnsupportedUse(f"{use.op} has a malformed attribute ({exc})") from None
     if role.fans and any(f.fan_in <= 0 or f.fan_out <= 0 for f in role.fans.values()):

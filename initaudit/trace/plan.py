@@ -1,4 +1,5 @@
-"""One weight tensor from its uses to a ``LayerReport``: roles, statistics, verdict."""
+"""One stored weight from its uses to a plan: its roles, stored layout, fans, structure findings and
+what the measuring stage reads (``MeasureTask``)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -8,19 +9,17 @@ from typing import Any, cast
 import numpy as np
 from onnx import NodeProto, TensorProto, helper
 
-from initaudit.codes import RULES
-from initaudit.findings import Finding
+from initaudit.findings import Finding, finding
 from initaudit.read.graph import ModelGraph, Scope, node_name
 from initaudit.read.loader import LoadedModel
 from initaudit.read.nbits import NBitsLayout, make_decoder
-from initaudit.read.tensors import FLOAT_TYPES, TensorSource
+from initaudit.read.tensors import FLOAT_TYPES, LoadArray, TensorSource
 from initaudit.trace.downstream import Downstream, follow_output, packed_parts
 from initaudit.trace.fans import Fans
 from initaudit.trace.follow import (
     PASS_THROUGH,
     Dequant,
     Followed,
-    LoadArray,
     SourceRef,
     WeightUse,
     constant_input,
@@ -28,10 +27,7 @@ from initaudit.trace.follow import (
     constant_value,
     follow,
 )
-from initaudit.trace.ops import OpUse, Part, Role, UnsupportedUse, axis_part, role_of
-
-INTEGER_OPS = {"ConvInteger", "MatMulInteger"}
-PACKABLE = {"MatMul", "Gemm", "MatMulNBits"}
+from initaudit.trace.ops import OpUse, Part, Role, UnsupportedUse, axis_part, op_spec, role_of
 
 
 @dataclass
@@ -59,7 +55,8 @@ def make_view(model: LoadedModel, graph: ModelGraph, use: WeightUse, stored_shap
     node = use.consumer
     try:
         role = role_of(OpUse(node.op_type, node.domain, use.slot, followed.shape, _attrs(node)))
-        if not role.parts and role.fans and node.op_type in PACKABLE:
+        spec = op_spec(node.domain, node.op_type)
+        if not role.parts and role.fans and spec is not None and spec.packable:
             role = _packed(graph, model, use, role, followed)
         view = View(use, followed, role, None)
     except UnsupportedUse as exc:
@@ -110,13 +107,13 @@ def _structure_findings(primary: View, views: list[View], stored_shape: tuple[in
     findings = []
     followed = primary.followed
     if primary.problem:
-        findings.append(Finding("IA301", "warn", f"read by {primary.use.consumer.op_type} in a way initaudit "
+        findings.append(finding("IA301", f"read by {primary.use.consumer.op_type} in a way initaudit "
                                                  f"cannot map: {primary.problem}"))
     for code, problem in followed.problems:
-        findings.append(Finding(code, RULES[code].severity, problem))
+        findings.append(finding(code, problem))
     merged = any(a is None and d != 1 for a, d in zip(followed.axis_map, followed.shape))
     if primary.role is not None and merged and not followed.problems:
-        findings.append(Finding("IA303", "info", f"a Reshape merges or splits axes between the stored "
+        findings.append(finding("IA303", f"a Reshape merges or splits axes between the stored "
                                                  f"{list(stored_shape)} and the {primary.use.consumer.op_type}'s "
                                                  f"{list(followed.shape)}: layout shown as the consumer sees it"))
     seen = {(v.layout, v.role.fans[convention] if v.role.fans else None) for v in views if v.role is not None}
@@ -125,7 +122,7 @@ def _structure_findings(primary: View, views: list[View], stored_shape: tuple[in
             f"{v.use.consumer.op_type} {v.node_name!r}: {v.layout or '?'}"
             + (f" fans {v.role.fans[convention].fan_in}/{v.role.fans[convention].fan_out}" if v.role.fans else "")
             for v in views if v.role is not None)
-        findings.append(Finding("IA302", "warn", f"shared by consumers that read it differently: {described}"))
+        findings.append(finding("IA302", f"shared by consumers that read it differently: {described}"))
     return findings
 
 
@@ -154,20 +151,21 @@ def plan(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], conventio
     views = [make_view(model, graph, use, source.shape) for use in uses]
     primary = next((v for v in views if v.role is not None), views[0])
     role, followed, consumer = primary.role, primary.followed, primary.use.consumer
+    spec = op_spec(consumer.domain, consumer.op_type)
     parts = role.parts if role is not None and _unmodified(followed, source.shape) else ()
     planned = Planned(ref, source, views, primary, _structure_findings(primary, views, source.shape, convention),
                       MeasureTask(source, followed.dequant, tuple(parts)))
-    if role is not None and consumer.op_type == "MatMulNBits":  # parts would cut packed bytes: whole only
+    if role is not None and spec is not None and spec.blocks:  # parts would cut packed bytes: whole only
         planned.task, problem = _nbits_task(model, graph, primary.use, source)
         if problem:
-            planned.findings.append(Finding("IA304", "warn", problem))
+            planned.findings.append(finding("IA304", problem))
     dequant = followed.dequant
     planned.integer_units = (dequant.unscaled if dequant is not None else
-                             consumer.op_type in INTEGER_OPS or (not source.is_float and planned.task.decoder is None))
+                             (spec is not None and spec.integer_units) or (not source.is_float and planned.task.decoder is None))
     if role is not None and role.fans:
         planned.down = follow_output(graph, primary.use.scope, consumer, _slope_reader(model, graph))
         fans = role.fans[convention]
-        if pool_aware and consumer.op_type.endswith("Conv") and planned.down.pool_area > 1:
+        if pool_aware and spec is not None and spec.pooled and planned.down.pool_area > 1:
             planned.pool_area = planned.down.pool_area
             fans = Fans(fans.fan_in, max(1, fans.fan_out // planned.pool_area))
         planned.fans = fans
@@ -203,8 +201,8 @@ def _nbits_task(model: LoadedModel, graph: ModelGraph, use: WeightUse,
 def plan_unsupported(model: LoadedModel, ref: SourceRef, op: str, domain: str) -> Planned:
     """A weight-like tensor read only by an op whose layout initaudit does not know."""
     source = model.source(ref.tensor, ref.name, constant=ref.kind == "constant")
-    finding = Finding("IA301", "warn", f"read by {domain}.{op}, an op whose weight layout is unknown")
-    return Planned(ref, source, [], None, [finding], MeasureTask(source), unsupported_op=f"{domain}.{op}")
+    unknown = finding("IA301", f"read by {domain}.{op}, an op whose weight layout is unknown")
+    return Planned(ref, source, [], None, [unknown], MeasureTask(source), unsupported_op=f"{domain}.{op}")
 
 
 def checkable(p: Planned) -> bool:
