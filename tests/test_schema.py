@@ -88,7 +88,8 @@ def test_several_models_and_an_unreadable_one_validate(tmp_path, capsys):
     assert code == 2 and data["models"][1]["status"] == "error"
 
 
-def test_readme_points_to_the_shipped_schema():
-    text = (ROOT / "README.md").read_text()
+def test_docs_point_to_the_shipped_schema():
+    text = (ROOT / "docs" / "json-report.md").read_text(encoding="utf-8")
     assert "initaudit schema" in text and "initaudit/report/schema.json" in text
     assert "design document" not in text
+    assert "docs/json-report.md" in (ROOT / "README.md").read_text(encoding="utf-8")

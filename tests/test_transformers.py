@@ -27,9 +27,9 @@ CLEAN = [(name, e) for name in ("gpt2", "llama") for e in EXPORTERS]
 MISSED = [(name, e) for name in ("gpt2_missed", "llama_missed") for e in EXPORTERS]
 
 
-def readme_config() -> str:
-    """The TOML the README documents for GPT-2 (the first block of its transformer section)."""
-    text = (ROOT / "README.md").read_text()
+def documented_config() -> str:
+    """The TOML docs/conventions.md documents for GPT-2 (the first block of its transformer section)."""
+    text = (ROOT / "docs" / "conventions.md").read_text(encoding="utf-8")
     section = text.split("## Transformers and fixed-std inits", 1)[1]
     return re.search(r"```toml\n(.*?)```", section, re.S).group(1)
 
@@ -47,8 +47,8 @@ def missed_tensors(name: str, exporter: str) -> set[str]:
     return found
 
 
-def test_the_readme_config_is_the_gpt2_policy():
-    config = tomllib.loads(readme_config())["tool"]["initaudit"]
+def test_the_documented_config_is_the_gpt2_policy():
+    config = tomllib.loads(documented_config())["tool"]["initaudit"]
     assert config["target"] == "std:0.02"
     assert config["layers"][0]["target"] == f"std:{0.02 / (2 * 4) ** 0.5:.3g}"  # 0.02/√(2·n_layer), 4 blocks
 
@@ -72,7 +72,7 @@ def test_reference_init_passes_under_auto_with_a_fixed_std_policy(name, exporter
 @pytest.mark.parametrize("name,exporter", CLEAN)
 def test_reference_init_passes_with_the_documented_config(tmp_path, capsys, name, exporter):
     config = tmp_path / "pyproject.toml"
-    config.write_text(readme_config() if name == "gpt2" else '[tool.initaudit]\ntarget = "std:0.02"\n')
+    config.write_text(documented_config() if name == "gpt2" else '[tool.initaudit]\ntarget = "std:0.02"\n')
     assert main([str(FIXTURES / f"{name}.{exporter}.onnx"), "--config", str(config), "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     targets = {layer["target"] for layer in out["layers"] if layer["target"]}
@@ -89,7 +89,7 @@ def test_the_missed_layer_type_fails_and_only_it(tmp_path, capsys, name, exporte
         args += ["--target", "auto"]
     else:
         config = tmp_path / "pyproject.toml"
-        config.write_text(readme_config() if name.startswith("gpt2") else '[tool.initaudit]\ntarget = "std:0.02"\n')
+        config.write_text(documented_config() if name.startswith("gpt2") else '[tool.initaudit]\ntarget = "std:0.02"\n')
         args += ["--config", str(config)]
     assert main(args) == 1
     out = json.loads(capsys.readouterr().out)
