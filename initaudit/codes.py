@@ -85,8 +85,8 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "A trained layer with a weight of 1e5.",
          "Clip or rescale before converting."),
     Rule("IA207", "float16-flush", "warn",
-         "With `--fp16`: at least 1 % of the layer's non-zero values are below 2^-25 ≈ 2.98e-8 and become 0 in "
-         "float16 (any profile).",
+         "With `--fp16`: the layer's non-zero values below 2^-25 ≈ 2.98e-8, which become 0 in float16, carry at "
+         "least 0.1 % of its Σw² (any profile).",
          "Converting to float16 silently zeroes them; a layer whose scale sits near float16's subnormal range "
          "(below 6.10e-5) also loses precision (TensorRT warns \"Subnormal FP16 values detected\").",
          "A trained layer of 262,144 values with std 1e-7: 31 % of them flush to zero.",

@@ -14,7 +14,7 @@
    nan            one value set to NaN                                                  → IA201, fail
    big            one value set to 1e5, audited with --fp16                             → IA206
 
-   One damaged copy for a look of one's own (the README's worked example):
+   One damaged copy for a look of one's own (the worked example in docs/trained-review.md):
    python scripts/plant_defects.py --copy MODEL LAYER DEFECT OUT.onnx [--seed 0]
 
    A copy counts as detected when the damaged layer is warn or fail (fail for nan) with that code, and

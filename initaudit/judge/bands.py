@@ -26,7 +26,7 @@ PROFILES: tuple[str, ...] = ("init", "trained")
 Z_FAIL = 3.5
 #: z for the ok band: a correct layer is at worst "warn" about 1 % of the time.
 Z_OK = 2.6
-#: z for `matches`: a rule is consistent if the ratio to it is within noise.
+#: z for `matches`: a layer is consistent with a scheme if the ratio to it is within noise.
 Z_MATCH = 3.5
 #: Relative slack for `matches` beyond noise (float32 rounding of bounds, etc.).
 MATCH_SLACK = 0.02

@@ -1,6 +1,6 @@
 """Model-level signal propagation: does the activation variance explode or vanish?
 
-Approximation (documented in the README): each checked layer multiplies the
+Approximation (docs/conventions.md, "Signal propagation"): each checked layer multiplies the
 second moment of its input by ``fan_in · Var(W) · f``, where ``f = 1/gain²`` of
 the nonlinearity that follows (½ for ReLU, 1 when none follows) — the quantity
 He and Glorot set to 1.  Along the chain of weight layers with the most layers,

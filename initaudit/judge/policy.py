@@ -80,7 +80,7 @@ class Policy:
 
     @property
     def chosen(self) -> bool:
-        """A rule someone chose (not the framework default): layers that differ break it."""
+        """An init someone chose (not the framework default): layers that differ break it."""
         return not (self.kind == "scheme" and not SCHEME[str(self.scheme)].chosen)
 
     @property
@@ -187,12 +187,12 @@ def breach(policy: Policy | None, sample: Sample) -> Finding | None:
                else f"std {math.sqrt(sample.var):.3g}, which matches no scheme")
     if policy.kind == "std":
         if len(policy.groups) == 1:
-            rule = f"std {policy.groups[0].std:.3g}"
+            expected = f"std {policy.groups[0].std:.3g}"
         else:
-            rule = " or ".join(f"std {g.std:.3g} ({len(g.members)})" for g in policy.groups)
+            expected = " or ".join(f"std {g.std:.3g} ({len(g.members)})" for g in policy.groups)
     else:
-        rule = policy.label
-    return finding("IA501", f"{instead}; the other {len(policy.followers)} layers match {rule}")
+        expected = policy.label
+    return finding("IA501", f"{instead}; the other {len(policy.followers)} layers match {expected}")
 
 
 def policy_target(policy: Policy, sample: Sample, covered: bool) -> tuple[str, float, str, str | None] | None:

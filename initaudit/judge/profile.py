@@ -32,12 +32,12 @@ def decide_profile(sums: Sequence[UnitSums | None], stats: Sequence[TensorStats]
         tested += 1
         zs = [d.z for d in (dispersion(s), dispersion(s, "in") if s.in_units >= AUTO_MIN_UNITS else None) if d]
         structured += any(abs(z) > Z_STRUCTURE for z in zs) or distribution(st) == "other"
-    rule = f"(unit-norm dispersion |z| > {Z_STRUCTURE:g}, or values that fit no init family)"
+    test = f"(unit-norm dispersion |z| > {Z_STRUCTURE:g}, or values that fit no init family)"
     if tested and structured >= AUTO_TRAINED_SHARE * tested:
-        return "trained", f"auto: trained, {structured} of {tested} testable layers show structure {rule}"
+        return "trained", f"auto: trained, {structured} of {tested} testable layers show structure {test}"
     if not tested:
         return "init", "auto: init, no layer large enough to test for structure"
-    return "init", (f"auto: init, {structured} of {tested} testable layers show structure {rule}, "
+    return "init", (f"auto: init, {structured} of {tested} testable layers show structure {test}, "
                     f"fewer than {AUTO_TRAINED_SHARE:.0%}")
 
 

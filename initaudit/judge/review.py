@@ -2,7 +2,7 @@
 
 Pure functions of a layer's ``UnitSums`` (per-output-unit sums of squares and the tensor's
 raw power sums), its ``TensorStats`` and its fans; no graph, no I/O.  Background and the
-thresholds' origin: README "Reviewing a trained model" and the shared reference
+thresholds' origin: docs/trained-review.md and the shared reference
 trained-review.md.
 
 * Never trained (IA401): for i.i.d. values with E[w²] = m₂, the sum of squares
@@ -125,10 +125,10 @@ def init_schemes(stats: TensorStats, fans: dict[str, Fans] | None, scale: float 
     var = stats.var * scale * scale
     found: list[str] = []
     for f in (fans or {}).values():
-        for rule in matches(stats, f, scale):
-            if rule == "other" or rule in found or (family and family not in SCHEME[rule].families):
+        for scheme in matches(stats, f, scale):
+            if scheme == "other" or scheme in found or (family and family not in SCHEME[scheme].families):
                 continue
-            found.append(rule)
+            found.append(scheme)
     for std in FIXED_STDS:
         if family in ("uniform",):
             continue

@@ -62,7 +62,7 @@ def pathologies(stats: TensorStats, profile: str = "init", fp16: bool = False) -
 
 
 def matches(stats: TensorStats, fans: Fans, scale: float = 1.0) -> tuple[str, ...]:
-    """Rules of the vocabulary whose variance the observed one is consistent with."""
+    """The schemes (``matches`` vocabulary) whose variance the observed one is consistent with."""
     if stats.total and stats.zeros == stats.total:
         return ("zero",)
     if stats.count < 2 or stats.var == 0:

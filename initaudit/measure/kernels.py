@@ -15,7 +15,7 @@ Two ideas, both exact in float64 (reference: numpy float64 on the dequantized va
 
 Everything returns ``stats.Moments``, so chunks, parts and worker processes
 combine as for float32.  ``plan_kernel`` says which kernel (if any) fits a
-measuring task; tasks it declines keep the general path in ``measure``.
+measuring task; tasks it declines keep the general path in ``measure.streaming``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One measured weight to its ``LayerReport``: its target (options, config rules, the model's policy),
+"""One measured weight to its ``LayerReport``: its target (options, layer rules, the model's policy),
 the verdict, per-part verdicts, the suggestion."""
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def _check(p: Planned, role: Role, fans: Fans, down: Downstream, stats: TensorSt
         matches = tuple(m for m in matches if m != "other") + fixed
     out = Checked(target, gain, reason, result.target_var, result.ratio, matches,
                   findings=list(result.status_findings))
-    if spec.sample is not None and spec.choice.target is None:  # a rule's own target outranks the majority
+    if spec.sample is not None and spec.choice.target is None:  # a layer rule's own target outranks the majority
         broken = breach(spec.policy, spec.sample)
         if broken is not None:
             out.findings.append(broken)

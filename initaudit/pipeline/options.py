@@ -13,7 +13,7 @@ from initaudit.pipeline.layer_rules import LayerRule, parse_rules
 from initaudit.trace.fans import CONVENTIONS, Convention
 
 FAIL_ON = ("warn", "fail", "never")
-#: ``auto`` is resolved per model to init or trained (``trained.decide_profile``).
+#: ``auto`` is resolved per model to init or trained (``judge.profile.decide_profile``).
 PROFILE_CHOICES: tuple[str, ...] = (*PROFILES, "auto")
 
 

@@ -1,5 +1,5 @@
-"""Per-layer specs for one model: the config rules each layer falls under, and the
-model's own init policy inferred from the measured layers (``policy.infer_policy``)."""
+"""Per-layer specs for one model: the layer rules (config) each layer falls under, and the
+model's own init policy inferred from the measured layers (``judge.policy.infer_policy``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -48,7 +48,7 @@ def sample_of(key: int, p: Planned, stats: TensorStats, convention: str = "conne
 
 def layer_specs(planned: Sequence[Planned], measured: Sequence[Measured],
                 opts: AuditOptions) -> tuple[list[LayerSpec], Policy | None, tuple[int, ...]]:
-    """(spec per layer, the inferred policy, the indices of the config rules that matched)."""
+    """(spec per layer, the inferred policy, the indices of the layer rules that matched)."""
     choices = [choose(opts.layers, layer_names(p), layer_op(p)) if opts.layers else RuleChoice() for p in planned]
     samples = [None if choice.ignore is not None else sample_of(i, p, stats, opts.convention)
                for i, (p, (stats, _), choice) in enumerate(zip(planned, measured, choices))]
@@ -59,7 +59,7 @@ def layer_specs(planned: Sequence[Planned], measured: Sequence[Measured],
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """What config rules and the model's inferred policy say of one layer."""
+    """What layer rules and the model's inferred policy say of one layer."""
 
     choice: RuleChoice = field(default_factory=RuleChoice)
     policy: Policy | None = None

@@ -116,7 +116,7 @@ class Report:
     models: tuple[ModelReport, ...]
     fail_on: str = "fail"
     options: dict[str, object] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()           # about the run itself (a config rule that matched nothing)
+    warnings: tuple[str, ...] = ()           # about the run itself (a layer rule that matched nothing)
     baseline: BaselineResult | None = None
 
     @property

@@ -109,7 +109,7 @@ def model_dict(model: ModelReport) -> dict[str, Any]:
 
 
 def policy_dict(model: ModelReport) -> dict[str, Any] | None:
-    """The init most layers share (policy.infer_policy), or null when none dominates."""
+    """The init most layers share (judge.policy.infer_policy), or null when none dominates."""
     p = model.policy
     if p is None:
         return None
