@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from initaudit.judge.bands import bands_for, noise_quantile
-from initaudit.judge.verdict import distribution, verdict
+from initaudit.judge.verdict import verdict
 from initaudit.measure.stats import stats_of
 from initaudit.trace.fans import Fans
 
@@ -77,28 +77,6 @@ def test_noise_quantile_tracks_chi_square():
     # chi2(15)/16 quantiles at z = ±3.09 (0.1 % tails) are 0.218 and 2.35 (scipy).
     assert noise_quantile(16, 0.0, -3.09) == pytest.approx(0.218, rel=0.04)
     assert noise_quantile(16, 0.0, 3.09) == pytest.approx(2.35, rel=0.04)
-
-
-@pytest.mark.parametrize("family,draw", [
-    ("uniform", lambda r, n: r.uniform(-1, 1, n)),
-    ("normal", lambda r, n: r.normal(0, 1, n)),
-    ("truncated_normal", lambda r, n: _truncated(r, n)),
-])
-@pytest.mark.parametrize("n", [2_000, 50_000])
-def test_distribution_family(family, draw, n):
-    rng = np.random.default_rng(n)
-    found = [distribution(stats_of(draw(rng, n))) for _ in range(20)]
-    assert found.count(family) >= 19
-
-
-def _truncated(rng, n):
-    out = rng.normal(0, 1, 2 * n)
-    out = out[np.abs(out) <= 2]
-    return out[:n]
-
-
-def test_constant_distribution():
-    assert distribution(stats_of(np.full(100, 0.3))) == "constant"
 
 
 def test_overflowed_moments_do_not_break_the_bands():
