@@ -14,7 +14,6 @@ from modelkit import model, save, tensor
 from onnx import TensorProto, helper
 
 import initaudit
-from initaudit.judge.bands import bands_for
 
 RNG = np.random.default_rng(1234)
 
@@ -106,49 +105,6 @@ def test_gru_gate_parts(tmp_path):
 
 def var64(values) -> float:
     return float(np.asarray(values, np.float64).var())
-
-
-# --- bands: the z-values, against the exact chi-square law ----------------------------------------------------------
-
-
-def _phi(z: float) -> float:
-    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
-
-
-def _chi2_quantile(nu: int, p: float) -> float:
-    """The p-quantile of χ²(ν), by integrating its density (trapezoids, float64)."""
-    x = np.linspace(1e-9, 6.0 * nu + 60.0, 2_000_001)
-    log_pdf = (nu / 2 - 1) * np.log(x) - x / 2 - (nu / 2) * math.log(2.0) - math.lgamma(nu / 2)
-    pdf = np.exp(log_pdf)
-    cdf = np.concatenate([[0.0], np.cumsum((pdf[1:] + pdf[:-1]) / 2 * np.diff(x))])
-    return float(np.interp(p, cdf, x))
-
-
-def _normal_law_kurtosis_estimate(n: int) -> float:
-    """The sample excess kurtosis that makes the band's conservative kurtosis exactly 0 (a normal law)."""
-    return -2.0 * math.sqrt(24.0 / n)
-
-
-def test_ok_band_is_the_2_6_sigma_noise_quantile():
-    # sample variance of n normal draws / true variance = χ²(n-1)/n; the ok band is its ±2.6σ quantiles
-    n = 100
-    bands = bands_for(n, _normal_law_kurtosis_estimate(n))
-    assert bands.ok_hi == pytest.approx(_chi2_quantile(n - 1, _phi(2.6)) / n, rel=0.004)
-    assert bands.ok_lo == pytest.approx(_chi2_quantile(n - 1, _phi(-2.6)) / n, rel=0.004)
-    assert (bands.fail_lo, bands.fail_hi) == (0.5, 2.0)  # at n = 100 the fixed fail band is the wider
-
-
-def test_fail_band_is_the_3_5_sigma_noise_quantile():
-    n = 30
-    bands = bands_for(n, _normal_law_kurtosis_estimate(n))
-    assert bands.fail_hi == pytest.approx(_chi2_quantile(n - 1, _phi(3.5)) / n, rel=0.006)
-
-
-def test_large_layers_keep_the_fixed_bands():
-    bands = bands_for(1_000_000, 0.0)
-    assert (bands.ok_lo, bands.ok_hi, bands.fail_lo, bands.fail_hi) == (0.8, 1.25, 0.5, 2.0)
-    trained = bands_for(1_000_000, 0.0, "trained")
-    assert (trained.ok_lo, trained.ok_hi, trained.fail_lo, trained.fail_hi) == (1 / 3, 3.0, 0.1, 10.0)
 
 
 # --- Transpose without perm ----------------------------------------------------------------------------------------
