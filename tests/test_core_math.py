@@ -5,10 +5,8 @@ mutant that the rest of the suite let through.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from initaudit.measure.stats import MomentAccumulator, Moments
 from initaudit.trace.fans import Fans, keras_fans, layout_fans, torch_fans
 
 
@@ -49,44 +47,6 @@ def test_layout_fans_errors(shape, layout, groups, message):
     with pytest.raises(ValueError) as info:
         layout_fans(shape, layout, groups)
     assert message in str(info.value)
-
-
-def _moments(values: np.ndarray) -> Moments:
-    acc = MomentAccumulator()
-    acc.add(values)
-    return acc.moments()
-
-
-def test_merging_many_uneven_partials_keeps_every_moment():
-    # far from zero, skewed, cut in uneven pieces: M3 and M4 of the merge must equal numpy's
-    rng = np.random.default_rng(3)
-    values = rng.gamma(2.0, 1.5, 5000) + 40.0
-    cuts = [0, 7, 800, 801, 2600, 5000]
-    merged = Moments()
-    for a, b in zip(cuts, cuts[1:]):
-        merged = merged.merge(_moments(values[a:b]))
-    d = values.astype(np.float64) - values.mean()
-    assert merged.n == 5000
-    assert merged.mean == pytest.approx(values.mean(), rel=1e-12)
-    assert merged.m2 == pytest.approx(float(np.sum(d ** 2)), rel=1e-9)
-    assert merged.m3 == pytest.approx(float(np.sum(d ** 3)), rel=1e-5)
-    assert merged.m4 == pytest.approx(float(np.sum(d ** 4)), rel=1e-5)
-    stats = merged.stats()
-    assert stats.excess_kurtosis == pytest.approx(float(np.mean(d ** 4) / np.mean(d ** 2) ** 2 - 3), rel=1e-5)
-
-
-def test_merge_adds_counts_and_range_whatever_the_order():
-    a = _moments(np.array([1.0, np.nan, 0.0, np.inf, 0.0]))  # finite 1, 0, 0; 2 non-finite
-    b = _moments(np.array([-2.0, 0.0, np.nan, 5.0]))         # finite -2, 0, 5; 1 non-finite
-    empty = _moments(np.array([np.nan, np.nan]))               # nothing finite; 2 non-finite
-    finite = np.array([1.0, 0.0, 0.0, -2.0, 0.0, 5.0])
-    for merged, nonfinite in ((a.merge(b), 3), (b.merge(a), 3), (a.merge(empty).merge(b), 5),
-                              (empty.merge(a).merge(b), 5)):
-        stats = merged.stats()
-        assert (stats.count, stats.nonfinite, stats.zeros) == (6, nonfinite, 3)
-        assert (stats.min, stats.max) == (-2.0, 5.0)
-        assert stats.mean == pytest.approx(finite.mean(), rel=1e-12)
-        assert stats.var == pytest.approx(finite.var(), rel=1e-12)
 
 
 def test_spatial_letters():
