@@ -252,20 +252,6 @@ def test_integer_ops_and_qlinear(tmp_path):
     assert any(f.code == "IA305" for f in layer.findings) and layer.ratio is None
 
 
-def test_gemm_alpha_scales_the_effective_weight(tmp_path):
-    w = xavier_uniform(RNG, (120, 400), 400, 120) / 2  # stored at half the std …
-    m = model([helper.make_node("Gemm", ["x", "w"], ["y"], transB=1, alpha=2.0)], [tensor("w", w)])
-    layer = layers(save(m, tmp_path))["w"]
-    assert layer.scale == 2.0 and layer.ratio == pytest.approx(1.0, rel=0.05) and layer.status == "ok"
-
-
-def test_einsum_weight(tmp_path):
-    w = xavier_uniform(RNG, (64, 4, 16), 64, 64)
-    m = model([helper.make_node("Einsum", ["x", "w"], ["y"], equation="btd,dnh->btnh")], [tensor("w", w)])
-    layer = layers(save(m, tmp_path))["w"]
-    assert layer.layout == "IOO" and (layer.fan_in, layer.fan_out) == (64, 64) and layer.status == "ok"
-
-
 @pytest.mark.parametrize("bits,block,k,zero_kind", [(4, 32, 100, "packed"), (4, 16, 64, None), (8, 16, 40, "float"),
                                                     (2, 16, 48, "packed")])
 def test_matmul_nbits(tmp_path, bits, block, k, zero_kind):
@@ -319,21 +305,6 @@ def test_gate_reordering_concat_of_slices(tmp_path):
     assert layer.op == "LSTM" and layer.layout == "OI" and (layer.fan_in, layer.fan_out) == (10, 20)
     assert layer.stats.var == pytest.approx(float(w_ih.astype(np.float64).var()), rel=1e-9)
     assert layer.parts == () and any(f.code == "IA303" for f in layer.findings)
-
-
-def test_dynamic_quantize_lstm(tmp_path):
-    q = RNG.integers(-127, 128, (1, 10, 80)).astype(np.int8)  # [D, I, 4H], H = 20
-    scale = np.array([0.002], np.float32)
-    inputs = ["x", "W", "R", "", "", "", "", "", "ws", "wz", "rs", "rz"]
-    m = model([helper.make_node("DynamicQuantizeLSTM", inputs, ["y"], domain="com.microsoft", hidden_size=20)],
-              [tensor("W", q), tensor("R", RNG.integers(-127, 128, (1, 20, 80)).astype(np.int8)),
-               tensor("ws", scale), tensor("wz", np.array([0], np.int8)),
-               tensor("rs", scale), tensor("rz", np.array([0], np.int8))],
-              extra_opsets=[helper.make_opsetid("com.microsoft", 1)])
-    layer = layers(save(m, tmp_path))["W"]
-    assert (layer.fan_in, layer.fan_out) == (10, 20) and layer.fans["pytorch"].as_list() == [10, 80]
-    assert [p.name for p in layer.parts] == ["i", "o", "f", "c"]
-    assert layer.stats.var == pytest.approx(float((q.astype(np.float64) * 0.002).var()), rel=1e-5)
 
 
 def test_conv_integer_scale_after_an_int32_bias_add(tmp_path):

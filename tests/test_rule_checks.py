@@ -74,35 +74,6 @@ def test_lstm_one_weak_gate_fails_although_the_average_is_ok(tmp_path):
     assert len(part_findings) == 1 and layer.status == "fail"
 
 
-def test_bidirectional_lstm_parts_read_the_reverse_slices(tmp_path):
-    hidden, n_in = 16, 12
-    w = _gates(2, hidden, n_in)
-    w[1, hidden:2 * hidden] *= 0.5  # reverse direction, gate o: 0.25× the variance
-    r = _gates(2, hidden, hidden)
-    m = model([helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=hidden, direction="bidirectional")],
-              [tensor("w", w), tensor("r", r)])
-    layer = only_layer(tmp_path, m)
-    names = [p.name for p in layer.parts]
-    assert names == [f"{d}.{g}" for d in ("forward", "reverse") for g in "iofc"]
-    target = 2.0 / (n_in + hidden)
-    for part, (d, g) in zip(layer.parts, [(d, g) for d in range(2) for g in range(4)]):
-        expected = var64(w[d, g * hidden:(g + 1) * hidden]) / target
-        assert part.ratio == pytest.approx(expected, rel=1e-6), part.name
-    assert layer.parts[5].status == "fail" and layer.parts[1].status == "ok"
-    assert any(f.code == "IA101" and "reverse.o" in f.message for f in layer.findings)
-
-
-def test_gru_gate_parts(tmp_path):
-    hidden, n_in = 8, 6
-    bound = math.sqrt(6.0 / (n_in + hidden))
-    w = RNG.uniform(-bound, bound, (1, 3 * hidden, n_in)).astype(np.float32)
-    m = model([helper.make_node("GRU", ["x", "w", "r"], ["y"], hidden_size=hidden)],
-              [tensor("w", w), tensor("r", RNG.uniform(-0.3, 0.3, (1, 3 * hidden, hidden)).astype(np.float32))])
-    layer = only_layer(tmp_path, m)
-    assert [p.name for p in layer.parts] == ["forward.z", "forward.r", "forward.h"]
-    assert [p.stats.count for p in layer.parts] == [hidden * n_in] * 3
-
-
 def var64(values) -> float:
     return float(np.asarray(values, np.float64).var())
 
