@@ -1,14 +1,21 @@
-"""trace.py's shape replay and dequantization, step by step: the consumed shape each axis-moving node
-gives (worked out by hand from the ONNX operator definitions), and the dequantization put on the stored
-axes. Written from the survivors of a mutmut run over trace.py (docs/mutation.md).
+"""Weights followed from where they are stored to the op that reads them (``initaudit/trace/follow.py``):
+through transposes, reshapes, casts, quantization, control flow, functions and reordered slices.
+
+Whole models, audited end to end, show what a user sees of real-world graph shapes. Step by step: the
+consumed shape each axis-moving node gives (worked out by hand from the ONNX operator definitions), the
+dequantization put on the stored axes, the Concats of Slices that reorder one tensor (through function
+calls too) and those that do not, and the scale found after an integer op; expected values from the ONNX
+operator definitions and numpy float64.
 """
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
-from modelkit import model, tensor
-from onnx import helper, numpy_helper
+from modelkit import model, save, tensor, xavier_uniform
+from onnx import TensorProto, helper, numpy_helper
 
+import initaudit
 from initaudit.read.graph import ModelGraph
 from initaudit.trace.follow import (
     Dequant,
@@ -18,7 +25,231 @@ from initaudit.trace.follow import (
     _moved_shape,
     _reshape_target,
     _reshaped_axes,
+    find_uses,
+    follow,
 )
+
+RNG = np.random.default_rng(7)
+
+
+def layers(path, **options):
+    return {layer.name: layer for layer in initaudit.audit(path, **options).models[0].layers}
+
+
+def var64(values) -> float:
+    return float(np.asarray(values, np.float64).var())
+
+
+# === whole models, audited end to end ===================================================================
+
+
+def test_tf_style_transpose_into_conv(tmp_path):
+    hwio = xavier_uniform(RNG, (5, 5, 3, 6), 75, 150)
+    m = model([helper.make_node("Transpose", ["k"], ["k_t"], perm=[3, 2, 0, 1]),
+               helper.make_node("Conv", ["x", "k_t"], ["y"], name="conv")], [tensor("k", hwio)])
+    layer = layers(save(m, tmp_path))["k"]
+    assert layer.op == "Conv" and layer.layout == "HWIO" and layer.shape == (5, 5, 3, 6)
+    assert (layer.fan_in, layer.fan_out) == (75, 150) and layer.status == "ok"
+
+
+def test_tf2onnx_depthwise_reshape_then_transpose(tmp_path):
+    kernel = xavier_uniform(RNG, (3, 3, 8, 1), 9, 9)
+    shape = tensor("shape", np.array([3, 3, 1, 8], np.int64))
+    m = model([helper.make_node("Reshape", ["k", "shape"], ["k_r"]),
+               helper.make_node("Transpose", ["k_r"], ["k_t"], perm=[3, 2, 0, 1]),
+               helper.make_node("Conv", ["x", "k_t"], ["y"], group=8)], [tensor("k", kernel), shape])
+    layer = layers(save(m, tmp_path))["k"]
+    assert (layer.fan_in, layer.fan_out) == (9, 9) and layer.groups == 8
+    assert layer.fans["keras"].as_list() == [72, 9]
+
+
+@pytest.mark.parametrize("qtype,axis_scale", [(TensorProto.INT8, True), (TensorProto.UINT8, False),
+                                              (TensorProto.INT4, True)])
+def test_dequantize_linear_per_axis_and_per_tensor(tmp_path, qtype, axis_scale):
+    lo, hi = (-8, 7) if qtype == TensorProto.INT4 else (-128, 127) if qtype == TensorProto.INT8 else (0, 255)
+    q = RNG.integers(lo, hi + 1, (16, 8, 3, 3))
+    scale = RNG.uniform(0.001, 0.01, 16).astype(np.float32) if axis_scale else np.float32(0.004)
+    zero = RNG.integers(lo // 2, hi // 2, 16) if axis_scale else (128 if qtype == TensorProto.UINT8 else 0)
+    q_t = helper.make_tensor("q", qtype, q.shape, q.ravel().tolist())
+    zp_t = helper.make_tensor("zp", qtype, np.shape(zero), np.ravel(zero).tolist())
+    m = model([helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["w"], axis=0),
+               helper.make_node("Conv", ["x", "w"], ["y"])],
+              [q_t, tensor("s", np.asarray(scale, np.float32)), zp_t], opset=21)
+    layer = layers(save(m, tmp_path))["q"]
+    shape = (16, 1, 1, 1) if axis_scale else ()
+    expected = ((q - np.reshape(zero, shape)).astype(np.float32) * np.reshape(scale, shape)).astype(np.float64)
+    assert layer.stats.var == pytest.approx(expected.var(), rel=1e-6)
+    assert layer.stats.mean == pytest.approx(expected.mean(), rel=1e-6, abs=1e-9)
+    assert (layer.fan_in, layer.fan_out) == (72, 144)
+
+
+def test_blocked_dequantize(tmp_path):
+    q = RNG.integers(-8, 8, (64, 32)).astype(np.int8)
+    scale = RNG.uniform(0.01, 0.02, (64, 2)).astype(np.float32)  # blocks of 16 along axis 1
+    m = model([helper.make_node("DequantizeLinear", ["q", "s"], ["w"], axis=1, block_size=16),
+               helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("q", q), tensor("s", scale)], opset=21)
+    layer = layers(save(m, tmp_path))["q"]
+    expected = q.astype(np.float32) * np.repeat(scale, 16, axis=1)
+    assert layer.stats.var == pytest.approx(float(expected.astype(np.float64).var()), rel=1e-6)
+
+
+def test_fp16_through_cast(tmp_path):
+    w = xavier_uniform(RNG, (64, 32), 64, 32).astype(np.float16)
+    m = model([helper.make_node("Cast", ["w"], ["w32"], to=TensorProto.FLOAT),
+               helper.make_node("MatMul", ["x", "w32"], ["y"])], [tensor("w", w)])
+    layer = layers(save(m, tmp_path))["w"]
+    assert layer.dtype == "float16" and layer.status == "ok"
+    assert layer.stats.var == pytest.approx(float(w.astype(np.float64).var()), rel=1e-9)
+
+
+def _conv_body(name: str, weight: str) -> onnx.GraphProto:
+    return helper.make_graph([helper.make_node("Conv", ["x", weight], [name], name=f"conv_{name}")], name, [],
+                             [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)])
+
+
+def test_if_subgraphs_and_outer_scope(tmp_path):
+    then_w = xavier_uniform(RNG, (8, 4, 3, 3), 36, 72)
+    outer_w = RNG.normal(0, 1, (8, 4, 3, 3)).astype(np.float32)
+    then_branch = _conv_body("a", "tw")
+    then_branch.initializer.append(tensor("tw", then_w))
+    else_branch = _conv_body("b", "ow")  # reads an initializer of the main graph
+    m = model([helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_branch,
+                                else_branch=else_branch)],
+              [tensor("ow", outer_w)], inputs=[("cond", TensorProto.BOOL, []), ("x", TensorProto.FLOAT, None)])
+    found = layers(save(m, tmp_path))
+    assert found["tw"].graph == "main/branch.then_branch" and found["tw"].status == "ok"
+    assert found["ow"].graph == "main" and found["ow"].status == "fail"
+    assert found["ow"].consumers[0].graph == "main/branch.else_branch"
+
+
+def test_loop_body_matmul(tmp_path):
+    w = xavier_uniform(RNG, (32, 32), 32, 32)
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["h", "w"], ["h2"]), helper.make_node("Identity", ["c"], ["c2"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("c2", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h2", TensorProto.FLOAT, None)])
+    m = model([helper.make_node("Loop", ["n", "", "x"], ["y"], name="loop", body=body)], [tensor("w", w)],
+              inputs=[("n", TensorProto.INT64, []), ("x", TensorProto.FLOAT, None)])
+    layer = layers(save(m, tmp_path))["w"]
+    assert layer.op == "MatMul" and layer.consumers[0].graph == "main/loop.body" and layer.status == "ok"
+
+
+def test_model_local_function(tmp_path):
+    fn = helper.make_function("custom", "Dense", ["x", "w"], ["y"],
+                              [helper.make_node("MatMul", ["x", "w"], ["y"])],
+                              [helper.make_opsetid("", 17)])
+    w = xavier_uniform(RNG, (40, 24), 40, 24)
+    m = model([helper.make_node("Dense", ["x", "w"], ["y"], domain="custom")], [tensor("w", w)],
+              functions=[fn], extra_opsets=[helper.make_opsetid("custom", 1)])
+    layer = layers(save(m, tmp_path))["w"]
+    assert layer.op == "MatMul" and (layer.fan_in, layer.fan_out) == (40, 24)
+    assert layer.consumers[0].graph == "function:custom.Dense"
+
+
+def test_constant_node_weight(tmp_path):
+    w = xavier_uniform(RNG, (6, 3, 5, 5), 75, 150)
+    m = model([helper.make_node("Constant", [], ["cw"], value=tensor("v", w)),
+               helper.make_node("Conv", ["x", "cw"], ["y"])], [])
+    layer = layers(save(m, tmp_path))["cw"]
+    assert layer.storage == "constant" and layer.status == "ok"
+    assert layer.stats.var == pytest.approx(float(w.astype(np.float64).var()), rel=1e-9)
+
+
+def test_integer_ops_and_qlinear(tmp_path):
+    q = RNG.integers(-100, 100, (8, 4, 3, 3)).astype(np.int8)
+    scale = np.float32(0.01)
+    nodes = [helper.make_node("QLinearConv", ["x", "xs", "xz", "q", "ws", "wz", "ys", "yz"], ["y"])]
+    inits = [tensor("q", q), tensor("ws", np.array(scale)), tensor("wz", np.array(0, np.int8)),
+             tensor("xs", np.array(0.1, np.float32)), tensor("xz", np.array(0, np.uint8)),
+             tensor("ys", np.array(0.1, np.float32)), tensor("yz", np.array(0, np.uint8))]
+    found = layers(save(model(nodes, inits), tmp_path))
+    assert found["q"].stats.var == pytest.approx(float((q.astype(np.float64) * 0.01).var()), rel=1e-5)
+    assert (found["q"].fan_in, found["q"].fan_out) == (36, 72)
+    m2 = model([helper.make_node("ConvInteger", ["x", "q"], ["y"])], [tensor("q", q)])
+    layer = layers(save(m2, tmp_path, "int.onnx"))["q"]
+    assert any(f.code == "IA305" for f in layer.findings) and layer.ratio is None
+
+
+def test_gate_reordering_concat_of_slices(tmp_path):
+    w_ih = xavier_uniform(RNG, (80, 10), 10, 80)  # PyTorch weight_ih [4H, I], gates i f g o
+    consts = [tensor(n, np.array(v, np.int64)) for n, v in
+              (("s0", [0]), ("s1", [20]), ("s2", [40]), ("s3", [60]), ("s4", [80]), ("ax", [0]), ("u0", [0]))]
+    nodes = [helper.make_node("Slice", ["w_ih", a, b, "ax"], [f"g{i}"])
+             for i, (a, b) in enumerate((("s0", "s1"), ("s3", "s4"), ("s1", "s2"), ("s2", "s3")))]
+    nodes += [helper.make_node("Concat", ["g0", "g1", "g2", "g3"], ["w_iofc"], axis=0),
+              helper.make_node("Unsqueeze", ["w_iofc", "u0"], ["W"]),
+              helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=20)]
+    m = model(nodes, [tensor("w_ih", w_ih), tensor("R", xavier_uniform(RNG, (1, 80, 20), 20, 80)), *consts])
+    layer = layers(save(m, tmp_path))["w_ih"]
+    assert layer.op == "LSTM" and layer.layout == "OI" and (layer.fan_in, layer.fan_out) == (10, 20)
+    assert layer.stats.var == pytest.approx(float(w_ih.astype(np.float64).var()), rel=1e-9)
+    assert layer.parts == () and any(f.code == "IA303" for f in layer.findings)
+
+
+def test_conv_integer_scale_after_an_int32_bias_add(tmp_path):
+    q = RNG.integers(-100, 100, (8, 4, 3, 3)).astype(np.int8)
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             helper.make_node("Mul", ["xs", "ws"], ["scales"]),
+             helper.make_node("ConvInteger", ["xq", "q", "xz", "wz"], ["acc"]),
+             helper.make_node("Add", ["acc", "bias"], ["acc_b"]),
+             helper.make_node("Cast", ["acc_b"], ["accf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["accf", "scales"], ["y"])]
+    m = model(nodes, [tensor("q", q), tensor("ws", np.array(0.01, np.float32)), tensor("wz", np.array(0, np.int8)),
+                      tensor("bias", np.zeros((1, 8, 1, 1), np.int32))])
+    layer = layers(save(m, tmp_path))["q"]
+    assert not any(f.code == "IA305" for f in layer.findings)
+    assert layer.stats.var == pytest.approx(float((q.astype(np.float64) * 0.01).var()), rel=1e-5)
+
+
+def test_ia304_scale_computed_at_run_time(tmp_path):
+    q = RNG.integers(-128, 128, (16, 8)).astype(np.int8)
+    m = model([helper.make_node("DequantizeLinear", ["w", "scale"], ["w_f"]),
+               helper.make_node("MatMul", ["x", "w_f"], ["y"])], [tensor("w", q)],
+              inputs=[("x", TensorProto.FLOAT, None), ("scale", TensorProto.FLOAT, [])])
+    layer = layers(save(m, tmp_path))["w"]
+    (finding,) = [f for f in layer.findings if f.code == "IA304"]
+    assert finding.severity == "warn" and "scale computed at run time" in finding.message
+
+
+def test_transpose_without_perm_reverses_the_axes(tmp_path):
+    kernel = RNG.normal(0, 0.1, (3, 5, 2, 8)).astype(np.float32)  # reversed: [8, 2, 5, 3] = OIHW
+    m = model([helper.make_node("Transpose", ["w"], ["w_t"]), helper.make_node("Conv", ["x", "w_t"], ["y"])],
+              [tensor("w", kernel)])
+    layer = layers(save(m, tmp_path))["w"]
+    assert layer.layout == "WHIO"  # stored axis 0 is the consumer's W, 1 its H, 2 its I, 3 its O
+    assert (layer.fan_in, layer.fan_out) == (2 * 15, 8 * 15)
+
+
+def test_scan_body_reads_an_outer_weight(tmp_path):
+    w = RNG.normal(0, 0.1, (8, 4)).astype(np.float32)
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["x_t", "w"], ["h"], name="body_matmul"),
+         helper.make_node("Identity", ["state_in"], ["state_out"])], "scan_body",
+        [helper.make_tensor_value_info("state_in", TensorProto.FLOAT, [1]),
+         helper.make_tensor_value_info("x_t", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [1]),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 4])])
+    scan = helper.make_node("Scan", ["s0", "x"], ["s_final", "y"], name="scan", body=body, num_scan_inputs=1)
+    m = model([scan], [tensor("w", w), tensor("s0", np.zeros(1, np.float32))])
+    layer = layers(save(m, tmp_path))["w"]
+    assert layer.graph == "main" and layer.op == "MatMul" and (layer.fan_in, layer.fan_out) == (8, 4)
+    assert [c.graph for c in layer.consumers] == ["main/scan.body"]
+    assert layer.stats.var == pytest.approx(var64(w), rel=1e-6)
+
+
+def test_cast_like_fp16_weight(tmp_path):
+    w16 = RNG.normal(0, 0.1, (10, 7)).astype(np.float16)
+    m = model([helper.make_node("CastLike", ["w", "x"], ["w32"]), helper.make_node("MatMul", ["x", "w32"], ["y"])],
+              [tensor("w", w16)])
+    layer = layers(save(m, tmp_path))["w"]
+    assert layer.op == "MatMul" and (layer.fan_in, layer.fan_out) == (10, 7) and layer.layout == "IO"
+    assert layer.stats.var == pytest.approx(var64(w16), rel=1e-6)
+
+
+# === step by step =======================================================================================
 
 
 def moved(op, shape, inputs=("w",), inits=(), graph_inputs=(("x", 1, None),), **attrs):
@@ -348,3 +579,171 @@ def test_matmul_integer_per_column_zero_point_only():
     assert followed.problems == ()
     d = followed.dequant
     assert d.unscaled is True and d.axis == 1 and d.scale.tolist() == [1, 1, 1] and d.zero_point.tolist() == [1, 2, 3]
+
+
+# --- trace(): the load carried through a function call and a second Concat ----------------------------------
+
+LOAD = numpy_helper.to_array
+CUSTOM = helper.make_opsetid("custom", 1)
+W_GATES = np.arange(24, dtype=np.float32).reshape(6, 4)
+GATES = [(2, 4), (0, 2), (4, 6)]   # rows of W_GATES[6, 4] reordered: a gate permutation
+
+
+def uses_of(m):
+    graph = ModelGraph(m)
+    return graph, find_uses(graph, LOAD)
+
+
+def reorder(source, out, prefix, pieces=GATES, constants=False):
+    """Concat(Slice(source, s, e), ...) along axis 0: nodes, and the initializers holding the bounds
+    (Constant nodes instead when ``constants``: a function body has no initializers)."""
+    nodes, inits = [], []
+    for k, (start, end) in enumerate(pieces):
+        names = [f"{prefix}b{k}", f"{prefix}e{k}", f"{prefix}a{k}"]
+        for name, value in zip(names, (start, end, 0)):
+            if constants:
+                nodes.append(helper.make_node("Constant", [], [name], value=tensor(name, np.array([value]))))
+            else:
+                inits.append(tensor(name, np.array([value])))
+        nodes.append(helper.make_node("Slice", [source, *names], [f"{prefix}p{k}"]))
+    nodes.append(helper.make_node("Concat", [f"{prefix}p{k}" for k in range(len(pieces))], [out], name=out, axis=0))
+    return nodes, inits
+
+
+def dense(body_nodes, formals=("x", "w")):
+    return helper.make_function("custom", "Dense", list(formals), ["y"], body_nodes, [helper.make_opsetid("", 17)])
+
+
+def test_gate_reordering_in_the_caller_of_a_function():
+    # main: c = Concat(Slice(w)...) → Dense(x, c); the body's MatMul reads c through its formal input
+    nodes, inits = reorder("w", "c", "m")
+    nodes.append(helper.make_node("Dense", ["x", "c"], ["y"], domain="custom"))
+    m = model(nodes, [tensor("w", W_GATES), *inits], functions=[dense([helper.make_node("MatMul", ["x", "w"], ["y"])])],
+              extra_opsets=[CUSTOM])
+    graph, uses = uses_of(m)
+    assert [(u.source.name, u.scope.path) for u in uses] == [("w", "function:custom.Dense")]
+    followed = follow(graph, uses[0], (6, 4), LOAD)
+    assert followed.reordered is True and followed.shape == (6, 4)
+
+
+def test_a_second_reordering_behind_a_function_call():
+    # the body reorders its formal input; one call passes w1 as stored, the other a reordering of w2:
+    # the body's MatMul reads w1, and w2 through two Concats
+    body, _ = reorder("w", "r", "f", constants=True)
+    body.append(helper.make_node("MatMul", ["x", "r"], ["y"]))
+    nodes, inits = reorder("w2", "c", "m")
+    nodes += [helper.make_node("Dense", ["x", "w1"], ["y1"], domain="custom"),
+              helper.make_node("Dense", ["x", "c"], ["y"], domain="custom")]
+    m = model(nodes, [tensor("w1", W_GATES), tensor("w2", W_GATES + 1), *inits], functions=[dense(body)], extra_opsets=[CUSTOM],
+              outputs=("y", "y1"))
+    graph, uses = uses_of(m)
+    assert sorted(u.source.name for u in uses) == ["w1", "w2"]
+    (two,) = [u for u in uses if u.source.name == "w2"]
+    assert [s.node.op_type for s in two.steps].count("Concat") == 2
+    assert follow(graph, two, (6, 4), LOAD).reordered is True
+
+
+def test_function_called_without_its_optional_weight_input():
+    # Dense(x) where the body's MatMul reads the second formal: no weight, and no error
+    m = model([helper.make_node("Dense", ["x"], ["y"], domain="custom")], [],
+              functions=[dense([helper.make_node("MatMul", ["x", "w"], ["y"])])], extra_opsets=[CUSTOM])
+    assert uses_of(m)[1] == []
+
+
+# --- _slice_range / _reordered_source: what is not a reordering of one tensor ------------------------------
+
+def test_two_axis_slices_are_not_a_reordering():
+    # Slice without axes: starts/ends of length 2 cover axes 0 and 1 (ONNX default axes [0, 1]); each piece
+    # keeps only columns 0..1, so the Concat is not W_GATES with its rows permuted
+    nodes, inits = [], [tensor("w", W_GATES)]
+    for k, (start, end) in enumerate(GATES):
+        inits += [tensor(f"b{k}", np.array([start, 0])), tensor(f"e{k}", np.array([end, 2]))]
+        nodes.append(helper.make_node("Slice", ["w", f"b{k}", f"e{k}"], [f"p{k}"]))
+    nodes += [helper.make_node("Concat", ["p0", "p1", "p2"], ["c"], axis=0), helper.make_node("MatMul", ["x", "c"], ["y"])]
+    assert uses_of(model(nodes, inits))[1] == []
+
+
+def test_slice_with_ends_computed_at_run_time_is_not_a_reordering():
+    nodes, inits = reorder("w", "c", "")
+    nodes[0] = helper.make_node("Slice", ["w", "b0", "n", "a0"], ["p0"])  # ends: a graph input
+    nodes.append(helper.make_node("MatMul", ["x", "c"], ["y"]))
+    m = model(nodes, [tensor("w", W_GATES), *inits], inputs=[("x", 1, None), ("n", 7, [1])])
+    assert uses_of(m)[1] == []
+
+
+def test_slices_of_two_tensors_are_not_a_reordering():
+    # rows 2..3 of w1, 0..1 of w2, 4..5 of w1: a new tensor, not one weight's rows permuted
+    nodes, inits = reorder("w1", "c", "")
+    nodes[1] = helper.make_node("Slice", ["w2", "b1", "e1", "a1"], ["p1"])
+    nodes.append(helper.make_node("MatMul", ["x", "c"], ["y"]))
+    assert uses_of(model(nodes, [tensor("w1", W_GATES), tensor("w2", W_GATES), *inits]))[1] == []
+
+
+# --- follow(): what is kept when a later shape is known only at run time ------------------------------------
+
+def test_dequantization_kept_before_a_shape_computed_at_run_time(tmp_path):
+    q = ((np.arange(12) * 7) % 11).astype(np.int8).reshape(4, 3)
+    nodes = [helper.make_node("DequantizeLinear", ["w", "s", "z"], ["d"]),
+             helper.make_node("Reshape", ["d", "shape"], ["r"], name="r"), helper.make_node("MatMul", ["x", "r"], ["y"])]
+    m = model(nodes, [tensor("w", q), tensor("s", np.float32(0.5)), tensor("z", np.int8(1))],
+              inputs=[("x", 1, None), ("shape", 7, [2])])
+    graph, uses = uses_of(m)
+    followed = follow(graph, uses[0], (4, 3), LOAD)
+    assert followed.problems == (("IA303", "Reshape 'r' has a shape computed at run time"),)
+    assert float(followed.dequant.scale) == 0.5 and int(followed.dequant.zero_point) == 1
+    # the statistics a user sees are those of (q - 1) · 0.5
+    layer = initaudit.audit(save(m, tmp_path), jobs=1).models[0].layers[0]
+    values = (q.astype(np.float64) - 1) * 0.5
+    assert layer.stats.mean == pytest.approx(values.mean(), rel=1e-12)
+    assert layer.stats.var == pytest.approx(values.var(), rel=1e-9)
+
+
+def test_reordering_kept_before_a_shape_computed_at_run_time():
+    nodes, inits = reorder("w", "c", "")
+    nodes += [helper.make_node("Reshape", ["c", "shape"], ["r"], name="r"), helper.make_node("MatMul", ["x", "r"], ["y"])]
+    graph, uses = uses_of(model(nodes, [tensor("w", W_GATES), *inits], inputs=[("x", 1, None), ("shape", 7, [2])]))
+    followed = follow(graph, uses[0], (6, 4), LOAD)
+    assert followed.reordered is True
+    assert [code for code, _ in followed.problems] == ["IA303", "IA303"]
+
+
+# --- implicit dequantization: problems and the scale after an integer op ---------------------------------------
+
+def followed_integer(nodes, inits, inputs, extra_opsets=()):
+    graph, uses = uses_of(model(nodes, inits, inputs=inputs, extra_opsets=list(extra_opsets)))
+    (use,) = uses
+    return follow(graph, use, tuple(use.source.tensor.dims), LOAD)
+
+
+Q = tensor("w", np.arange(12, dtype=np.int8).reshape(4, 3))
+
+
+def test_zero_point_of_the_wrong_size_is_an_ia304():
+    # MatMulInteger B[4, 3]: a zero point of 2 values fits neither one per column (3) nor a scalar
+    node = helper.make_node("MatMulInteger", ["x", "w", "xz", "wz"], ["y"], name="mm")
+    followed = followed_integer([node], [Q, tensor("wz", np.array([1, 2], np.int8))], [("x", 3, None), ("xz", 3, [])])
+    ((code, message),) = followed.problems
+    assert code == "IA304" and message.startswith("MatMulInteger 'mm': ") and message.endswith("an axis of 3")
+    assert followed.dequant is None
+
+
+def test_weight_scale_of_the_wrong_size_is_an_ia304():
+    node = helper.make_node("QGemm", ["a", "sa", "za", "w", "sw", "zw"], ["y"], name="q", domain="com.microsoft")
+    inits = [Q, tensor("sw", np.array([1, 2], np.float32)), tensor("zw", np.zeros(2, np.int8))]
+    followed = followed_integer([node], inits, [("a", 3, None), ("sa", 1, []), ("za", 3, [])],
+                                [helper.make_opsetid("com.microsoft", 1)])
+    ((code, message),) = followed.problems
+    assert code == "IA304" and message.startswith("QGemm 'q': ") and message.endswith("an axis of 3")
+
+
+@pytest.mark.parametrize("after", ["Div", "Mul by a graph input"])
+def test_no_weight_scale_after_the_integer_op(after):
+    # MatMulInteger → Cast → Div(·, constant) is not the quantizer's Mul; Mul(·, x_scale) with x_scale a graph
+    # input holds no constant factor: the weight stays in integer units minus its zero point
+    nodes = [helper.make_node("MatMulInteger", ["x", "w", "xz", "wz"], ["acc"]),
+             helper.make_node("Cast", ["acc"], ["f"], to=1)]
+    inits = [Q, tensor("wz", np.int8(5)), tensor("d", np.float32(4.0))]
+    nodes.append(helper.make_node("Div", ["f", "d"], ["y"]) if after == "Div" else helper.make_node("Mul", ["f", "xs"], ["y"]))
+    followed = followed_integer(nodes, inits, [("x", 3, None), ("xz", 3, []), ("xs", 1, [])])
+    d = followed.dequant
+    assert followed.problems == () and d.unscaled is True and float(d.scale) == 1.0 and int(d.zero_point) == 5

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import onnx
 import pytest
 from modelkit import bfloat16, model, raw_tensor, save, tensor, xavier_uniform
 from onnx import TensorProto, helper
@@ -20,26 +19,6 @@ def layers(path, **options):
     return {layer.name: layer for layer in initaudit.audit(path, **options).models[0].layers}
 
 
-def test_tf_style_transpose_into_conv(tmp_path):
-    hwio = xavier_uniform(RNG, (5, 5, 3, 6), 75, 150)
-    m = model([helper.make_node("Transpose", ["k"], ["k_t"], perm=[3, 2, 0, 1]),
-               helper.make_node("Conv", ["x", "k_t"], ["y"], name="conv")], [tensor("k", hwio)])
-    layer = layers(save(m, tmp_path))["k"]
-    assert layer.op == "Conv" and layer.layout == "HWIO" and layer.shape == (5, 5, 3, 6)
-    assert (layer.fan_in, layer.fan_out) == (75, 150) and layer.status == "ok"
-
-
-def test_tf2onnx_depthwise_reshape_then_transpose(tmp_path):
-    kernel = xavier_uniform(RNG, (3, 3, 8, 1), 9, 9)
-    shape = tensor("shape", np.array([3, 3, 1, 8], np.int64))
-    m = model([helper.make_node("Reshape", ["k", "shape"], ["k_r"]),
-               helper.make_node("Transpose", ["k_r"], ["k_t"], perm=[3, 2, 0, 1]),
-               helper.make_node("Conv", ["x", "k_t"], ["y"], group=8)], [tensor("k", kernel), shape])
-    layer = layers(save(m, tmp_path))["k"]
-    assert (layer.fan_in, layer.fan_out) == (9, 9) and layer.groups == 8
-    assert layer.fans["keras"].as_list() == [72, 9]
-
-
 def test_reshape_that_merges_axes_is_reported(tmp_path):
     w = xavier_uniform(RNG, (4, 16, 32), 64, 32)
     m = model([helper.make_node("Reshape", ["w", "s"], ["w2"]),
@@ -50,107 +29,12 @@ def test_reshape_that_merges_axes_is_reported(tmp_path):
     assert any(f.code == "IA303" for f in layer.findings) and layer.layout == "IO"
 
 
-@pytest.mark.parametrize("qtype,axis_scale", [(TensorProto.INT8, True), (TensorProto.UINT8, False),
-                                              (TensorProto.INT4, True)])
-def test_dequantize_linear_per_axis_and_per_tensor(tmp_path, qtype, axis_scale):
-    lo, hi = (-8, 7) if qtype == TensorProto.INT4 else (-128, 127) if qtype == TensorProto.INT8 else (0, 255)
-    q = RNG.integers(lo, hi + 1, (16, 8, 3, 3))
-    scale = RNG.uniform(0.001, 0.01, 16).astype(np.float32) if axis_scale else np.float32(0.004)
-    zero = RNG.integers(lo // 2, hi // 2, 16) if axis_scale else (128 if qtype == TensorProto.UINT8 else 0)
-    q_t = helper.make_tensor("q", qtype, q.shape, q.ravel().tolist())
-    zp_t = helper.make_tensor("zp", qtype, np.shape(zero), np.ravel(zero).tolist())
-    m = model([helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["w"], axis=0),
-               helper.make_node("Conv", ["x", "w"], ["y"])],
-              [q_t, tensor("s", np.asarray(scale, np.float32)), zp_t], opset=21)
-    layer = layers(save(m, tmp_path))["q"]
-    shape = (16, 1, 1, 1) if axis_scale else ()
-    expected = ((q - np.reshape(zero, shape)).astype(np.float32) * np.reshape(scale, shape)).astype(np.float64)
-    assert layer.stats.var == pytest.approx(expected.var(), rel=1e-6)
-    assert layer.stats.mean == pytest.approx(expected.mean(), rel=1e-6, abs=1e-9)
-    assert (layer.fan_in, layer.fan_out) == (72, 144)
-
-
-def test_blocked_dequantize(tmp_path):
-    q = RNG.integers(-8, 8, (64, 32)).astype(np.int8)
-    scale = RNG.uniform(0.01, 0.02, (64, 2)).astype(np.float32)  # blocks of 16 along axis 1
-    m = model([helper.make_node("DequantizeLinear", ["q", "s"], ["w"], axis=1, block_size=16),
-               helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("q", q), tensor("s", scale)], opset=21)
-    layer = layers(save(m, tmp_path))["q"]
-    expected = q.astype(np.float32) * np.repeat(scale, 16, axis=1)
-    assert layer.stats.var == pytest.approx(float(expected.astype(np.float64).var()), rel=1e-6)
-
-
-def test_fp16_through_cast(tmp_path):
-    w = xavier_uniform(RNG, (64, 32), 64, 32).astype(np.float16)
-    m = model([helper.make_node("Cast", ["w"], ["w32"], to=TensorProto.FLOAT),
-               helper.make_node("MatMul", ["x", "w32"], ["y"])], [tensor("w", w)])
-    layer = layers(save(m, tmp_path))["w"]
-    assert layer.dtype == "float16" and layer.status == "ok"
-    assert layer.stats.var == pytest.approx(float(w.astype(np.float64).var()), rel=1e-9)
-
-
 def test_bfloat16_weight(tmp_path):
     codes, w = bfloat16(xavier_uniform(RNG, (64, 32), 64, 32))
     t = raw_tensor("w", TensorProto.BFLOAT16, codes.shape, codes.tobytes())
     m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [t])
     layer = layers(save(m, tmp_path))["w"]
     assert layer.dtype == "bfloat16"
-    assert layer.stats.var == pytest.approx(float(w.astype(np.float64).var()), rel=1e-9)
-
-
-def _conv_body(name: str, weight: str) -> onnx.GraphProto:
-    return helper.make_graph([helper.make_node("Conv", ["x", weight], [name], name=f"conv_{name}")], name, [],
-                             [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)])
-
-
-def test_if_subgraphs_and_outer_scope(tmp_path):
-    then_w = xavier_uniform(RNG, (8, 4, 3, 3), 36, 72)
-    outer_w = RNG.normal(0, 1, (8, 4, 3, 3)).astype(np.float32)
-    then_branch = _conv_body("a", "tw")
-    then_branch.initializer.append(tensor("tw", then_w))
-    else_branch = _conv_body("b", "ow")  # reads an initializer of the main graph
-    m = model([helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_branch,
-                                else_branch=else_branch)],
-              [tensor("ow", outer_w)], inputs=[("cond", TensorProto.BOOL, []), ("x", TensorProto.FLOAT, None)])
-    found = layers(save(m, tmp_path))
-    assert found["tw"].graph == "main/branch.then_branch" and found["tw"].status == "ok"
-    assert found["ow"].graph == "main" and found["ow"].status == "fail"
-    assert found["ow"].consumers[0].graph == "main/branch.else_branch"
-
-
-def test_loop_body_matmul(tmp_path):
-    w = xavier_uniform(RNG, (32, 32), 32, 32)
-    body = helper.make_graph(
-        [helper.make_node("MatMul", ["h", "w"], ["h2"]), helper.make_node("Identity", ["c"], ["c2"])], "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("c", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("h", TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info("c2", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("h2", TensorProto.FLOAT, None)])
-    m = model([helper.make_node("Loop", ["n", "", "x"], ["y"], name="loop", body=body)], [tensor("w", w)],
-              inputs=[("n", TensorProto.INT64, []), ("x", TensorProto.FLOAT, None)])
-    layer = layers(save(m, tmp_path))["w"]
-    assert layer.op == "MatMul" and layer.consumers[0].graph == "main/loop.body" and layer.status == "ok"
-
-
-def test_model_local_function(tmp_path):
-    fn = helper.make_function("custom", "Dense", ["x", "w"], ["y"],
-                              [helper.make_node("MatMul", ["x", "w"], ["y"])],
-                              [helper.make_opsetid("", 17)])
-    w = xavier_uniform(RNG, (40, 24), 40, 24)
-    m = model([helper.make_node("Dense", ["x", "w"], ["y"], domain="custom")], [tensor("w", w)],
-              functions=[fn], extra_opsets=[helper.make_opsetid("custom", 1)])
-    layer = layers(save(m, tmp_path))["w"]
-    assert layer.op == "MatMul" and (layer.fan_in, layer.fan_out) == (40, 24)
-    assert layer.consumers[0].graph == "function:custom.Dense"
-
-
-def test_constant_node_weight(tmp_path):
-    w = xavier_uniform(RNG, (6, 3, 5, 5), 75, 150)
-    m = model([helper.make_node("Constant", [], ["cw"], value=tensor("v", w)),
-               helper.make_node("Conv", ["x", "cw"], ["y"])], [])
-    layer = layers(save(m, tmp_path))["cw"]
-    assert layer.storage == "constant" and layer.status == "ok"
     assert layer.stats.var == pytest.approx(float(w.astype(np.float64).var()), rel=1e-9)
 
 
@@ -237,21 +121,6 @@ def test_unsupported_consumer_is_listed_not_dropped(tmp_path):
     assert [(s.name, s.op) for s in report.skipped] == [("pos", "Add")]
 
 
-def test_integer_ops_and_qlinear(tmp_path):
-    q = RNG.integers(-100, 100, (8, 4, 3, 3)).astype(np.int8)
-    scale = np.float32(0.01)
-    nodes = [helper.make_node("QLinearConv", ["x", "xs", "xz", "q", "ws", "wz", "ys", "yz"], ["y"])]
-    inits = [tensor("q", q), tensor("ws", np.array(scale)), tensor("wz", np.array(0, np.int8)),
-             tensor("xs", np.array(0.1, np.float32)), tensor("xz", np.array(0, np.uint8)),
-             tensor("ys", np.array(0.1, np.float32)), tensor("yz", np.array(0, np.uint8))]
-    found = layers(save(model(nodes, inits), tmp_path))
-    assert found["q"].stats.var == pytest.approx(float((q.astype(np.float64) * 0.01).var()), rel=1e-5)
-    assert (found["q"].fan_in, found["q"].fan_out) == (36, 72)
-    m2 = model([helper.make_node("ConvInteger", ["x", "q"], ["y"])], [tensor("q", q)])
-    layer = layers(save(m2, tmp_path, "int.onnx"))["q"]
-    assert any(f.code == "IA305" for f in layer.findings) and layer.ratio is None
-
-
 @pytest.mark.parametrize("bits,block,k,zero_kind", [(4, 32, 100, "packed"), (4, 16, 64, None), (8, 16, 40, "float"),
                                                     (2, 16, 48, "packed")])
 def test_matmul_nbits(tmp_path, bits, block, k, zero_kind):
@@ -289,37 +158,6 @@ def test_matmul_nbits(tmp_path, bits, block, k, zero_kind):
     assert layer.stats.count == n * k
     assert layer.stats.var == pytest.approx(weights.var(), rel=1e-6)
     assert layer.stats.mean == pytest.approx(weights.mean(), rel=1e-6, abs=1e-9)
-
-
-def test_gate_reordering_concat_of_slices(tmp_path):
-    w_ih = xavier_uniform(RNG, (80, 10), 10, 80)  # PyTorch weight_ih [4H, I], gates i f g o
-    consts = [tensor(n, np.array(v, np.int64)) for n, v in
-              (("s0", [0]), ("s1", [20]), ("s2", [40]), ("s3", [60]), ("s4", [80]), ("ax", [0]), ("u0", [0]))]
-    nodes = [helper.make_node("Slice", ["w_ih", a, b, "ax"], [f"g{i}"])
-             for i, (a, b) in enumerate((("s0", "s1"), ("s3", "s4"), ("s1", "s2"), ("s2", "s3")))]
-    nodes += [helper.make_node("Concat", ["g0", "g1", "g2", "g3"], ["w_iofc"], axis=0),
-              helper.make_node("Unsqueeze", ["w_iofc", "u0"], ["W"]),
-              helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=20)]
-    m = model(nodes, [tensor("w_ih", w_ih), tensor("R", xavier_uniform(RNG, (1, 80, 20), 20, 80)), *consts])
-    layer = layers(save(m, tmp_path))["w_ih"]
-    assert layer.op == "LSTM" and layer.layout == "OI" and (layer.fan_in, layer.fan_out) == (10, 20)
-    assert layer.stats.var == pytest.approx(float(w_ih.astype(np.float64).var()), rel=1e-9)
-    assert layer.parts == () and any(f.code == "IA303" for f in layer.findings)
-
-
-def test_conv_integer_scale_after_an_int32_bias_add(tmp_path):
-    q = RNG.integers(-100, 100, (8, 4, 3, 3)).astype(np.int8)
-    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
-             helper.make_node("Mul", ["xs", "ws"], ["scales"]),
-             helper.make_node("ConvInteger", ["xq", "q", "xz", "wz"], ["acc"]),
-             helper.make_node("Add", ["acc", "bias"], ["acc_b"]),
-             helper.make_node("Cast", ["acc_b"], ["accf"], to=TensorProto.FLOAT),
-             helper.make_node("Mul", ["accf", "scales"], ["y"])]
-    m = model(nodes, [tensor("q", q), tensor("ws", np.array(0.01, np.float32)), tensor("wz", np.array(0, np.int8)),
-                      tensor("bias", np.zeros((1, 8, 1, 1), np.int32))])
-    layer = layers(save(m, tmp_path))["q"]
-    assert not any(f.code == "IA305" for f in layer.findings)
-    assert layer.stats.var == pytest.approx(float((q.astype(np.float64) * 0.01).var()), rel=1e-5)
 
 
 def test_sparse_initializer(tmp_path):

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pytest
 from modelkit import model, save, tensor, xavier_uniform
-from onnx import TensorProto, helper
+from onnx import helper
 
 import initaudit
 from initaudit.trace.fans import Fans
@@ -154,32 +154,6 @@ def test_ms_matmul_integer_to_float(tmp_path):
     dequantized = (q.astype(np.float64) - 128) * float(scale)
     assert layer.stats.var == pytest.approx(dequantized.var(), rel=1e-6)
     assert layer.stats.mean == pytest.approx(dequantized.mean(), rel=1e-6, abs=1e-9)
-
-
-def test_scan_body_reads_an_outer_weight(tmp_path):
-    w = RNG.normal(0, 0.1, (8, 4)).astype(np.float32)
-    body = helper.make_graph(
-        [helper.make_node("MatMul", ["x_t", "w"], ["h"], name="body_matmul"),
-         helper.make_node("Identity", ["state_in"], ["state_out"])], "scan_body",
-        [helper.make_tensor_value_info("state_in", TensorProto.FLOAT, [1]),
-         helper.make_tensor_value_info("x_t", TensorProto.FLOAT, [1, 8])],
-        [helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [1]),
-         helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 4])])
-    scan = helper.make_node("Scan", ["s0", "x"], ["s_final", "y"], name="scan", body=body, num_scan_inputs=1)
-    m = model([scan], [tensor("w", w), tensor("s0", np.zeros(1, np.float32))])
-    layer = audit_one(tmp_path, m)
-    assert layer.graph == "main" and layer.op == "MatMul" and (layer.fan_in, layer.fan_out) == (8, 4)
-    assert [c.graph for c in layer.consumers] == ["main/scan.body"]
-    assert layer.stats.var == pytest.approx(var64(w), rel=1e-6)
-
-
-def test_cast_like_fp16_weight(tmp_path):
-    w16 = RNG.normal(0, 0.1, (10, 7)).astype(np.float16)
-    m = model([helper.make_node("CastLike", ["w", "x"], ["w32"]), helper.make_node("MatMul", ["x", "w32"], ["y"])],
-              [tensor("w", w16)])
-    layer = audit_one(tmp_path, m)
-    assert layer.op == "MatMul" and (layer.fan_in, layer.fan_out) == (10, 7) and layer.layout == "IO"
-    assert layer.stats.var == pytest.approx(var64(w16), rel=1e-6)
 
 
 def test_ms_qlinear_conv_per_channel(tmp_path):

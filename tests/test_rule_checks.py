@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 from modelkit import model, save, tensor
-from onnx import TensorProto, helper
+from onnx import helper
 
 import initaudit
 
@@ -34,19 +34,6 @@ def matmul_model(w: np.ndarray):
 def xavier_matrix(rows: int, cols: int) -> np.ndarray:
     bound = math.sqrt(6.0 / (rows + cols))
     return RNG.uniform(-bound, bound, (rows, cols)).astype(np.float32)
-
-
-# --- IA3xx ---------------------------------------------------------------------------------------------------------
-
-
-def test_ia304_scale_computed_at_run_time(tmp_path):
-    q = RNG.integers(-128, 128, (16, 8)).astype(np.int8)
-    m = model([helper.make_node("DequantizeLinear", ["w", "scale"], ["w_f"]),
-               helper.make_node("MatMul", ["x", "w_f"], ["y"])], [tensor("w", q)],
-              inputs=[("x", TensorProto.FLOAT, None), ("scale", TensorProto.FLOAT, [])])
-    layer = only_layer(tmp_path, m)
-    (finding,) = [f for f in layer.findings if f.code == "IA304"]
-    assert finding.severity == "warn" and "scale computed at run time" in finding.message
 
 
 # --- recurrent parts -----------------------------------------------------------------------------------------------
@@ -76,15 +63,3 @@ def test_lstm_one_weak_gate_fails_although_the_average_is_ok(tmp_path):
 
 def var64(values) -> float:
     return float(np.asarray(values, np.float64).var())
-
-
-# --- Transpose without perm ----------------------------------------------------------------------------------------
-
-
-def test_transpose_without_perm_reverses_the_axes(tmp_path):
-    kernel = RNG.normal(0, 0.1, (3, 5, 2, 8)).astype(np.float32)  # reversed: [8, 2, 5, 3] = OIHW
-    m = model([helper.make_node("Transpose", ["w"], ["w_t"]), helper.make_node("Conv", ["x", "w_t"], ["y"])],
-              [tensor("w", kernel)])
-    layer = only_layer(tmp_path, m)
-    assert layer.layout == "WHIO"  # stored axis 0 is the consumer's W, 1 its H, 2 its I, 3 its O
-    assert (layer.fan_in, layer.fan_out) == (2 * 15, 8 * 15)
