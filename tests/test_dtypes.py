@@ -99,6 +99,12 @@ def test_packed_two_bit_codes():
     assert decode_raw(packed, INT2, 6).tolist() == [0, 1, -2, -1, -2, 1]
 
 
+def test_int4_raw_decoding():
+    packed = bytes([0x21, 0xF8, 0x07])  # low nibble first: 1, 2, -8, -1, 7, 0
+    assert decode_raw(packed, TensorProto.INT4, 6).tolist() == [1, 2, -8, -1, 7, 0]
+    assert decode_raw(packed, TensorProto.UINT4, 5).tolist() == [1, 2, 8, 15, 7]
+
+
 @pytest.mark.parametrize("data_type,count,size", [
     (TensorProto.FLOAT, 3, 12), (TensorProto.DOUBLE, 3, 24), (TensorProto.FLOAT16, 3, 6),
     (TensorProto.BFLOAT16, 3, 6), (E4M3FN, 3, 3), (E5M2FNUZ, 3, 3), (TensorProto.INT4, 3, 2),

@@ -1,6 +1,6 @@
 """Reading a model file (``initaudit/read/loader.py``): external data at any offset, refused outside the
 model's folder or through a second hard link, missing, short or of the wrong length; sparse initializers
-made dense."""
+made dense; a large inline payload read from the file, not parsed into memory."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,9 @@ from modelkit import model, save, tensor, xavier_uniform
 from onnx import TensorProto, helper
 
 import initaudit
+import initaudit.read.loader
 from initaudit.errors import InitauditError
+from initaudit.read.tensors import FilePayload
 
 RNG = np.random.default_rng(7)
 
@@ -93,3 +95,17 @@ def test_external_data_with_a_second_hard_link_is_refused(tmp_path):
     os.link(path.parent / "w.bin", tmp_path / "elsewhere.bin")
     with pytest.raises(InitauditError, match="hard links"):
         initaudit.audit(path)
+
+
+def test_large_inline_payload_is_read_from_the_file(tmp_path):
+    values = RNG.normal(0, 0.02, (512, 256)).astype(np.float32)  # 512 KiB: stripped before parsing
+    m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("w", values)])
+    path = save(m, tmp_path)
+    loaded = initaudit.read.loader.load_model(path)
+    try:
+        assert loaded.proto.graph.initializer[0].data_location == TensorProto.EXTERNAL
+        source = loaded.source(loaded.proto.graph.initializer[0])
+        assert isinstance(source.payload, FilePayload) and source.location == "inline"
+        assert np.array_equal(source.to_array(), values)
+    finally:
+        loaded.close()
