@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from modelkit import bfloat16, model, raw_tensor, save, tensor, to_external
+from modelkit import bfloat16, model, raw_tensor, save, tensor, to_external, xavier_uniform
 from onnx import TensorProto, helper
 
 import initaudit
@@ -97,6 +97,12 @@ def test_packed_two_bit_codes():
     packed = bytes([0b11_10_01_00, 0b00_00_01_10])  # low bits first: 0, 1, 2, 3, 2, 1
     assert decode_raw(packed, UINT2, 6).tolist() == [0, 1, 2, 3, 2, 1]
     assert decode_raw(packed, INT2, 6).tolist() == [0, 1, -2, -1, -2, 1]
+
+
+def test_int4_raw_decoding():
+    packed = bytes([0x21, 0xF8, 0x07])  # low nibble first: 1, 2, -8, -1, 7, 0
+    assert decode_raw(packed, TensorProto.INT4, 6).tolist() == [1, 2, -8, -1, 7, 0]
+    assert decode_raw(packed, TensorProto.UINT4, 5).tolist() == [1, 2, 8, 15, 7]
 
 
 @pytest.mark.parametrize("data_type,count,size", [
@@ -213,6 +219,15 @@ def test_external_bfloat16_is_sized_as_two_bytes(tmp_path):
     layer = initaudit.audit(save(m, tmp_path)).models[0].layers[0]
     assert layer.storage == "external" and layer.stats.count == 1024 * 1024
     assert layer.stats.var == pytest.approx(float(exact.astype(np.float64).var()), rel=1e-9)
+
+
+def test_bfloat16_weight(tmp_path):
+    codes, w = bfloat16(xavier_uniform(RNG, (64, 32), 64, 32))
+    t = raw_tensor("w", TensorProto.BFLOAT16, codes.shape, codes.tobytes())
+    m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [t])
+    layer = initaudit.audit(save(m, tmp_path)).models[0].layers[0]
+    assert layer.dtype == "bfloat16"
+    assert layer.stats.var == pytest.approx(float(w.astype(np.float64).var()), rel=1e-9)
 
 
 @pytest.mark.parametrize("storage", ["inline", "typed"])

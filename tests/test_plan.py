@@ -1,7 +1,9 @@
-"""layers.py, the functions of the second mutmut run (plan, make_view, the structure findings, finish):
-what a user sees of a weight read in an unusual way — an op it cannot map, a shared tensor read two ways,
-a reshaped or reordered weight, a pooling, a PRelu, integer units. Written from the survivors of that run
-(docs/mutation.md); expected values by hand (fan formulas, torch's calculate_gain, Theano's pooled fan_out)
+"""A weight planned before its values are read (``initaudit/trace/plan.py``): the view each consumer has of
+it (the layout written on the stored axes, fans, packed projections split into parts), the structure
+findings (IA301 an op it cannot map, IA302 a tensor shared and read two ways, IA303 a reshaped or
+reordered weight, IA304 MatMulNBits' scales), what is measured (parts cut from the stored order only,
+MatMulNBits decoded, integer units), the pooling and PRelu slope read downstream, and which tensors are
+weights at all. Expected values by hand (fan formulas, torch's calculate_gain, Theano's pooled fan_out)
 and numpy float64."""
 from __future__ import annotations
 
@@ -77,13 +79,6 @@ def test_a_weight_read_by_a_mappable_and_an_unmappable_op_is_judged_by_the_mappa
     assert layer.target == "xavier"
     assert [(c.node, c.op, c.slot, c.layout, c.fans) for c in layer.consumers] == [
         ("gemm", "Gemm", 1, "", None), ("mm", "MatMul", 1, "IO", Fans(6, 4))]
-
-
-def test_an_op_whose_layout_is_unknown_has_no_node_layout_or_groups(tmp_path):
-    w = RNG.normal(0, 0.1, (6, 5)).astype(np.float32)
-    nodes = [helper.make_node("Mystery", ["x", "w"], ["y"], name="m", domain="custom")]
-    layer = only_layer(tmp_path, model(nodes, [tensor("w", w)], extra_opsets=[helper.make_opsetid("custom", 1)]))
-    assert (layer.op, layer.node, layer.layout, layer.groups, layer.scale) == ("custom.Mystery", "", "", 1, 1.0)
 
 
 def test_an_axis_squeezed_away_shows_as_1_in_the_stored_layout(tmp_path):
@@ -249,48 +244,6 @@ def test_integer_weights_without_a_scale_stay_out_of_the_policy_inference(tmp_pa
     assert sorted(policy.follower_names) == ["w0", "w1", "w2"]
 
 
-@pytest.mark.parametrize("rules,flagged", [((), True), (({"match": "w", "profile": "trained"},), False)])
-def test_mean_shift_limit_follows_the_profile(tmp_path, rules, flagged):
-    # mean 0.03 on std 0.1 over 4096 values: a shift of ~0.3 σ, above the init profile's 0.1 σ (and the
-    # noise floor 5/√4096 = 0.078), below the trained profile's 0.5 σ; a layer rule's profile wins
-    w = (RNG.normal(0, 0.1, (64, 64)) + 0.03).astype(np.float32)
-    values = w.astype(np.float64)
-    shift = abs(values.mean()) / values.std()
-    assert 0.15 < shift < 0.45
-    layer = only_layer(tmp_path, model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("w", w)]),
-                       layers=list(rules))
-    assert ("IA204" in codes(layer)) is flagged
-
-
-def test_ignored_codes_are_dropped(tmp_path):
-    w = RNG.normal(0, 0.1, (10, 4)).astype(np.float32)
-    m = model([helper.make_node("Gather", ["w", "ids"], ["y"], name="g")], [tensor("w", w)],
-              inputs=[("ids", TensorProto.INT64, None)])
-    layer = only_layer(tmp_path, m, ignore=("IA9",))
-    assert "IA901" not in codes(layer) and layer.status == "ok"
-
-
-def test_a_layer_ignored_by_a_rule_keeps_its_reason_whatever_the_code_filter(tmp_path):
-    w = RNG.normal(0, 5.0, (8, 6)).astype(np.float32)  # far from any target: would fail if checked
-    layer = only_layer(tmp_path, model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("w", w)]),
-                       layers=[{"match": "w", "ignore": "tied to wte"}], ignore=("IA502",))
-    assert layer.findings == (Finding("IA502", "info", "ignored by layers rule 1 (match 'w'): tied to wte"),)
-    assert layer.status == "ok"
-
-
-def test_suggestion_accounts_for_gemm_alpha(tmp_path):
-    # Gemm alpha = 2 on W[32, 16] of std 0.5: the layer computes 2·W, effective variance 4·Var(W);
-    # Xavier's target 2 / (32 + 16); the suggestion rescales W by √(target / (4·Var(W)))
-    w = RNG.normal(0, 0.5, (32, 16)).astype(np.float32)
-    node = helper.make_node("Gemm", ["x", "w"], ["y"], name="gemm", alpha=2.0)
-    layer = only_layer(tmp_path, model([node], [tensor("w", w)]))
-    target = 2 / (32 + 16)
-    assert layer.status == "fail" and layer.suggestion is not None
-    assert layer.suggestion.scale == pytest.approx(math.sqrt(target / (4 * w.astype(np.float64).var())), rel=1e-6)
-    bound = math.sqrt(3 * target) / 2
-    assert layer.suggestion.pytorch == f"torch.nn.init.uniform_(w, -{bound:.6g}, {bound:.6g})"
-
-
 def test_a_broken_constant_is_named_by_the_value_the_graph_uses(tmp_path):
     # a Constant node's tensor has its own (here unrelated) name; the user knows the weight as the node's
     # output 'w'. 12 bytes stored for a float [3, 4] tensor, which needs 3·4·4 = 48
@@ -313,3 +266,160 @@ def test_a_layout_that_cannot_be_written_on_the_stored_tensor_shows_as_a_questio
     layer = only_layer(tmp_path, m)
     assert [f for f in layer.findings if f.code == "IA302"] == [Finding(
         "IA302", "warn", "shared by consumers that read it differently: Gather 'g': ?; MatMul 'm': ? fans 1/1")]
+
+
+def packed(w, outputs):
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Split", ["h"], [f"o{i}" for i in range(outputs)], axis=-1, num_outputs=outputs)]
+    return model(nodes, [tensor("w", w)], outputs=[f"o{i}" for i in range(outputs)], opset=18)
+
+
+def test_packed_kv_projection(tmp_path):
+    # W[16, 32] split in two along the output axis: k and v, each 16 → 16
+    w = RNG.normal(0, 0.2, (16, 32)).astype(np.float32)
+    layer = only_layer(tmp_path, packed(w, 2))
+    assert [p.name for p in layer.parts] == ["k", "v"]
+    assert (layer.fan_in, layer.fan_out) == (16, 16) and type(layer.fan_out) is int
+    assert [p.stats.count for p in layer.parts] == [256, 256]
+    assert layer.parts[1].stats.var == pytest.approx(np.asarray(w[:, 16:], np.float64).var(), rel=1e-6)
+    (note,) = [f for f in layer.findings if f.code == "IA103"]
+    # packed Xavier: 2/(16+32); per part: 2/(16+16); the packed one holds (16+16)/(16+32) = 0.67× the per-part
+    assert note.message == ("2 parts (k, v) used as separate matrices: fans are those of one part; a Xavier "
+                            "init of the packed tensor (fans 16/32) holds 0.67× the per-part Xavier variance")
+
+
+def test_packed_into_one_unit_each(tmp_path):
+    # W[16, 4] split in four: four projections of a single output unit
+    w = RNG.normal(0, 0.2, (16, 4)).astype(np.float32)
+    layer = only_layer(tmp_path, packed(w, 4))
+    assert [p.name for p in layer.parts] == ["part0", "part1", "part2", "part3"]
+    assert (layer.fan_in, layer.fan_out) == (16, 1)
+    assert [p.stats.count for p in layer.parts] == [16] * 4
+
+
+MS_OPSET = helper.make_opsetid("com.microsoft", 1)
+
+
+def nbits_model(codes, scales, zero_input=False, **attrs):
+    """MatMulNBits, 4-bit codes two to a byte (low nibble first, onnxruntime's order)."""
+    packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+    inputs = ["x", "w", "s"] + (["z"] if zero_input else [])
+    node = helper.make_node("MatMulNBits", inputs, ["y"], name="nb", domain="com.microsoft", **attrs)
+    graph_inputs = [("x", 1, None)] + ([("z", 2, None)] if zero_input else [])
+    return model([node], [tensor("w", packed), tensor("s", scales)], inputs=graph_inputs, extra_opsets=[MS_OPSET])
+
+
+def test_matmul_nbits_default_bits_is_four(tmp_path):
+    # N = 8 rows, K = 32 in 2 blocks of 16; no zero points: 4-bit codes are centred on 8
+    codes = RNG.integers(0, 16, (8, 2, 16))
+    scales = RNG.uniform(0.01, 0.05, (8, 2)).astype(np.float32)
+    layer = only_layer(tmp_path, nbits_model(codes, scales.ravel(), N=8, K=32, block_size=16))
+    values = (codes - 8.0) * scales.astype(np.float64)[:, :, None]
+    assert layer.stats.count == 256 and (layer.fan_in, layer.fan_out) == (32, 8)
+    assert layer.stats.var == pytest.approx(values.var(), rel=1e-6)
+    assert not any(f.code == "IA304" for f in layer.findings)
+
+
+def test_matmul_nbits_zero_points_computed_at_run_time(tmp_path):
+    codes = RNG.integers(0, 16, (8, 2, 16))
+    scales = np.full(16, 0.02, np.float32)
+    layer = only_layer(tmp_path, nbits_model(codes, scales, zero_input=True, N=8, K=32, bits=4, block_size=16))
+    assert [f.message for f in layer.findings if f.code == "IA304"] == \
+        ["MatMulNBits 'nb': scales or zero points are not constants"]
+
+
+def test_unsupported_op_reads_a_constant_node(tmp_path):
+    w = RNG.normal(0, 0.1, (6, 5)).astype(np.float32)
+    nodes = [helper.make_node("Constant", [], ["w"], value=tensor("w", w)),
+             helper.make_node("Mystery", ["x", "w"], ["y"], domain="custom")]
+    m = model(nodes, [], extra_opsets=[helper.make_opsetid("custom", 1)])
+    layer = only_layer(tmp_path, m)
+    assert layer.op == "custom.Mystery" and layer.storage == "constant"
+    assert [f.message for f in layer.findings if f.code == "IA301"] == \
+        ["read by custom.Mystery, an op whose weight layout is unknown"]
+
+
+def test_only_float_and_quantized_matrices_are_weight_candidates(tmp_path):
+    nodes = [helper.make_node("Mystery", ["x", "ids", "q"], ["y"], domain="custom")]
+    inits = [tensor("ids", np.arange(12, dtype=np.int64).reshape(3, 4)),
+             tensor("q", np.arange(12, dtype=np.int8).reshape(3, 4))]
+    m = model(nodes, inits, extra_opsets=[helper.make_opsetid("custom", 1)])
+    names = [layer.name for layer in initaudit.audit(save(m, tmp_path)).models[0].layers]
+    assert names == ["q"]
+
+
+CUSTOM = helper.make_opsetid("custom", 1)
+
+
+def test_empty_prelu_slope_reads_as_the_default_slope(tmp_path):
+    # no slope value: PRelu's usual 0.25 (torch's init), He gain sqrt(2 / (1 + 0.25²)); forward gain
+    # fan_in · var / gain²
+    w = RNG.normal(0, 0.1, (24, 10)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("PRelu", ["h", "s"], ["y"])]
+    layer = only_layer(tmp_path, model(nodes, [tensor("w", w), tensor("s", np.zeros(0, np.float32))]), target="auto")
+    gain = math.sqrt(2 / (1 + 0.25 ** 2))
+    assert layer.target == "he" and layer.gain == pytest.approx(gain, rel=1e-12)
+    assert layer.forward_gain == pytest.approx(24 * w.astype(np.float64).var() / gain ** 2, rel=1e-9)
+
+
+def test_matmul_nbits_with_scales_that_do_not_fit(tmp_path):
+    # N = 8, K = 32, blocks of 16: 8×2 scales expected, 15 given. The packed bytes are measured as stored
+    codes = RNG.integers(0, 16, (8, 2, 16))
+    packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+    node = helper.make_node("MatMulNBits", ["x", "w", "s"], ["y"], name="nb", domain="com.microsoft",
+                            N=8, K=32, bits=4, block_size=16)
+    m = model([node], [tensor("w", packed), tensor("s", np.full(15, 0.02, np.float32))], extra_opsets=[MS_OPSET])
+    layer = only_layer(tmp_path, m)
+    assert [f.message for f in layer.findings if f.code == "IA304"] == \
+        ["MatMulNBits 'nb': scales of size 15, expected 8×2"]
+    assert layer.stats.count == 128 and layer.stats.var == pytest.approx(packed.astype(np.float64).var(), rel=1e-9)
+
+
+def test_unsupported_op_error_names_the_constant_as_the_graph_does(tmp_path):
+    # Constant "w" whose value tensor (named "v") holds 116 bytes for 6×5 float32 (120)
+    value = tensor("v", np.zeros((6, 5), np.float32))
+    value.raw_data = value.raw_data[:-4]
+    nodes = [helper.make_node("Constant", [], ["w"], value=value),
+             helper.make_node("Mystery", ["x", "w"], ["y"], domain="custom")]
+    with pytest.raises(initaudit.InitauditError, match=r"^tensor 'w' holds 116 bytes, its shape \[6, 5\] needs 120$"):
+        initaudit.audit(save(model(nodes, [], extra_opsets=[CUSTOM]), tmp_path), jobs=1)
+
+
+def test_reshape_that_merges_axes_is_reported(tmp_path):
+    w = xavier_uniform(RNG, (4, 16, 32), 64, 32)
+    m = model([helper.make_node("Reshape", ["w", "s"], ["w2"]),
+               helper.make_node("MatMul", ["x", "w2"], ["y"])],
+              [tensor("w", w), tensor("s", np.array([64, 32], np.int64))])
+    layer = only_layer(tmp_path, m)
+    assert (layer.fan_in, layer.fan_out) == (64, 32)
+    assert any(f.code == "IA303" for f in layer.findings) and layer.layout == "IO"
+
+
+def test_shared_weight_one_entry(tmp_path):
+    w = xavier_uniform(RNG, (32, 16), 32, 16)
+    m = model([helper.make_node("MatMul", ["x", "w"], ["a"], name="first"),
+               helper.make_node("MatMul", ["a2", "w"], ["y"], name="second")], [tensor("w", w)])
+    found = audit_layers(tmp_path, m)
+    assert list(found) == ["w"] and [c.node for c in found["w"].consumers] == ["first", "second"]
+    assert not any(f.code == "IA302" for f in found["w"].findings)
+
+
+def test_tied_embedding_conflict(tmp_path):
+    table = RNG.normal(0, 0.05, (100, 16)).astype(np.float32)
+    m = model([helper.make_node("Gather", ["table", "ids"], ["e"], name="embed"),
+               helper.make_node("Gemm", ["h", "table"], ["y"], transB=1, name="lm_head")], [tensor("table", table)])
+    layer = only_layer(tmp_path, m, "table")
+    assert len(layer.consumers) == 2 and any(f.code == "IA302" for f in layer.findings)
+
+
+def test_unsupported_consumer_is_listed_not_dropped(tmp_path):
+    w = RNG.normal(0, 0.1, (64, 3, 3, 3)).astype(np.float32)
+    bias_table = RNG.normal(0, 0.1, (16, 16)).astype(np.float32)
+    m = model([helper.make_node("FancyConv", ["x", "w"], ["h"], domain="vendor"),
+               helper.make_node("Add", ["h", "pos"], ["y"])], [tensor("w", w), tensor("pos", bias_table)],
+              extra_opsets=[helper.make_opsetid("vendor", 1)])
+    report = initaudit.audit(save(m, tmp_path)).models[0]
+    (layer,) = report.layers
+    assert layer.name == "w" and layer.op == "vendor.FancyConv" and layer.findings[0].code == "IA301"
+    assert layer.status == "warn" and layer.stats.count == w.size
+    assert [(s.name, s.op) for s in report.skipped] == [("pos", "Add")]

@@ -1,9 +1,11 @@
-"""Verdicts, findings, matches and families, case by case (written from the survivors of
-`mutmut run "initaudit.checker.*"`).
+"""The verdict on one weight (``initaudit/judge/verdict.py``): the pathologies IA2xx, the variance findings
+IA101 / IA102, the schemes a variance matches, the distribution family and orthogonality.
 
-The statistics are built by hand (``TensorStats(...)``) so that every input is exact; expected values
+Most statistics are built by hand (``TensorStats(...)``) so that every input is exact; expected values
 are worked by hand from the rule table of the README ("Rule codes") and the formulas of "How a verdict
-is reached": ν = 2(n-1)/(2+κ), q(z) = (n-1)/n·(1 - c + z√c)³ with c = 2/(9ν), κ = κ̂ + 2√(24/n).
+is reached": ν = 2(n-1)/(2+κ), q(z) = (n-1)/n·(1 - c + z√c)³ with c = 2/(9ν), κ = κ̂ + 2√(24/n). The
+others are numpy draws whose variance is set exactly (statistics checked against numpy in float64), and a
+few models audited end to end, where a rule's finding is what a user reads.
 """
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ import math
 
 import numpy as np
 import pytest
+from modelkit import model, save, tensor
+from onnx import helper
 
+import initaudit
 from initaudit.findings import Finding
-from initaudit.judge.verdict import distribution, effective_var, matches, pathologies, verdict
+from initaudit.judge.verdict import distribution, effective_var, matches, orthogonal_gain, pathologies, verdict
 from initaudit.measure.stats import TensorStats, stats_of
 from initaudit.trace.fans import Fans
 
@@ -25,6 +30,28 @@ def stats(count, mean=0.0, var=1.0, lo=-1.0, hi=1.0, kurtosis=0.0, nonfinite=0, 
 
 
 EMPTY = TensorStats(0, NAN, NAN, NAN, NAN, None, 0, 0)
+
+
+RNG = np.random.default_rng(1234)
+
+
+def only_layer(tmp_path, m, name="w", **options):
+    layers = {layer.name: layer for layer in initaudit.audit(save(m, tmp_path), **options).models[0].layers}
+    return layers[name]
+
+
+def codes(layer) -> list[str]:
+    return [f.code for f in layer.findings]
+
+
+def matmul_model(w: np.ndarray):
+    return model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("w", w)])
+
+
+def xavier_matrix(rows: int, cols: int) -> np.ndarray:
+    bound = math.sqrt(6.0 / (rows + cols))
+    return RNG.uniform(-bound, bound, (rows, cols)).astype(np.float32)
+
 
 # --- pathologies (IA2xx) -------------------------------------------------------------------------------------------
 
@@ -77,6 +104,71 @@ def test_ia206_float16_overflow(lo, hi, flagged, shown):
     else:
         assert found == []
     assert pathologies(case) == [] and pathologies(case, fp16=False) == []  # off by default
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_ia201_a_single_non_finite_value_fails(tmp_path, bad):
+    w = xavier_matrix(40, 10)
+    w[3, 7] = bad  # one value of 400: far from a majority
+    layer = only_layer(tmp_path, matmul_model(w))
+    (finding,) = [f for f in layer.findings if f.code == "IA201"]
+    assert finding.severity == "fail" and "1 of 400" in finding.message
+    assert layer.status == "fail"
+    finite = np.delete(w.ravel(), 3 * 10 + 7).astype(np.float64)
+    assert layer.stats.count == 399 and layer.stats.var == pytest.approx(finite.var(), rel=1e-9)
+
+
+def test_ia201_counts_every_non_finite_value():
+    values = np.array([np.nan, np.inf, 1.0, 2.0, -np.inf, 3.0])
+    (finding,) = pathologies(stats_of(values))
+    assert finding.code == "IA201" and finding.message.startswith("3 of 6 ")
+
+
+def test_ia203_constant_weights_fail(tmp_path):
+    layer = only_layer(tmp_path, matmul_model(np.full((20, 10), 0.05, np.float32)))
+    assert "IA203" in codes(layer) and "IA202" not in codes(layer)
+    (finding,) = [f for f in layer.findings if f.code == "IA203"]
+    assert finding.severity == "fail" and layer.status == "fail"
+    assert "200" in finding.message
+
+
+def test_ia202_rather_than_ia203_for_all_zero():
+    assert [f.code for f in pathologies(stats_of(np.zeros(50)))] == ["IA202"]
+
+
+@pytest.mark.parametrize("zero_fraction,flagged", [(0.6, True), (0.5, True), (0.4, False), (0.0, False)])
+def test_ia205_mostly_zero(tmp_path, zero_fraction, flagged):
+    w = RNG.normal(0, math.sqrt(2 / 80), (50, 30)).astype(np.float32)
+    flat = w.ravel()
+    flat[: int(zero_fraction * flat.size)] = 0.0
+    layer = only_layer(tmp_path, matmul_model(flat.reshape(50, 30)))
+    found = [f for f in layer.findings if f.code == "IA205"]
+    assert bool(found) == flagged
+    if flagged:
+        assert found[0].severity == "warn"
+        assert found[0].message.startswith(f"{int(zero_fraction * 1500)} of 1500 values")
+
+
+@pytest.mark.parametrize("profile,shift,flagged", [
+    ("init", 0.15, True),     # limit 0.1 σ
+    ("init", 0.06, False),
+    ("trained", 0.3, False),  # limit 0.5 σ
+    ("trained", 0.7, True),
+])
+def test_ia204_mean_shift_limit(profile, shift, flagged):
+    n = 40_000  # the noise floor 5/√n = 0.025 σ is below every shift tried
+    values = np.random.default_rng(5).standard_normal(n)
+    values = (values - values.mean()) / values.std() + shift  # mean exactly `shift` σ
+    found = [f for f in pathologies(stats_of(values), profile) if f.code == "IA204"]
+    assert bool(found) == flagged
+    if flagged:
+        assert found[0].severity == "warn" and f"{shift:.2f} σ" in found[0].message
+
+
+def test_ia204_is_not_raised_within_sampling_noise():
+    values = np.random.default_rng(6).standard_normal(100)
+    values = (values - values.mean()) / values.std() + 0.3  # 0.3 σ < 5/√100 = 0.5 σ: noise could do it
+    assert [f.code for f in pathologies(stats_of(values))] == []
 
 
 # --- matches -------------------------------------------------------------------------------------------------------
@@ -179,6 +271,28 @@ def test_distribution_needs_64_values_and_a_kurtosis():
     assert distribution(EMPTY) == "other"
 
 
+@pytest.mark.parametrize("family,draw", [
+    ("uniform", lambda r, n: r.uniform(-1, 1, n)),
+    ("normal", lambda r, n: r.normal(0, 1, n)),
+    ("truncated_normal", lambda r, n: _truncated(r, n)),
+])
+@pytest.mark.parametrize("n", [2_000, 50_000])
+def test_distribution_family(family, draw, n):
+    rng = np.random.default_rng(n)
+    found = [distribution(stats_of(draw(rng, n))) for _ in range(20)]
+    assert found.count(family) >= 19
+
+
+def _truncated(rng, n):
+    out = rng.normal(0, 1, 2 * n)
+    out = out[np.abs(out) <= 2]
+    return out[:n]
+
+
+def test_constant_distribution():
+    assert distribution(stats_of(np.full(100, 0.3))) == "constant"
+
+
 # --- verdict (IA101 / IA102) ---------------------------------------------------------------------------------------
 
 FANS = Fans(300, 100)  # Xavier target 2/400 = 0.005
@@ -231,3 +345,58 @@ def test_verdict_bands_use_the_kurtosis_and_the_profile():
 def test_no_variance_finding_without_variance(case, ratio):
     result = verdict(case, FANS, "xavier")
     assert result.ratio == ratio and result.status_findings == ()
+
+
+@pytest.mark.parametrize("ratio,code,direction", [
+    (0.40, "IA101", "below"), (0.70, "IA102", "below"), (1.00, None, None), (1.50, "IA102", "above"),
+    (2.50, "IA101", "above"),
+])
+def test_variance_findings_at_each_band(ratio, code, direction):
+    fans = Fans(300, 100)  # Xavier target 2/400 = 0.005
+    values = np.random.default_rng(8).standard_normal(200_000)
+    values = (values - values.mean()) / values.std() * math.sqrt(ratio * 0.005)  # variance exactly ratio × target
+    result = verdict(stats_of(values), fans, "xavier")
+    assert result.target_var == pytest.approx(0.005, rel=1e-12)
+    assert result.ratio == pytest.approx(ratio, rel=1e-9)
+    found = [(f.code, f.severity) for f in result.status_findings]
+    if code is None:
+        assert found == []
+    else:
+        assert found == [(code, "fail" if code == "IA101" else "warn")]
+        assert direction in result.status_findings[0].message
+
+
+# --- orthogonal_gain -----------------------------------------------------------------------------------------------
+
+
+def test_orthogonal_gain_of_a_two_row_matrix():
+    q, _ = np.linalg.qr(np.random.default_rng(4).normal(size=(5, 2)))  # 5×2, orthonormal columns
+    assert orthogonal_gain(1.5 * q.T) == pytest.approx(1.5, rel=1e-9)  # 2×5: two orthogonal rows of norm 1.5
+    assert orthogonal_gain(1.5 * q) == pytest.approx(1.5, rel=1e-9)
+    assert orthogonal_gain(np.ones((1, 5))) is None  # a single row is trivially "orthogonal": not counted
+
+
+def test_orthogonal_gain_tolerance_is_relative_to_the_size():
+    rng = np.random.default_rng(9)
+    q, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    noise = rng.normal(size=(16, 16))
+    for eps, detected in ((1e-5, True), (4e-5, True), (4e-3, False)):
+        m = q + eps * noise
+        gram = m @ m.T
+        error = np.linalg.norm(gram / np.mean(np.diag(gram)) - np.eye(16)) / 4.0  # ‖G/s − I‖_F / √n
+        assert (error < 1e-3) == detected, error  # the cases straddle the 1e-3 tolerance as intended
+        assert (orthogonal_gain(m) is not None) == detected, eps
+
+
+def test_orthogonal_gain_needs_equal_norms_and_right_angles():
+    """Orthogonal rows of unequal norms fail on the diagonal; equal norms at other angles fail off it."""
+    rng = np.random.default_rng(12)
+    q, _ = np.linalg.qr(rng.normal(size=(32, 8)))  # 32×8, orthonormal columns
+    assert orthogonal_gain(q.T * 0.7) == pytest.approx(0.7, rel=1e-9)
+    unequal = q.T * np.linspace(0.9, 1.1, 8)[:, None]  # still at right angles, norms 0.9…1.1
+    assert orthogonal_gain(unequal) is None
+    skewed = q.T.copy()
+    skewed[1] = (q.T[0] + q.T[1]) / np.sqrt(2)  # norm 1, at 45° to row 0
+    assert np.allclose(np.linalg.norm(skewed, axis=1), 1.0)
+    assert orthogonal_gain(skewed) is None
+    assert orthogonal_gain(np.zeros((4, 6))) is None

@@ -1,5 +1,5 @@
-"""The streaming pass against plain numpy: every dtype, inline / external / Constant storage,
-sequential and spread over worker processes."""
+"""The streaming pass (``initaudit/measure/streaming.py``) against plain numpy: every dtype, inline /
+external / Constant storage, sequential and spread over worker processes."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,10 +8,9 @@ from modelkit import bfloat16, model, raw_tensor, save, tensor, to_external
 from onnx import TensorProto, helper
 
 import initaudit
-import initaudit.read.loader
 from initaudit.measure import streaming as measure_module
 from initaudit.measure.streaming import measure_all
-from initaudit.read.tensors import FilePayload, MemoryPayload, TensorSource
+from initaudit.read.tensors import FilePayload, TensorSource
 from initaudit.trace.ops import axis_part
 from initaudit.trace.plan import MeasureTask
 
@@ -26,8 +25,6 @@ DTYPES = {
 def _bf16_tensor(name: str, values: np.ndarray) -> tuple[TensorProto, np.ndarray]:
     codes, exact = bfloat16(values)
     return raw_tensor(name, TensorProto.BFLOAT16, codes.shape, codes.tobytes()), exact.astype(np.float64)
-
-
 
 
 @pytest.mark.parametrize("dtype", [*DTYPES, "bfloat16"])
@@ -53,20 +50,6 @@ def test_streamed_statistics_match_numpy(tmp_path, dtype, storage):
     assert (layer.stats.min, layer.stats.max) == (expected.min(), expected.max())
 
 
-def test_large_inline_payload_is_read_from_the_file(tmp_path):
-    values = RNG.normal(0, 0.02, (512, 256)).astype(np.float32)  # 512 KiB: stripped before parsing
-    m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("w", values)])
-    path = save(m, tmp_path)
-    loaded = initaudit.read.loader.load_model(path)
-    try:
-        assert loaded.proto.graph.initializer[0].data_location == TensorProto.EXTERNAL
-        source = loaded.source(loaded.proto.graph.initializer[0])
-        assert isinstance(source.payload, FilePayload) and source.location == "inline"
-        assert np.array_equal(source.to_array(), values)
-    finally:
-        loaded.close()
-
-
 def test_workers_give_the_same_statistics(tmp_path, monkeypatch):
     values = RNG.normal(0.5, 0.1, (4, 200, 64)).astype(np.float32)
     path = tmp_path / "w.bin"
@@ -87,17 +70,3 @@ def test_workers_give_the_same_statistics(tmp_path, monkeypatch):
     for i, stats in enumerate(part_stats):
         expected = values[:, 50 * i:50 * (i + 1), :].astype(np.float64)
         assert stats.count == expected.size and stats.var == pytest.approx(expected.var(), rel=1e-9)
-
-
-def test_memory_payload_ranges():
-    values = np.arange(10, dtype=np.float32)
-    source = TensorSource("w", TensorProto.FLOAT, (10,), MemoryPayload(values.tobytes()))
-    got = np.concatenate(list(source.iter_values(3, 2, 9)))
-    assert np.array_equal(got, values[2:9])
-
-
-def test_int4_raw_decoding():
-    from initaudit.read.tensors import decode_raw
-    packed = bytes([0x21, 0xF8, 0x07])  # low nibble first: 1, 2, -8, -1, 7, 0
-    assert decode_raw(packed, TensorProto.INT4, 6).tolist() == [1, 2, -8, -1, 7, 0]
-    assert decode_raw(packed, TensorProto.UINT4, 5).tolist() == [1, 2, 8, 15, 7]
