@@ -135,8 +135,7 @@ def finish(p: Planned, stats: TensorStats, part_stats: list[TensorStats], opts: 
         checked = _check(p, role, p.fans, p.down, stats, part_stats, opts, findings, spec)
         findings.extend(checked.findings)
 
-    kept = tuple(findings)
-    status = worst_status(kept)
+    status = worst_status(findings)
     primary = p.primary
     return LayerReport(
         name=p.ref.name, graph=p.ref.scope, node=primary.node_name if primary else "",
@@ -145,7 +144,7 @@ def finish(p: Planned, stats: TensorStats, part_stats: list[TensorStats], opts: 
         groups=role.groups if role else 1, fans=dict(role.fans) if role and role.fans else None,
         fan_in=p.fans.fan_in if p.fans else None, fan_out=p.fans.fan_out if p.fans else None, stats=stats,
         target=checked.target, target_var=checked.target_var, ratio=checked.ratio, status=status,
-        matches=checked.matches, distribution=distribution(stats), findings=kept,
+        matches=checked.matches, distribution=distribution(stats), findings=tuple(findings),
         consumers=tuple(Consumer(v.node_name, v.use.consumer.op_type, v.use.scope.path, v.use.slot, v.layout,
                                  v.role.fans[opts.convention] if v.role and v.role.fans else None)
                         for v in p.views),

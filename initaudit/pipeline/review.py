@@ -66,22 +66,16 @@ def apply_review(layers: Sequence[LayerReport], sums: Sequence[UnitSums | None],
         sizes = {key: compared.count(key) for key in set(keys)}
     out = []
     for i, (layer, s, review) in enumerate(zip(layers, sums, reviews)):
-        added: list[Finding] = []
-        findings = list(layer.findings)
-        if trained:
-            findings = [f for f in findings if f.code not in TARGET_CODES]
+        findings = [f for f in layer.findings if not (trained and f.code in TARGET_CODES)]
         if review is not None:
             review = replace(review, scale_z=zs[i], scale_offset=offsets[i], scale_group=sizes[keys[i]])
-            added.extend(filter(None, (check(review, layer.stats) for check in REVIEW_CHECKS)))
+            findings.extend(filter(None, (check(review, layer.stats) for check in REVIEW_CHECKS)))
         if opts.fp16 and s is not None:
-            flushed = flush_finding(s)
-            if flushed is not None:
-                added.append(flushed)
-        findings.extend(added)
+            findings.extend(filter(None, [flush_finding(s)]))
         if tuple(findings) == layer.findings and review is None:
             out.append(layer)
             continue
-        status = worst_status(findings)
-        suggestion = layer.suggestion if not trained or any(f.code in TARGET_CODES for f in findings) else None
-        out.append(replace(layer, findings=tuple(findings), status=status, suggestion=suggestion, review=review))
+        # a trained layer is not held to its init target: no fix towards it either
+        out.append(replace(layer, findings=tuple(findings), status=worst_status(findings),
+                           suggestion=None if trained else layer.suggestion, review=review))
     return out

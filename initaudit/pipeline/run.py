@@ -21,10 +21,9 @@ from initaudit.pipeline.review import apply_review, model_findings, profile_find
 from initaudit.pipeline.specs import layer_specs
 from initaudit.read.graph import ModelGraph
 from initaudit.read.loader import load_model
-from initaudit.report.model import LayerReport, ModelReport, Report, Skipped
+from initaudit.report.model import LayerReport, ModelReport, Report
 from initaudit.trace.follow import WeightUse, find_uses
-from initaudit.trace.ops import canonical_domain, op_spec
-from initaudit.trace.plan import MeasureTask, _final_consumer, _stored_tensors, is_candidate, plan, plan_unsupported
+from initaudit.trace.plan import MeasureTask, other_constants, plan
 from initaudit.version import __version__
 
 __all__ = ["audit", "audit_model", "expand_paths", "unreadable_model", "AuditOptions", "FAIL_ON"]
@@ -140,18 +139,8 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
         for use in find_uses(graph, model.load_array):
             grouped.setdefault(use.source.key, []).append(use)
         planned = [plan(model, graph, uses, opts.convention, opts.pool_aware) for uses in grouped.values()]
-        skipped = []
-        for scope in graph.scopes:
-            for ref in _stored_tensors(scope):
-                if ref.key in grouped or not is_candidate(ref.tensor):
-                    continue
-                op, domain, slot = _final_consumer(graph, scope, ref.name)
-                if op is None:
-                    continue
-                if canonical_domain(domain) == "" or op_spec(domain, op) is not None:
-                    skipped.append(Skipped(ref.name, scope.path, op, f"input {slot} of {op}, not a layer weight"))
-                else:
-                    planned.append(plan_unsupported(model, ref, op, domain))
+        skipped, unsupported = other_constants(model, graph, grouped)
+        planned += unsupported
         measured = measure_all([p.task for p in planned], jobs)
         sums = unit_pass(planned) if opts.profile in ("trained", "auto") or opts.fp16 else []
         profile_reason = None

@@ -9,6 +9,7 @@ from initaudit.judge.suggest import Suggestion
 from initaudit.measure.histogram import Histogram
 from initaudit.measure.stats import TensorStats
 from initaudit.trace.fans import Fans
+from initaudit.trace.plan import Skipped
 
 if TYPE_CHECKING:
     from initaudit.judge.policy import Policy
@@ -65,16 +66,6 @@ class LayerReport:
     forward_gain: float | None = None  # estimated output/input activation variance of this layer
     review: Review | None = None       # trained-model review evidence (--profile trained)
     histogram: Histogram | None = None  # values of a flagged layer, only when a report that draws them asks
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A constant that looks like a weight but is read by a non-weight op."""
-
-    name: str
-    graph: str
-    op: str
-    reason: str
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from initaudit.trace.follow import (
     constant_value,
     follow,
 )
-from initaudit.trace.ops import OpUse, Part, Role, UnsupportedUse, axis_part, op_spec, role_of
+from initaudit.trace.ops import OpUse, Part, Role, UnsupportedUse, axis_part, canonical_domain, op_spec, role_of
 
 
 @dataclass
@@ -254,3 +254,33 @@ def _final_consumer(graph: ModelGraph, scope: Scope, name: str) -> tuple[str | N
             continue
         return node.op_type, node.domain, slot
     return None, "", 0
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A constant that looks like a weight but is read by a non-weight op."""
+
+    name: str
+    graph: str
+    op: str
+    reason: str
+
+
+def other_constants(model: LoadedModel, graph: ModelGraph,
+                    planned: dict[tuple[str, str], list[WeightUse]]) -> tuple[list[Skipped], list[Planned]]:
+    """The weight-like constants no weight slot reads (``planned`` holds those that one does): those
+    a known op reads in another role are skipped with the reason; those an op of unknown layout
+    reads are planned as such (IA301), so that no weight passes unseen."""
+    skipped, unsupported = [], []
+    for scope in graph.scopes:
+        for ref in _stored_tensors(scope):
+            if ref.key in planned or not is_candidate(ref.tensor):
+                continue
+            op, domain, slot = _final_consumer(graph, scope, ref.name)
+            if op is None:
+                continue
+            if canonical_domain(domain) == "" or op_spec(domain, op) is not None:
+                skipped.append(Skipped(ref.name, scope.path, op, f"input {slot} of {op}, not a layer weight"))
+            else:
+                unsupported.append(plan_unsupported(model, ref, op, domain))
+    return skipped, unsupported
