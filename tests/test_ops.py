@@ -476,3 +476,43 @@ def test_pool_aware_fan_out_applies_to_the_table_s_pooled_convs(tmp_path):
               [tensor("w", w)], inputs=[("x", TensorProto.FLOAT, [1, 1, 28, 28])])
     layer = audit_one(tmp_path, m, pool_aware=True)
     assert (layer.fan_in, layer.fan_out, layer.pool_area) == (25, 6 * 25 // 4, 4)
+
+
+def test_gemm_weight_as_A_and_untransposed_B():
+    assert conn(role("Gemm", (400, 120), slot=1)) == (400, 120)  # [K, N]
+    assert conn(role("Gemm", (120, 400), slot=0)) == (400, 120)  # A [M, K]: Y = A·X
+    assert conn(role("Gemm", (400, 120), slot=0, transA=1)) == (400, 120)
+
+
+def test_matmul_left_operand_and_batched():
+    assert conn(role("MatMul", (120, 400), slot=0)) == (400, 120)
+    batched = role("MatMul", (8, 64, 32))
+    assert batched.layout == "BIO" and batched.fans["connectivity"] == Fans(64, 32)
+
+
+def test_gru_and_rnn_per_gate_fans_and_parts():
+    gru = role_of(OpUse("GRU", "", 1, (2, 3 * 16, 8), {"hidden_size": 16, "direction": "bidirectional"}))
+    assert gru.fans["connectivity"] == Fans(8, 16)
+    assert [p.name for p in gru.parts] == ["forward.z", "forward.r", "forward.h",
+                                           "reverse.z", "reverse.r", "reverse.h"]
+    rnn = role_of(OpUse("RNN", "", 2, (1, 16, 16), {}))
+    assert rnn.fans["connectivity"] == Fans(16, 16)
+
+
+def test_einsum_variants():
+    assert conn(role("Einsum", (64, 32), equation="bi,ij->bj")) == (64, 32)
+    assert conn(role("Einsum", (32, 64), equation="ji,bi->bj", slot=0)) == (64, 32)
+    # heads as a batch axis shared with the activation: bhd,hde->bhe
+    heads = role("Einsum", (8, 64, 16), equation="bhd,hde->bhe")
+    assert heads.layout == "BIO" and heads.fans["connectivity"] == Fans(64, 16)
+    # implicit output and an ellipsis
+    assert conn(role("Einsum", (64, 32), equation="...i,ij")) == (64, 32)
+
+
+def test_unsupported_uses_raise():
+    with pytest.raises(UnsupportedUse):
+        role_of(OpUse("Conv", "", 1, (6, 75), {}))
+    with pytest.raises(UnsupportedUse):
+        role_of(OpUse("Einsum", "", 1, (8, 8), {"equation": "bi,ii->bi"}))
+    with pytest.raises(UnsupportedUse):
+        role_of(OpUse("Foo", "custom", 1, (8, 8), {}))

@@ -400,3 +400,31 @@ def test_orthogonal_gain_needs_equal_norms_and_right_angles():
     assert np.allclose(np.linalg.norm(skewed, axis=1), 1.0)
     assert orthogonal_gain(skewed) is None
     assert orthogonal_gain(np.zeros((4, 6))) is None
+
+
+def test_orthogonal_detection():
+    rng = np.random.default_rng(3)
+    q, _ = np.linalg.qr(rng.normal(size=(128, 64)))
+    assert orthogonal_gain(q.T * 1.5) == pytest.approx(1.5)
+    assert orthogonal_gain(q) == pytest.approx(1.0)
+    assert orthogonal_gain(rng.normal(0, 0.1, (64, 128))) is None
+
+
+def test_orthogonal_in_matches_from_a_model(tmp_path):
+    q, _ = np.linalg.qr(np.random.default_rng(4).normal(size=(64, 64)))
+    m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("w", q.astype(np.float32))])
+    layer = initaudit.audit(save(m, tmp_path)).models[0].layers[0]
+    assert "orthogonal" in layer.matches
+
+
+def test_trained_profile_is_wide_but_keeps_pathologies():
+    rng = np.random.default_rng(6)
+    w = rng.normal(0, math.sqrt(2.5 * 2 / 400), 20_000)
+    assert verdict(stats_of(w), Fans(200, 200), "xavier").status_findings[0].severity == "fail"
+    assert verdict(stats_of(w), Fans(200, 200), "xavier", profile="trained").status_findings == ()
+    shifted = rng.normal(0.5, 0.5, 10_000)
+    codes = [f.code for f in pathologies(stats_of(shifted), "trained")]
+    assert codes == ["IA204"]
+    big = np.concatenate([rng.normal(0, 1, 1000), [1e5]])
+    assert [f.code for f in pathologies(stats_of(big), "trained", fp16=True)] == ["IA206"]
+    assert pathologies(stats_of(big), "trained", fp16=False) == []
