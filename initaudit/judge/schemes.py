@@ -36,7 +36,7 @@ class Scheme:
     mode: str = ""
     keras: str = ""
     chosen: bool = True                    # False: the framework's default, which nobody chose
-    policy: bool = True                    # can be a model's init policy (not an all-zero layer)
+    by_variance: bool = True               # matched by its variance (zero: only by an all-zero layer)
 
 
 #: Every scheme, in the report order of ``matches``.  A model's policy ties go to the earlier one in
@@ -50,11 +50,11 @@ SCHEMES: tuple[Scheme, ...] = (
     Scheme("lecun", lambda f: 1.0 / f.fan_in, "LeCun", target="lecun", mode="fan_in", keras="Lecun"),
     Scheme("torch_default", lambda f: 1.0 / (3.0 * f.fan_in), "PyTorch's default U(±1/√fan_in)",
            families=("uniform",), chosen=False),
-    Scheme("zero", lambda f: 0.0, "all zero", families=(), policy=False),
+    Scheme("zero", lambda f: 0.0, "all zero", families=(), by_variance=False),
 )
 SCHEME: dict[str, Scheme] = {s.name: s for s in SCHEMES}
 #: The `matches` vocabulary of the JSON contract, in report order.
-MATCH_RULES: tuple[str, ...] = tuple(s.name for s in SCHEMES)
+MATCHES: tuple[str, ...] = tuple(s.name for s in SCHEMES)
 #: The order in which a model's policy breaks ties between schemes that cover as many layers.
 POLICY_ORDER: tuple[str, ...] = ("xavier", "he_fan_in", "lecun", "he_fan_out", "torch_default")
 #: ``--target`` name → the scheme it holds a layer to.
@@ -67,7 +67,7 @@ STD_PREFIX = "std:"
 def scheme_variance(name: str, fans: Fans) -> float:
     """The variance the scheme ``name`` (a ``matches`` entry) draws for these fans."""
     if name not in SCHEME:
-        raise ValueError(f"unknown scheme {name!r}; choose one of {list(MATCH_RULES)}")
+        raise ValueError(f"unknown scheme {name!r}; choose one of {list(MATCHES)}")
     return SCHEME[name].variance(fans)
 
 

@@ -70,7 +70,7 @@ def matches(stats: TensorStats, fans: Fans, scale: float = 1.0) -> tuple[str, ..
     var = effective_var(stats, scale)
     found = tuple(
         scheme.name for scheme in SCHEMES
-        if scheme.policy and consistent(var / scheme.variance(fans), stats.count, stats.excess_kurtosis)
+        if scheme.by_variance and consistent(var / scheme.variance(fans), stats.count, stats.excess_kurtosis)
     )
     return found or ("other",)
 
