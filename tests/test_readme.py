@@ -226,3 +226,17 @@ def test_readme_links_every_docs_page():
     linked = {(ROOT / link.partition("#")[0]).resolve() for link in _links(ROOT / "README.md")}
     assert set(DOCS.glob("*.md")) <= linked
     assert len(_text("README.md").splitlines()) <= 300
+
+
+def test_the_ops_table_in_the_docs_names_every_op_of_the_op_table():
+    """docs/conventions.md's table of weight-carrying ops and ``trace.ops.OP_TABLE`` name the same ops: a
+    new op is documented where users look for it."""
+    from initaudit.trace.ops import OP_TABLE
+
+    section = _text("docs/conventions.md").split("## What it follows in a graph", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    documented = set()
+    for cell in rows[1:]:   # the header row first
+        for name in re.split(r",|/", re.sub(r"\(.*?\)|com\.microsoft|on a constant.*", "", cell)):
+            documented.update(n for n in name.split() if n[0].isupper())
+    assert documented == {spec.op for spec in OP_TABLE}
