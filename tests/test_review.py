@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from modelkit import model, save, single_op, tensor
 from onnx import helper
+from test_units import unit_sums_of
 from threadpoolctl import threadpool_limits
 from trainedkit import conv_chain, trained_convs, trained_like
 
@@ -18,7 +19,6 @@ from initaudit.cli.main import main
 from initaudit.judge.review import Z_IID, dead_units, dispersion, flush_finding, int8_sqnr, modified_z, review_layer
 from initaudit.judge.verdict import distribution
 from initaudit.measure.stats import stats_of
-from initaudit.measure.units import aligned_chunk, unit_axes, unit_sums
 from initaudit.trace.fans import Fans
 
 
@@ -29,63 +29,20 @@ def _one_blas_thread():
         yield
 
 
-def _axes(shape, layout: str, op: str, groups: int, side: str = "out"):
-    """The unit map as the pass builds it: a ConvTranspose W[C, M/g, k…] counts one group's units on O."""
-    return unit_axes(shape, layout, groups, side, "O" if op == "ConvTranspose" else "I")
-
-
-def _sums(w: np.ndarray, layout: str, op: str = "Conv", groups: int = 1, chunk: int = 1 << 17):
-    flat = w.ravel()
-    chunks = ((s, flat[s:s + chunk]) for s in range(0, flat.size, chunk))
-    return unit_sums(chunks, _axes(w.shape, layout, op, groups), flat.size, _axes(w.shape, layout, op, groups, "in"))
-
-
 def _review(w: np.ndarray, layout: str = "OIHW", fans: Fans | None = None):
     stats = stats_of(w)
     fans = fans or Fans(int(np.prod(w.shape[1:])), w.shape[0] * int(np.prod(w.shape[2:])))
     conventions = {"connectivity": fans, "pytorch": fans, "keras": fans}
-    return review_layer(_sums(w, layout), stats, conventions, distribution(stats), fans.fan_in)
+    return review_layer(unit_sums_of(w, layout), stats, conventions, distribution(stats), fans.fan_in)
 
 
-# --- the unit pass against numpy ------------------------------------------------------------------
-
-@pytest.mark.parametrize("shape, layout, op, groups, out_sum", [
-    ((12, 5, 3, 3), "OIHW", "Conv", 1, lambda w: (w ** 2).sum(axis=(1, 2, 3))),
-    ((7, 11), "OI", "Gemm", 1, lambda w: (w ** 2).sum(axis=1)),
-    ((11, 7), "IO", "MatMul", 1, lambda w: (w ** 2).sum(axis=0)),
-    ((2, 24, 5), "BOI", "LSTM", 1, lambda w: (w ** 2).sum(axis=2).ravel()),
-    # ConvTranspose W[C, M/g, k, k] with g = 2: unit = group·(M/g) + m
-    ((6, 4, 3, 3), "IOHW", "ConvTranspose", 2,
-     lambda w: np.concatenate([(w[:3] ** 2).sum(axis=(0, 2, 3)), (w[3:] ** 2).sum(axis=(0, 2, 3))])),
-])
-@pytest.mark.parametrize("chunk", [37, "aligned", 1 << 17])
-def test_unit_sums_match_numpy(shape, layout, op, groups, out_sum, chunk):
-    w = np.random.default_rng(0).normal(size=shape)
-    if chunk == "aligned":  # the smallest chunk the fast paths accept: one run or row at a time
-        chunk = aligned_chunk(1, _axes(shape, layout, op, groups), _axes(shape, layout, op, groups, "in"))
-    got = _sums(w, layout, op, groups, chunk=chunk)
-    np.testing.assert_allclose(got.unit_sq, out_sum(w), rtol=1e-12)
-    np.testing.assert_allclose(got.power, [(w ** k).sum() for k in (2, 4, 6, 8)], rtol=1e-12)
-    assert got.count == w.size and got.max_abs == np.abs(w).max()
-    in_axis = [i for i, letter in enumerate(layout) if letter == "I"][0]
-    if op not in ("ConvTranspose",) and groups == 1:
-        kept = tuple(i for i, letter in enumerate(layout) if letter in "IB")
-        expected_in = (w ** 2).sum(axis=tuple(i for i in range(w.ndim) if i not in kept)).ravel()
-        np.testing.assert_allclose(got.in_sq, expected_in, rtol=1e-12)
-    assert in_axis >= 0
-
-
-def test_input_units_of_a_grouped_conv_are_per_group():
-    w = np.random.default_rng(1).normal(size=(8, 3, 3, 3))  # groups 2: 4 output channels per group
-    got = _sums(w, "OIHW", "Conv", 2)
-    expected = np.concatenate([(w[:4] ** 2).sum(axis=(0, 2, 3)), (w[4:] ** 2).sum(axis=(0, 2, 3))])
-    np.testing.assert_allclose(got.in_sq, expected, rtol=1e-12)
+# --- each statistic against numpy, by hand ---------------------------------------------------------
 
 
 def test_dispersion_equals_the_formula_by_hand():
     rng = np.random.default_rng(2)
     w = rng.normal(size=(40, 30)) * rng.lognormal(0, 0.5, size=(40, 1))
-    disp = dispersion(_sums(w, "OI"))
+    disp = dispersion(unit_sums_of(w, "OI"))
     s = (w ** 2).sum(axis=1)
     y = (w ** 2).ravel()
     var_y = y.var()
@@ -102,7 +59,7 @@ def test_int8_sqnr_and_float16_flush_by_hand():
     w = np.random.default_rng(3).normal(0, 0.05, size=(64, 64))
     w[0, 0] = 10.0
     w[1, :40] = 1e-9                      # float16 flushes these (below 2^-25)
-    sums = _sums(w, "OI")
+    sums = unit_sums_of(w, "OI")
     sqnr, peak = int8_sqnr(sums)
     rms = math.sqrt((np.delete(w.ravel(), 0) ** 2).mean())   # the other values
     step = 2 * 10.0 / 255
@@ -113,7 +70,7 @@ def test_int8_sqnr_and_float16_flush_by_hand():
     assert sums.subnormal == int(((a > 0) & (a < 2.0 ** -14)).sum())
     assert flush_finding(sums) is None    # 40 tiny values carry nothing of the layer's energy
     tiny = np.full((16, 16), 2e-8) * np.random.default_rng(4).choice([-1, 1], size=(16, 16))
-    finding = flush_finding(_sums(tiny, "OI"))
+    finding = flush_finding(unit_sums_of(tiny, "OI"))
     assert finding is not None and finding.code == "IA207" and "256 of 256" in finding.message
 
 
