@@ -240,3 +240,12 @@ def test_the_ops_table_in_the_docs_names_every_op_of_the_op_table():
         for name in re.split(r",|/", re.sub(r"\(.*?\)|com\.microsoft|on a constant.*", "", cell)):
             documented.update(n for n in name.split() if n[0].isupper())
     assert documented == {spec.op for spec in OP_TABLE}
+
+
+def test_the_formats_table_in_the_docs_names_every_registered_format():
+    """docs/ci.md's table of report formats and ``report.formats.FORMATS`` name the same formats."""
+    from initaudit.report.formats import FORMATS
+
+    section = _text("docs/ci.md").split("## Report formats", 1)[1].split("\n## ", 1)[0]
+    documented = {m.group(1) for m in re.finditer(r"^\| `(\w+)` \|", section, re.M)}
+    assert documented == {f.name for f in FORMATS}

@@ -5,8 +5,9 @@ The contract: a format is one module here, named as the format, with
 entry in ``FORMATS`` that says what the rest of the tool needs to know of it: the extension of a
 file written in it, and what it needs the audit to collect beyond the default report (histograms
 of flagged layers' values: a second pass over those layers).  Adding a format is that module and
-that entry; the CLI's choices, the golden tests and the docs' list follow the table.  Modules are
-imported only when asked for (start-up time matters for a tool that runs on every CI job).
+that entry; the CLI's choices and the golden tests follow the table, and a test holds the formats
+table of docs/ci.md against it.  Modules are imported only when asked for (start-up time matters
+for a tool that runs on every CI job).
 """
 from __future__ import annotations
 
@@ -20,20 +21,19 @@ from initaudit.report.model import Report
 class Format:
     name: str
     extension: str              # of a file written in this format
-    summary: str                # one line, for --help and the docs
     histograms: bool = False    # draws flagged layers' values: the audit measures them (a second pass)
     color: bool = False         # render() takes color=True for a terminal
 
 
 FORMATS: tuple[Format, ...] = (
-    Format("table", ".txt", "aligned text for a terminal (the default)", color=True),
-    Format("json", ".json", "the full report, following the schema `initaudit schema` prints"),
-    Format("markdown", ".md", "a summary and tables for a pull request or a job summary"),
-    Format("html", ".html", "a self-contained page with charts and histograms", histograms=True),
-    Format("sarif", ".sarif", "SARIF 2.1.0 for code scanning"),
-    Format("junit", ".xml", "JUnit XML: one test case per layer"),
-    Format("github", ".txt", "GitHub Actions workflow commands (annotations)"),
-    Format("codequality", ".json", "GitLab Code Quality"),
+    Format("table", ".txt", color=True),
+    Format("json", ".json"),
+    Format("markdown", ".md"),
+    Format("html", ".html", histograms=True),
+    Format("sarif", ".sarif"),
+    Format("junit", ".xml"),
+    Format("github", ".txt"),
+    Format("codequality", ".json"),
 )
 FORMAT: dict[str, Format] = {f.name: f for f in FORMATS}
 REPORTERS: tuple[str, ...] = tuple(FORMAT)
