@@ -11,7 +11,7 @@ from modelkit import model, save, tensor, xavier_uniform
 from onnx import helper
 
 import initaudit
-from initaudit.judge.schemes import calculate_gain, scheme_variance
+from initaudit.judge.schemes import SCHEME, calculate_gain
 from initaudit.judge.verdict import matches
 from initaudit.measure.stats import stats_of
 from initaudit.trace.fans import Fans
@@ -25,7 +25,7 @@ FANS = Fans(300, 100)
 @pytest.mark.parametrize("draw", ["uniform", "normal"])
 def test_each_rule_is_matched_when_drawn(rule, draw):
     rng = np.random.default_rng(len(rule))
-    std = math.sqrt(scheme_variance(rule, FANS))
+    std = math.sqrt(SCHEME[rule].variance(FANS))
     for _ in range(50):
         w = rng.uniform(-math.sqrt(3) * std, math.sqrt(3) * std, 30_000) if draw == "uniform" \
             else rng.normal(0, std, 30_000)
@@ -35,7 +35,7 @@ def test_each_rule_is_matched_when_drawn(rule, draw):
 
 
 def test_matches_tell_close_rules_apart_and_zero():
-    w = np.random.default_rng(0).normal(0, math.sqrt(scheme_variance("lecun", FANS)), 30_000)
+    w = np.random.default_rng(0).normal(0, math.sqrt(SCHEME["lecun"].variance(FANS)), 30_000)
     assert matches(stats_of(w), FANS) == ("lecun",)  # 1/300 vs xavier 1/200, torch_default 1/900
     assert matches(stats_of(np.zeros(100)), FANS) == ("zero",)
     assert matches(stats_of(np.random.default_rng(1).normal(0, 5, 1000)), FANS) == ("other",)

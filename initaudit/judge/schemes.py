@@ -53,8 +53,6 @@ SCHEMES: tuple[Scheme, ...] = (
     Scheme("zero", lambda f: 0.0, "all zero", families=(), by_variance=False),
 )
 SCHEME: dict[str, Scheme] = {s.name: s for s in SCHEMES}
-#: The `matches` vocabulary of the JSON contract, in report order.
-MATCHES: tuple[str, ...] = tuple(s.name for s in SCHEMES)
 #: The order in which a model's policy breaks ties between schemes that cover as many layers.
 POLICY_ORDER: tuple[str, ...] = ("xavier", "he_fan_in", "lecun", "he_fan_out", "torch_default")
 #: ``--target`` name → the scheme it holds a layer to.
@@ -62,13 +60,6 @@ TARGET_SCHEMES: dict[str, Scheme] = {s.target: s for s in SCHEMES if s.target}
 TARGETS: tuple[str, ...] = (*TARGET_SCHEMES, "auto")
 #: How a fixed-std target is written: ``std:0.02``.
 STD_PREFIX = "std:"
-
-
-def scheme_variance(name: str, fans: Fans) -> float:
-    """The variance the scheme ``name`` (a ``matches`` entry) draws for these fans."""
-    if name not in SCHEME:
-        raise ValueError(f"unknown scheme {name!r}; choose one of {list(MATCHES)}")
-    return SCHEME[name].variance(fans)
 
 
 def fixed_std(target: str) -> float | None:
