@@ -82,7 +82,8 @@ def signal_drift(graph: ModelGraph, grouped: dict[tuple[str, str], list[WeightUs
     findings = []
     if abs(log_gain) > math.log(limit):
         direction = "grow" if log_gain > 0 else "shrink"
-        findings.append(finding("IA104",
+        findings.append(finding(
+            "IA104",
             f"along a chain of {length} layers from {first!r}, the activation variance is estimated to {direction} "
             f"by {_times(abs(log_gain))} (limit {limit:g}×)"))
     return drift, findings

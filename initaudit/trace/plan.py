@@ -108,14 +108,14 @@ def _structure_findings(primary: View, views: list[View], stored_shape: tuple[in
     followed = primary.followed
     if primary.problem:
         findings.append(finding("IA301", f"read by {primary.use.consumer.op_type} in a way initaudit "
-                                                 f"cannot map: {primary.problem}"))
+                                         f"cannot map: {primary.problem}"))
     for code, problem in followed.problems:
         findings.append(finding(code, problem))
     merged = any(a is None and d != 1 for a, d in zip(followed.axis_map, followed.shape))
     if primary.role is not None and merged and not followed.problems:
         findings.append(finding("IA303", f"a Reshape merges or splits axes between the stored "
-                                                 f"{list(stored_shape)} and the {primary.use.consumer.op_type}'s "
-                                                 f"{list(followed.shape)}: layout shown as the consumer sees it"))
+                                         f"{list(stored_shape)} and the {primary.use.consumer.op_type}'s "
+                                         f"{list(followed.shape)}: layout shown as the consumer sees it"))
     seen = {(v.layout, v.role.fans[convention] if v.role.fans else None) for v in views if v.role is not None}
     if len(seen) > 1:
         described = "; ".join(
@@ -161,7 +161,8 @@ def plan(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], conventio
             planned.findings.append(finding("IA304", problem))
     dequant = followed.dequant
     planned.integer_units = (dequant.unscaled if dequant is not None else
-                             (spec is not None and spec.integer_units) or (not source.is_float and planned.task.decoder is None))
+                             (spec is not None and spec.integer_units)
+                             or (not source.is_float and planned.task.decoder is None))
     if role is not None and role.fans:
         planned.down = follow_output(graph, primary.use.scope, consumer, _slope_reader(model, graph))
         fans = role.fans[convention]
