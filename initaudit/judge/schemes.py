@@ -62,6 +62,13 @@ TARGETS: tuple[str, ...] = (*TARGET_SCHEMES, "auto")
 STD_PREFIX = "std:"
 
 
+def usual_gain(target: str) -> float:
+    """The gain a target holds a layer to unless told otherwise: He's √2 (ReLU), 1 for the other
+    schemes and for a fixed std."""
+    scheme = TARGET_SCHEMES.get(target)
+    return scheme.gain if scheme is not None else 1.0
+
+
 def fixed_std(target: str) -> float | None:
     """σ of a ``std:VALUE`` target; None for a fan-based scheme.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from initaudit.judge.schemes import TARGET_SCHEMES, fixed_std
+from initaudit.judge.schemes import TARGET_SCHEMES, fixed_std, usual_gain
 from initaudit.measure.stats import TensorStats
 from initaudit.trace.fans import Fans
 
@@ -20,7 +20,7 @@ from initaudit.trace.fans import Fans
 def _torch(target: str, gain: float, fans: dict[str, Fans], ours: Fans) -> str | None:
     if target == "xavier" and fans["pytorch"] == ours:
         return "torch.nn.init.xavier_uniform_(w)" if gain == 1 else f"torch.nn.init.xavier_uniform_(w, gain={gain:.6g})"
-    if target == "he" and fans["pytorch"].fan_in == ours.fan_in and abs(gain - math.sqrt(2)) < 1e-12:
+    if target == "he" and fans["pytorch"].fan_in == ours.fan_in and abs(gain - usual_gain(target)) < 1e-12:
         return "torch.nn.init.kaiming_uniform_(w, nonlinearity='relu')"
     return None
 

@@ -2,7 +2,6 @@
 the verdict, per-part verdicts, the suggestion."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,7 +9,7 @@ import numpy as np
 from initaudit.findings import STATUS_ORDER, Finding, finding, worst_status
 from initaudit.judge.bands import bands_for, consistent
 from initaudit.judge.policy import breach, policy_target, std_matches
-from initaudit.judge.schemes import AUTO_TARGETS, activation_factor, auto_target, fixed_std
+from initaudit.judge.schemes import AUTO_TARGETS, activation_factor, auto_target, fixed_std, usual_gain
 from initaudit.judge.suggest import suggestion
 from initaudit.judge.verdict import distribution, orthogonal_gain, pathologies, verdict
 from initaudit.measure.stats import TensorStats
@@ -36,7 +35,7 @@ def _target(opts: AuditOptions, down: Downstream, spec: LayerSpec) -> tuple[str,
         if spec.policy is not None and spec.sample is not None:
             chosen = policy_target(spec.policy, spec.sample, down.activation in AUTO_TARGETS) or chosen
     else:
-        chosen = target, (math.sqrt(2.0) if target == "he" else 1.0), spec.choice.reason, None
+        chosen = target, usual_gain(target), spec.choice.reason, None
     if spec.choice.gain is not None:
         chosen = chosen[0], spec.choice.gain, spec.choice.reason, chosen[3]
     return chosen

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from initaudit.judge.schemes import usual_gain
 from initaudit.report.fingerprint import located_findings
 from initaudit.report.model import LayerReport, ModelReport, Report
 
@@ -49,8 +50,7 @@ def chosen_target(layer: LayerReport) -> str:
     """``he×1.41`` style: the scheme a layer is held to, with a gain other than the scheme's usual one."""
     if layer.target is None:
         return "-"
-    usual = math.sqrt(2.0) if layer.target == "he" else 1.0
-    return layer.target if abs(layer.gain - usual) < 1e-12 else f"{layer.target} g={layer.gain:.3g}"
+    return layer.target if abs(layer.gain - usual_gain(layer.target)) < 1e-12 else f"{layer.target} g={layer.gain:.3g}"
 
 
 def baseline_line(report: Report) -> str | None:
