@@ -146,11 +146,13 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "i.i.d. draw of a known init scheme: the norms of its output units and of its input units spread as "
          "sampling allows (|z| ≤ 4 on the unit-norm dispersion), its values fit an init "
          "family (uniform, normal, truncated normal) and its variance equals a scheme's (PyTorch's default "
-         "U(±1/√fan_in), Xavier/Glorot, He, LeCun, N(0, 0.02)) within sampling noise.",
+         "U(±1/√fan_in), Xavier/Glorot, He, LeCun, N(0, 0.02)) within sampling noise, and its largest singular "
+         "value stays within the Marchenko–Pastur edge of a fresh draw (a Tracy–Widom margin above it).",
          "A layer that was never loaded (`load_state_dict(strict=False)` with a renamed key, a head resized by "
          "`ignore_mismatched_sizes=True`) or never trained (frozen, no gradient path) outputs noise; the model "
          "still runs, so nothing else catches it. Training gives units different norms (D ≫ 1); a fresh draw "
-         "cannot (D ≈ 1).",
+         "cannot (D ≈ 1). A light fine-tune that leaves the norms alone adds a low-rank part, which lifts the "
+         "largest singular value out of the bulk: such a layer was trained and is not flagged.",
          "decoder.conv3.weight [64, 128, 3, 3]: D = 0.98 over 64 units (z = -0.1, p = 0.92), uniform values "
          "(excess kurtosis -1.20), variance matches PyTorch's default U(±1/√fan_in).",
          "Check the checkpoint's keys against the model's (`missing_keys` of `load_state_dict`), that the layer "

@@ -16,8 +16,22 @@ from trainedkit import conv_chain, trained_convs, trained_like
 
 import initaudit
 from initaudit.cli.main import main
-from initaudit.judge.review import Z_IID, dead_units, dispersion, flush_finding, int8_sqnr, modified_z, review_layer
+from initaudit.judge.review import (
+    Z_IID,
+    check_notes,
+    dead_finding,
+    dead_units,
+    dispersion,
+    flush_finding,
+    fresh_finding,
+    int8_sqnr,
+    modified_z,
+    review_layer,
+    spectral_limit,
+    with_spectrum,
+)
 from initaudit.judge.verdict import distribution
+from initaudit.measure.spectrum import Spectrum, top_singular_value
 from initaudit.measure.stats import stats_of
 from initaudit.trace.fans import Fans
 
@@ -316,3 +330,207 @@ def test_the_review_runs_every_check_of_its_list_in_order(tmp_path, monkeypatch)
     codes = [f.code for f in layer.findings]
     assert codes[-1] == "IA403" and layer.findings[-1].message == "planted check saw 16 units"
     assert "IA402" in codes[:-1]
+
+
+# --- the spectral evidence: lightly trained layers are not fresh, fresh draws stay fresh -----------
+
+def _spectrum_of(w: np.ndarray, rows: int) -> Spectrum:
+    """σ₁ by numpy's SVD (independent of the Lanczos estimate the tool uses)."""
+    matrix = w.astype(np.float64).reshape(rows, -1)
+    return Spectrum(matrix.shape[0], matrix.shape[1], float(np.linalg.svd(matrix, compute_uv=False)[0]),
+                    float(np.sqrt(np.mean(matrix ** 2))))
+
+
+def test_spectral_limit_written_out():
+    """1 + 6·(1/√r + 1/√c)^⅓ / (2(√r + √c)), by hand."""
+    assert spectral_limit(384, 384) == pytest.approx(1.03577, abs=2e-5)
+    assert spectral_limit(64, 576) == pytest.approx(1.05159, abs=2e-5)
+    assert spectral_limit(8, 64) == pytest.approx(1.21670, abs=2e-5)
+
+
+def _lightly_trained(rng, shape, target_ratio):
+    """N(0, 0.02) plus a rank-2 update scaled so that σ₁ is ``target_ratio`` × the MP edge."""
+    rows, cols = shape
+    init = rng.normal(0.0, 0.02, shape)
+    u = np.linalg.qr(rng.standard_normal((rows, 2)))[0]
+    v = np.linalg.qr(rng.standard_normal((cols, 2)))[0]
+    edge = 0.02 * (math.sqrt(rows) + math.sqrt(cols))
+    lo, hi = 0.0, 4.0 * edge
+    for _ in range(40):                                   # bisection on the update's size
+        size = (lo + hi) / 2
+        w = init + u @ np.diag([size, 0.7 * size]) @ v.T
+        ratio = np.linalg.svd(w, compute_uv=False)[0] / (math.sqrt(np.mean(w ** 2)) * (math.sqrt(rows) + math.sqrt(cols)))
+        lo, hi = (size, hi) if ratio < target_ratio else (lo, size)
+    return w
+
+
+@pytest.mark.parametrize("shape, ratio", [((384, 384), 1.19), ((384, 384), 1.1), ((64, 384), 1.1),
+                                          ((96, 768), 1.3), ((384, 64), 1.2), ((256, 1152), 1.12), ((1000, 96), 1.2)])
+def test_a_lightly_trained_layer_is_not_called_never_trained(shape, ratio):
+    """The issue's false alarm: fine-tuned from N(0, 0.02) with a low-rank update, every other test
+    sees a fresh draw (unit norms, family, variance); σ₁ out of the bulk says it was trained."""
+    w = _lightly_trained(np.random.default_rng(sum(shape)), shape, ratio)
+    fans = Fans(shape[1], shape[0])
+    review = _review(w, "OI", fans)
+    assert review.fresh, "precondition: without the spectrum this layer looks fresh"
+    checked = with_spectrum(review, _spectrum_of(w, shape[0]))
+    assert not checked.fresh
+    assert checked.spectrum_ratio == pytest.approx(ratio, rel=1e-3)
+    assert fresh_finding(checked, stats_of(w)) is None
+    assert "a singular value out of the bulk: trained" in check_notes(checked)["never trained"]
+
+
+FRESH_SHAPES = [(8, 64), (16, 144), (32, 288), (48, 288), (64, 64), (64, 576), (128, 128), (96, 384),
+                (256, 256), (384, 384), (8, 4096), (1000, 120), (512, 512), (24, 1536)]
+
+
+def test_fresh_draws_are_never_cleared_by_the_spectrum():
+    """14 shapes × 3 init families × 12 seeds: no fresh draw has σ₁ beyond the limit (the spectral
+    test adds no false "trained" call to those the other tests make)."""
+    cleared = tested = 0
+    for shape in FRESH_SHAPES:
+        for family in ("torch_default", "hf_normal", "trunc_normal"):
+            for seed in range(12):
+                rng = np.random.default_rng(seed * 7919 + shape[0] * 31 + shape[1])
+                if family == "trunc_normal":
+                    w = rng.normal(0.0, 0.02, shape)
+                    while (np.abs(w) > 0.04).any():
+                        bad = np.abs(w) > 0.04
+                        w[bad] = rng.normal(0.0, 0.02, int(bad.sum()))
+                else:
+                    w = _fresh(rng, family, shape)
+                spectrum = Spectrum(shape[0], shape[1], top_singular_value(w), float(np.sqrt(np.mean(w ** 2))))
+                tested += 1
+                cleared += spectrum.top / (spectrum.rms * (math.sqrt(shape[0]) + math.sqrt(shape[1]))) > \
+                    spectral_limit(*shape)
+    assert tested == 504 and cleared == 0
+
+
+def test_the_never_trained_message_gives_the_spectral_figure():
+    w = np.random.default_rng(21).normal(0.0, 0.02, (256, 256))
+    review = with_spectrum(_review(w, "OI", Fans(256, 256)), _spectrum_of(w, 256))
+    assert review.fresh
+    message = fresh_finding(review, stats_of(w)).message
+    ratio = np.linalg.svd(w, compute_uv=False)[0] / (math.sqrt(np.mean(w ** 2)) * 32)
+    assert f"largest singular value {ratio:.3f}× the Marchenko–Pastur edge of its 256×256 matrix" in message
+    assert "(a fresh draw stays below 1.047×)" in message
+
+
+def test_end_to_end_a_fine_tuned_head_passes_and_a_fresh_one_fails(tmp_path):
+    rng = np.random.default_rng(22)
+    tuned = _lightly_trained(rng, (384, 384), 1.19).astype(np.float32)
+    fresh = rng.normal(0.0, 0.02, (384, 384)).astype(np.float32)
+    for w, expected in ((tuned, "ok"), (fresh, "fail")):
+        path = save(single_op("MatMul", w), tmp_path, f"{expected}.onnx")
+        layer = initaudit.audit(path, jobs=1, profile="trained").models[0].layers[0]
+        assert layer.status == expected, [f.message for f in layer.findings]
+        assert layer.review.spectrum is not None
+    code = main([str(tmp_path / "ok.onnx"), "--profile", "trained", "--format", "json", "-j", "1"])
+    assert code == 0
+
+
+# --- behaviours a planted bug once broke unnoticed: thresholds written as literals ------------------
+
+def _unit_scaled(rng, factors_out=None, factors_in=None, shape=(64, 64, 3, 3)):
+    w = rng.normal(0.0, 0.02, shape)
+    if factors_out is not None:
+        w = w * factors_out.reshape(-1, 1, 1, 1)
+    if factors_in is not None:
+        w = w * factors_in.reshape(1, -1, 1, 1)
+    return w
+
+
+def test_a_dispersion_z_between_4_and_6_is_not_fresh():
+    """The fresh-draw band is |z| ≤ 4: a layer at z ≈ 5 was trained (per-unit scales of a few %)."""
+    rng = np.random.default_rng(30)
+    base = rng.normal(0.0, 0.02, (64, 64, 3, 3))
+    spread = rng.standard_normal(64)
+    found = []
+    for eps in np.linspace(0.0, 0.12, 121):
+        review = _review(base * (1 + eps * spread).reshape(-1, 1, 1, 1))
+        if 4.3 < review.dispersion.z < 5.7:
+            found.append(review)
+    assert found, "no per-unit spread gave 4.3 < z < 5.7"
+    assert all(not r.fresh for r in found)
+
+
+def test_random_outputs_with_structured_inputs_are_not_fresh():
+    """Alternating input-channel scales: the output units look i.i.d., the input units do not."""
+    rng = np.random.default_rng(31)
+    w = _unit_scaled(rng, factors_in=np.tile([1.0, 1.5], 32))
+    review = _review(w)
+    assert abs(review.dispersion.z) <= 4.0
+    assert review.input_dispersion.z > 4.0
+    assert not review.fresh and fresh_finding(review, stats_of(w)) is None
+
+
+def test_a_unit_at_one_percent_of_the_median_is_alive_and_below_a_tenth_of_a_percent_dead():
+    norms = np.ones(100)
+    norms[3] = 0.01                    # 1 % of the median norm: alive
+    norms[5] = 0.0009                  # 0.09 %: dead
+    assert list(dead_units(norms ** 2)) == [5]
+
+
+@pytest.mark.parametrize("dead, severity", [(10, "warn"), (9, "info")])
+def test_ten_percent_dead_units_is_a_warn(dead, severity):
+    w = np.random.default_rng(32).normal(0.0, 0.05, (100, 64))
+    w[:dead] = 0.0
+    review = _review(w, "OI", Fans(64, 100))
+    found = dead_finding(review, stats_of(w))
+    assert found.code == "IA402" and found.severity == severity
+
+
+def _scale_model(tmp_path, weights, name="m.onnx"):
+    return save(conv_chain(weights), tmp_path, name)
+
+
+def test_five_comparable_layers_are_enough_for_a_scale_outlier(tmp_path):
+    weights = [trained_like(np.random.default_rng(41 + i), (32, 32, 3, 3)) for i in range(5)]
+    weights[2] = weights[2] * 300
+    report = initaudit.audit(_scale_model(tmp_path, weights), jobs=1, profile="trained").models[0]
+    assert [x.name for x in report.layers if any(f.code == "IA403" for f in x.findings)] == ["w2"]
+
+
+def test_a_non_square_layer_is_scaled_by_its_fan_in(tmp_path):
+    """A 64→16 conv 150× too large among 64-channel convs: rms·√fan_in with fan_in = 64·9 reads
+    150× and flags it; rms·√fan_out (16·9) would read 75×, under the 100× bar."""
+    rng = np.random.default_rng(42)
+    weights = [trained_like(rng, (64, 64 if i else 3, 3, 3)) for i in range(6)]
+    weights.append(trained_like(rng, (16, 64, 3, 3)) * 150)
+    report = initaudit.audit(_scale_model(tmp_path, weights), jobs=1, profile="trained").models[0]
+    flagged = {x.name: x for x in report.layers if any(f.code == "IA403" for f in x.findings)}
+    assert list(flagged) == ["w6"]
+    message = next(f.message for f in flagged["w6"].findings if f.code == "IA403")
+    assert "150× above the median of the 7 comparable layers" in message
+
+
+def test_a_trained_audit_reports_one_huge_value(tmp_path):
+    """One value 2,000× the largest other weight: per-tensor int8 would crush the rest (IA404)."""
+    weights = [trained_like(np.random.default_rng(43 + i), (32, 32 if i else 3, 3, 3)) for i in range(6)]
+    w = weights[3].copy()
+    w.flat[100] = 2000.0 * float(np.abs(w).max())
+    weights[3] = w
+    report = initaudit.audit(_scale_model(tmp_path, weights), jobs=1, profile="trained").models[0]
+    flagged = [x.name for x in report.layers if any(f.code == "IA404" for f in x.findings)]
+    assert flagged == ["w3"]
+
+
+def test_values_float16_keeps_as_its_smallest_subnormal_raise_no_flush():
+    """Between 2⁻²⁵ and 2⁻²⁴ float16 rounds up to 2⁻²⁴ (non-zero); below 2⁻²⁵ it gives 0."""
+    kept = np.full((16, 16), 1.5 * 2.0 ** -25)
+    lost = np.full((16, 16), 0.9 * 2.0 ** -25)
+    assert (kept.astype(np.float16) != 0).all() and (lost.astype(np.float16) == 0).all()
+    assert flush_finding(unit_sums_of(kept, "OI")) is None
+    assert flush_finding(unit_sums_of(lost, "OI")).code == "IA207"
+
+
+def test_the_flush_rule_page_states_the_energy_share_the_check_uses(capsys):
+    """The check warns at 0.1 % of the layer's Σw² (flush_finding above); its page says the same."""
+    main(["rules", "IA207"])
+    page = capsys.readouterr().out
+    assert "0.1 %" in page and "Σw²" in page
+    tiny = 0.9 * 2.0 ** -25
+    for share, warns in ((1.2e-3, True), (0.8e-3, False)):   # 99 flushed values carry this share of Σw²
+        w = np.full((10, 10), tiny)
+        w[0, 0] = tiny * math.sqrt(99 * (1 / share - 1))
+        assert (flush_finding(unit_sums_of(w, "OI")) is not None) == warns

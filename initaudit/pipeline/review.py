@@ -8,7 +8,7 @@ In the trained profile the Xavier ratio stays in the report but no longer raises
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from initaudit.findings import Finding, finding, worst_status
@@ -18,8 +18,10 @@ from initaudit.judge.review import (
     flush_finding,
     review_layer,
     scale_outliers,
+    with_spectrum,
 )
 from initaudit.judge.verdict import distribution
+from initaudit.measure.spectrum import Spectrum
 from initaudit.measure.units import UnitSums
 from initaudit.pipeline.options import AuditOptions
 from initaudit.report.model import LayerReport
@@ -47,9 +49,13 @@ def _group_key(layer: LayerReport) -> tuple[object, ...]:
     return (layer.op, kernel, depthwise)
 
 
-def apply_review(layers: Sequence[LayerReport], sums: Sequence[UnitSums | None],
-                 opts: AuditOptions) -> list[LayerReport]:
-    """Findings of the review added to each layer (trained profile), IA207 with ``--fp16``."""
+def apply_review(layers: Sequence[LayerReport], sums: Sequence[UnitSums | None], opts: AuditOptions,
+                 spectrum: Callable[[int], Spectrum | None] | None = None) -> list[LayerReport]:
+    """Findings of the review added to each layer (trained profile), IA207 with ``--fp16``.
+
+    ``spectrum(i)`` measures layer i's largest singular value; it is asked only for the layers every
+    other test calls fresh, whose never-trained verdict it confirms or clears.
+    """
     trained = opts.profile == "trained"
     reviews: list[Review | None] = []
     for layer, s in zip(layers, sums):
@@ -57,7 +63,10 @@ def apply_review(layers: Sequence[LayerReport], sums: Sequence[UnitSums | None],
             reviews.append(None)
             continue
         fan_in = layer.fans["connectivity"].fan_in if layer.fans else None
-        reviews.append(review_layer(s, layer.stats, layer.fans, distribution(layer.stats), fan_in, layer.scale))
+        evidence = review_layer(s, layer.stats, layer.fans, distribution(layer.stats), fan_in, layer.scale)
+        if evidence.fresh and spectrum is not None:
+            evidence = with_spectrum(evidence, spectrum(len(reviews)))
+        reviews.append(evidence)
     if trained:
         keys = [_group_key(layer) for layer in layers]
         gains = [r.log_gain if r is not None and not r.fresh else None for r in reviews]

@@ -12,6 +12,7 @@ from initaudit.findings import finding, worst_status
 from initaudit.judge.drift import signal_drift
 from initaudit.judge.profile import decide_profile, looks_trained
 from initaudit.measure.histogram import layer_histogram
+from initaudit.measure.spectrum import planned_spectrum
 from initaudit.measure.streaming import PARALLEL_MIN_BYTES, default_jobs, measure_all, single_blas_thread
 from initaudit.measure.units import unit_pass
 from initaudit.pipeline.layer import finish
@@ -150,7 +151,7 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
         specs, policy, matched = layer_specs(planned, measured, opts)
         layers = [finish(p, stats, parts, opts, spec) for p, (stats, parts), spec in zip(planned, measured, specs)]
         if sums:
-            layers = apply_review(layers, sums, opts)
+            layers = apply_review(layers, sums, opts, lambda i: planned_spectrum(planned[i]))
         if opts.profile == "init" and profile_reason is None:
             profile_reason = looks_trained([stats for stats, _ in measured])
         drift, findings = signal_drift(graph, grouped, [(layer.name, layer.forward_gain) for layer in layers],

@@ -36,6 +36,10 @@ def review_dict(review: Review) -> dict[str, Any]:
         "scale_z": _num(review.scale_z),
         "scale_group": review.scale_group,
         "scale_offset_log10": _num(review.scale_offset),
+        "spectrum": None if review.spectrum is None else {
+            "rows": review.spectrum.rows, "cols": review.spectrum.cols,
+            "top_singular_value": _num(review.spectrum.top), "rms": _num(review.spectrum.rms),
+            "ratio_to_edge": _num(review.spectrum_ratio), "fresh_limit": _num(review.spectrum_limit)},
         "checks": check_notes(review),
     }
 
@@ -45,7 +49,9 @@ CHECK_WHY = {
     "never trained": "a fresh i.i.d. draw gives output (and input) units whose norms spread like sampling noise "
                      "(dispersion D ≈ 1, |z| ≤ 4); trained units differ far more or far less. Called never "
                      "trained (IA401) only when, in addition, the values fit an init family and the variance "
-                     "equals a known init scheme's, on layers of at least 4096 values and 8 units",
+                     "equals a known init scheme's, on layers of at least 4096 values and 8 units, and no singular value "
+                     "stands out of the bulk a fresh draw allows (σ₁ within the Marchenko–Pastur edge plus a "
+                     "Tracy–Widom margin)",
     "dead units": "units whose norm is below 1e-3 × the median unit norm pass nothing (IA402: warn from 10 %)",
     "scale vs comparable layers": "rms·√fan_in against layers with the same op and kernel (IA403 beyond robust "
                                   "z 3.5 and 100× from their median)",
