@@ -31,7 +31,7 @@ def test_matrix_shape_cuts_after_the_first_unit_axis(shape, layout, expected):
     assert matrix_shape(shape, layout) == expected
 
 
-@pytest.mark.parametrize("rows, cols", [(8, 64), (64, 576), (300, 300), (1000, 120), (16, 4096)])
+@pytest.mark.parametrize("rows, cols", [(8, 64), (64, 576), (300, 300), (520, 700), (1000, 120), (16, 4096)])
 def test_top_singular_value_matches_numpy_svd_from_below(rows, cols):
     rng = np.random.default_rng(rows * cols)
     for matrix in (rng.standard_normal((rows, cols)),
