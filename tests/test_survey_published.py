@@ -6,6 +6,7 @@ The published models themselves are not in the repository; these tests build sma
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import sys
@@ -18,9 +19,21 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import fetch_published_models as fetch  # noqa: E402
-import survey_published as survey  # noqa: E402
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def script(name: str):
+    """A script of scripts/ loaded as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module       # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+fetch = script("fetch_published_models")
+survey = script("survey_published")
 
 
 def const(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
