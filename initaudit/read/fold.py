@@ -551,6 +551,9 @@ def computed_value(graph: ModelGraph, scope: Scope, name: str, load: LoadArray) 
     """``name``'s value when it is computed from small constants by ConstantOfShape, Expand, Tile and
     elementwise ops (Add, Sub, Mul, Div, Neg, Cast, CastLike, Identity), whatever its size; None
     otherwise (a run-time value, another op, a large stored operand, an element type numpy has not)."""
+    found = graph.resolve(scope, name)
+    if found.node is None or (found.node.op_type not in _OPS and found.node.op_type not in _ELEMENTWISE):
+        return None  # an activation's producer, most often: nothing to fold or define
     try:
         return _Definer(graph, load).define(scope, name, 0)
     except (_CannotFold, ValueError, TypeError, IndexError, KeyError, ArithmeticError, OverflowError,
