@@ -172,6 +172,13 @@ def test_tiled_values_by_index_when_the_period_is_long(monkeypatch):
     assert np.array_equal(produced(value, 5), np.tile(small, (2, 3)).reshape(-1))
 
 
+def test_the_largest_computed_value():
+    """2³² values (a 16 GiB float32 tensor) are defined; one more is not believed."""
+    nodes = [helper.make_node("ConstantOfShape", ["s"], ["w"])]
+    assert computed(nodes, [tensor("s", np.array([1 << 16, 1 << 16]))]).count == 1 << 32
+    assert computed(nodes, [tensor("s", np.array([(1 << 32) + 1]))]) is None
+
+
 def test_constant_of_shape_is_defined_not_materialized():
     fill = numpy_helper.from_array(np.array([0.02], np.float32))
     nodes = [helper.make_node("ConstantOfShape", ["s"], ["w"], value=fill)]
@@ -216,6 +223,7 @@ def test_elementwise_ops_over_computed_values():
      [tensor("s", np.array([100, 50])), tensor("wide", np.zeros((2, 1, 1), np.float32))]),
     ([helper.make_node("Tile", ["m", "r"], ["w"])], [tensor("m", np.zeros((2, 2), np.float32)),
                                                      tensor("r", np.array([2]))]),      # repeats of the wrong rank
+    ([helper.make_node("ConstantOfShape", ["s"], ["w"])], [tensor("s", np.array([1 << 16, 1 << 16, 2]))]),  # 2³³
 ])
 def test_what_is_not_a_computed_value(nodes, inits):
     assert computed(nodes, inits) is None

@@ -326,6 +326,8 @@ _OPS: dict[str, Callable[[NodeProto, list], np.ndarray]] = {
 
 # === weights computed from constants, produced chunk by chunk =======================================
 
+#: The most values a computed weight may have (a 16 GiB float32 tensor): a larger one is not believed.
+MAX_COMPUTED = 1 << 32
 #: A computed value whose flat values repeat with a period of at most this many elements is produced
 #: from one period (copied per chunk) rather than by index arithmetic per element.
 PATTERN_MAX = 1 << 20
@@ -474,6 +476,8 @@ def _tiled(small: np.ndarray, shape: tuple[int, ...], op: str) -> Tiled:
         raise _CannotFold(f"values of type {small.dtype}")
     if len(shape) < small.ndim or any(d % s if s else d for d, s in zip(shape[len(shape) - small.ndim:], small.shape)):
         raise _CannotFold("not a repetition")
+    if math.prod(shape) > MAX_COMPUTED:
+        raise _CannotFold(f"{math.prod(shape)} values")
     return Tiled(np.ascontiguousarray(small), tuple(int(d) for d in shape), op)
 
 
