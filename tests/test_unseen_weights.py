@@ -109,6 +109,18 @@ def test_nested_loops():
         assert (found[name].fan_in, found[name].fan_out) == (12, 12) and found[name].status == "ok"
 
 
+@pytest.mark.parametrize("name,weights", [
+    ("paddle_loop_decoder.onnx", ["W_att", "W_ctx", "W_ih", "W_hh", "W_out"]),
+    ("scan_weights.onnx", ["W_state", "W_state2", "W_steps", "W_cols"]),
+    ("nested_loop.onnx", ["W1", "W2"]),
+])
+def test_loop_and_scan_weights_through_the_cli(capsys, name, weights):
+    code, out, err = run(capsys, UNSEEN / name, "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and err == "" and [layer["name"] for layer in data["layers"]] == weights
+    assert data["summary"]["ok"] == len(weights) and data["findings"] == []
+
+
 def test_loop_fixtures_pass_the_onnx_checker():
     for name in ("paddle_loop_decoder.onnx", "scan_weights.onnx", "nested_loop.onnx"):
         onnx.checker.check_model(onnx.load(UNSEEN / name), full_check=True)
