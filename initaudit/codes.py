@@ -27,6 +27,27 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "run exits with code 2 so the gap is never silent.",
          "`exported/` holds a model whose upload was cut at 5,000 bytes: 'not a readable ONNX model'.",
          "Re-export or re-upload the file; for refused external data see the Safety section of the README."),
+    Rule("IA002", "weights-not-stored", "fail",
+         "A weight slot (Conv, ConvTranspose, Gemm/MatMul B, LSTM/GRU/RNN W and R, …) reads a graph input: the "
+         "file holds no values for that weight.",
+         "`torch.onnx.export(..., export_params=False)` turns every parameter into a graph input; such a model "
+         "audits as nothing at all unless the empty slots are reported. The layer is listed with its consumer and, "
+         "when the input declares a static shape, its layout and fans, but with no statistics and no target. "
+         "MatMul, Gemm and Einsum read their data in input 0, so there only another operand counts, declared as a "
+         "float or quantized matrix, and only when input 0 is computed in the graph (or, where input 0 is a graph "
+         "input too, when the model has other unstored weights). An initializer also listed as a graph input is "
+         "an overridable default, stored: it is measured.",
+         "conv1.weight, a graph input of shape [6, 3, 5, 5] read by Conv '/conv1/Conv': \"weights not stored in "
+         "the file — exported without parameters (export_params=False)?\"",
+         "Export with the parameters (`export_params=True`, the default), or audit the model the weights are "
+         "loaded into."),
+    Rule("IA003", "no-weights-found", "warn",
+         "Model level: no weight-carrying layer was found and no weight-like constant was skipped: nothing was "
+         "checked.",
+         "A report of \"0 weights — 0 ok\" reads as a pass. A graph of activations only, weights in an op "
+         "initaudit does not know and does not see, or a file of the wrong model: each deserves a look.",
+         "A model made of Relu and Add only: \"no weight-carrying layer found: nothing was checked\".",
+         "Check that this is the model meant; `--fail-on warn` makes it fail a CI job."),
     Rule("IA101", "variance-far-from-target", "fail",
          "The weight variance is outside the fail band around the target (default 0.5×–2×, widened by sampling noise).",
          "A layer whose variance is off by 2× or more scales the signal by √2 or more at every pass; a few such layers "

@@ -120,6 +120,127 @@ def test_a_cycle_does_not_recurse_forever():
     assert fold(model(nodes, [tensor("one", np.array([1]))]), "a") is None
 
 
+# --- weights computed from constants: defined, then produced chunk by chunk -----------------------------------------
+
+
+def test_small_expand_and_tile_are_folded():
+    nodes = [helper.make_node("Expand", ["col", "shape"], ["e"]), helper.make_node("Tile", ["m", "reps"], ["t"]),
+             helper.make_node("Expand", ["m", "shape_up"], ["e2"])]
+    col, m = np.arange(3, dtype=np.float32).reshape(3, 1), np.arange(6, dtype=np.float32).reshape(2, 3)
+    inits = [tensor("col", col), tensor("shape", np.array([2, 3, 4])), tensor("m", m), tensor("reps", np.array([2, 3])),
+             tensor("shape_up", np.array([3, 1, 1]))]  # a 1 in the target keeps m's own axis length
+    graph = model(nodes, inits)
+    assert fold(graph, "e").tolist() == (col * np.ones((2, 3, 4))).tolist()  # Expand: numpy broadcasting
+    assert fold(graph, "t").tolist() == np.tile(m, (2, 3)).tolist()
+    assert fold(graph, "e2").shape == (3, 2, 3)
+
+
+def computed(nodes, inits, name="w"):
+    from initaudit.read.fold import computed_value
+    graph = ModelGraph(model(nodes, inits))
+    return computed_value(graph, graph.scopes[0], name, numpy_helper.to_array)
+
+
+def produced(value, chunk: int) -> np.ndarray:
+    return np.concatenate([value.values(a, min(a + chunk, value.count)) for a in range(0, value.count, chunk)])
+
+
+@pytest.mark.parametrize("small_shape,repeats", [
+    ((1, 1, 1, 1), (64, 3, 3, 3)),  # ConstantOfShape
+    ((1, 64), (100, 1)),            # Expand of a row
+    ((64, 1), (1, 100)),            # Expand of a column: runs of one value
+    ((2, 3), (2, 3)),               # Tile
+    ((2, 1, 3), (2, 5, 2)),         # varies along axes 0 and 2, repeated along 1
+    ((4, 1, 1), (2, 3, 5)),
+])
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_tiled_values_are_numpys_tile_in_any_chunks(small_shape, repeats, chunk):
+    from initaudit.read.fold import Tiled
+    small = np.random.default_rng(3).normal(size=small_shape).astype(np.float32)
+    expected = np.tile(small, repeats).reshape(-1)
+    shape = tuple(s * r for s, r in zip(small_shape, repeats))
+    assert np.array_equal(produced(Tiled(small, shape), chunk), expected)
+
+
+def test_tiled_values_by_index_when_the_period_is_long(monkeypatch):
+    """A period above PATTERN_MAX is computed element by element: the same values."""
+    from initaudit.read import fold as fold_module
+    monkeypatch.setattr(fold_module, "PATTERN_MAX", 4)
+    small = np.arange(6, dtype=np.float32).reshape(2, 3)
+    value = fold_module.Tiled(small, (4, 9))
+    assert value.period == 18  # 2 rows of small along axis 0, each row 9 long
+    assert np.array_equal(produced(value, 5), np.tile(small, (2, 3)).reshape(-1))
+
+
+def test_the_largest_computed_value():
+    """2³² values (a 16 GiB float32 tensor) are defined; one more is not believed."""
+    nodes = [helper.make_node("ConstantOfShape", ["s"], ["w"])]
+    assert computed(nodes, [tensor("s", np.array([1 << 16, 1 << 16]))]).count == 1 << 32
+    assert computed(nodes, [tensor("s", np.array([(1 << 32) + 1]))]) is None
+
+
+def test_constant_of_shape_is_defined_not_materialized():
+    fill = numpy_helper.from_array(np.array([0.02], np.float32))
+    nodes = [helper.make_node("ConstantOfShape", ["s"], ["w"], value=fill)]
+    value = computed(nodes, [tensor("s", np.array([30000, 30000]))])  # 9e8 values, 3.6 GB as float32
+    assert value.shape == (30000, 30000) and value.dtype == np.float32 and value.data_type == TensorProto.FLOAT
+    assert value.small.size == 1 and value.op == "ConstantOfShape"
+    assert value.values(10 ** 8, 10 ** 8 + 3).tolist() == [np.float32(0.02)] * 3
+    zeros = computed([helper.make_node("ConstantOfShape", ["s"], ["w"])], [tensor("s", np.array([4, 5]))])
+    assert zeros.dtype == np.float32 and not produced(zeros, 7).any()  # no value: float zeros
+    int8 = computed([helper.make_node("ConstantOfShape", ["s"], ["w"], value=numpy_helper.from_array(
+        np.array([3], np.int8)))], [tensor("s", np.array([2, 2]))])
+    assert int8.data_type == TensorProto.INT8 and produced(int8, 3).tolist() == [3, 3, 3, 3]
+
+
+def test_elementwise_ops_over_computed_values():
+    row = np.arange(5, dtype=np.float32).reshape(1, 5)
+    nodes = [helper.make_node("ConstantOfShape", ["s"], ["ones"], value=numpy_helper.from_array(
+                 np.array([1.5], np.float32))),
+             helper.make_node("Expand", ["row", "s"], ["rows"]),
+             helper.make_node("Mul", ["ones", "rows"], ["m"]),
+             helper.make_node("Sub", ["m", "half"], ["d"]),               # a scalar broadcast
+             helper.make_node("Neg", ["d"], ["n"]),
+             helper.make_node("Cast", ["n"], ["w"], to=TensorProto.FLOAT16)]
+    value = computed(nodes, [tensor("s", np.array([4000, 5])), tensor("row", row), tensor("half", np.float32(0.5))])
+    expected = (-(np.full((4000, 5), 1.5, np.float32) * row - np.float32(0.5))).astype(np.float16)
+    assert value.shape == (4000, 5) and value.data_type == TensorProto.FLOAT16
+    assert np.array_equal(produced(value, 777), expected.reshape(-1))
+
+
+@pytest.mark.parametrize("nodes,inits", [
+    ([helper.make_node("Expand", ["x", "s"], ["w"])], [tensor("s", np.array([4, 4]))]),          # a run-time value
+    ([helper.make_node("ConstantOfShape", ["x"], ["w"])], []),                                    # a run-time shape
+    ([helper.make_node("Relu", ["big"], ["w"])], [tensor("big", np.zeros(MAX_ELEMENTS + 1, np.float32))]),
+    ([helper.make_node("Mul", ["big", "two"], ["w"])],                       # a large stored operand: not read here
+     [tensor("big", np.zeros(MAX_ELEMENTS + 1, np.float32)), tensor("two", np.float32(2))]),
+    ([helper.make_node("ConstantOfShape", ["s"], ["w"], value=numpy_helper.from_array(np.array([True])))],
+     [tensor("s", np.array([5000]))]),                                      # bool: not a weight type numpy writes
+    ([helper.make_node("ConstantOfShape", ["s"], ["c"], value=numpy_helper.from_array(np.array([7], np.int64))),
+      helper.make_node("Div", ["c", "c"], ["w"])], [tensor("s", np.array([5000]))]),   # integer division
+    ([helper.make_node("ConstantOfShape", ["s"], ["c"]), helper.make_node("Add", ["c", "c"], ["a"]),
+      helper.make_node("Add", ["a", "wide"], ["w"])],                       # a computed value broadcast wider
+     [tensor("s", np.array([100, 50])), tensor("wide", np.zeros((2, 1, 1), np.float32))]),
+    ([helper.make_node("Tile", ["m", "r"], ["w"])], [tensor("m", np.zeros((2, 2), np.float32)),
+                                                     tensor("r", np.array([2]))]),      # repeats of the wrong rank
+    ([helper.make_node("ConstantOfShape", ["s"], ["w"])], [tensor("s", np.array([1 << 16, 1 << 16, 2]))]),  # 2³³
+])
+def test_what_is_not_a_computed_value(nodes, inits):
+    assert computed(nodes, inits) is None
+
+
+def test_a_computed_value_is_read_as_a_stored_tensor():
+    """Its TensorSource streams the same bytes as the materialized tensor would hold, in any range."""
+    from initaudit.read.fold import Tiled, computed_source
+    small = np.arange(12, dtype=np.float32).reshape(3, 1, 4)
+    source = computed_source(Tiled(small, (6, 5, 4)), "w")
+    expected = np.tile(small, (2, 5, 1)).reshape(-1)
+    assert (source.shape, source.dtype, source.location, source.count) == ((6, 5, 4), "float", "computed", 120)
+    assert np.array_equal(np.concatenate(list(source.iter_values(16))), expected)
+    assert np.array_equal(np.concatenate(list(source.iter_values(16, 10, 70))), expected[10:70])
+    assert np.array_equal(source.to_array(), expected.reshape(6, 5, 4))
+
+
 # --- real exports: fans and verdicts as in the folded export, fans as torch computes them -------------------------
 
 

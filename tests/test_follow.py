@@ -747,3 +747,208 @@ def test_no_weight_scale_after_the_integer_op(after):
     followed = followed_integer(nodes, inits, [("x", 3, None), ("xz", 3, []), ("xs", 1, [])])
     d = followed.dequant
     assert followed.problems == () and d.unscaled is True and float(d.scale) == 1.0 and int(d.zero_point) == 5
+
+
+# === explicit inputs of Loop and Scan bodies ===========================================================
+
+def _body(nodes, inputs, outputs):
+    return helper.make_graph(nodes, "body", [helper.make_tensor_value_info(n, 1, None) for n in inputs],
+                             [helper.make_tensor_value_info(n, 1, None) for n in outputs])
+
+
+def _loop_graph(body_nodes, body_outputs, loop_inputs=("n", "", "h0", "w"), opset=17):
+    body = _body(body_nodes, ["i", "c", "h", "wb"], body_outputs)
+    loop = helper.make_node("Loop", list(loop_inputs), ["h_last", "w_last"], name="loop", body=body)
+    graph = ModelGraph(model([loop], [tensor("w", W), tensor("h0", np.zeros((1, 4), np.float32))],
+                             inputs=[("n", TensorProto.INT64, [])], opset=opset))
+    return graph, graph.scopes[1]
+
+
+@pytest.mark.parametrize("nodes,outputs,outer", [
+    ([], ["c", "h", "wb"], "w"),                                                       # passed on as is
+    ([helper.make_node("Identity", ["wb"], ["w1"])], ["c", "h", "w1"], "w"),           # through an Identity
+    ([helper.make_node("Neg", ["wb"], ["w1"])], ["c", "h", "w1"], None),               # changed every step
+    ([], ["c", "h", "h"], None),                                                       # replaced by another value
+    ([], ["c", "h"], None),                                                            # no output for it
+])
+def test_a_loop_carried_value_is_its_initial_value_when_the_body_passes_it_on(nodes, outputs, outer):
+    from initaudit.trace.follow import body_input_source
+    graph, body = _loop_graph(nodes, outputs)
+    found = body_input_source(graph, body, "wb")
+    assert (found[1] if found else None) == outer
+    if found:
+        assert found[0] is graph.scopes[0] and found[2] is None  # no step: the values are the initial ones
+
+
+def test_the_iteration_count_and_condition_of_a_loop_body_are_not_outer_values():
+    from initaudit.trace.follow import body_input_source
+    graph, body = _loop_graph([], ["c", "i", "wb"], loop_inputs=("n", "n", "h0", "w"))
+    assert body_input_source(graph, body, "i") is None and body_input_source(graph, body, "c") is None
+    assert body_input_source(graph, body, "not_an_input") is None
+
+
+def test_a_loop_input_left_empty_is_not_followed():
+    from initaudit.trace.follow import body_input_source
+    graph, body = _loop_graph([], ["c", "h", "wb"], loop_inputs=("n", "", "h0", ""))
+    assert body_input_source(graph, body, "wb") is None
+
+
+def _scan_graph(opset=17, axes=None):
+    body = _body([helper.make_node("Identity", ["s"], ["s2"])], ["s", "xt", "wt"], ["s2", "xt"])
+    attrs = {"scan_input_axes": axes} if axes is not None else {}
+    scan = helper.make_node("Scan", ["w", "x", "w3"], ["s_last", "y"], name="scan", body=body, num_scan_inputs=2,
+                            **attrs)
+    graph = ModelGraph(model([scan], [tensor("w", W), tensor("w3", np.zeros((2, 3, 5), np.float32))], opset=opset))
+    return graph, graph.scopes[1]
+
+
+def test_scan_states_and_scan_inputs():
+    from initaudit.trace.follow import Step, body_input_source
+    graph, body = _scan_graph()
+    outer, name, step = body_input_source(graph, body, "s")
+    assert (outer, name, step) == (graph.scopes[0], "w", None)  # a state passed on through an Identity
+    outer, name, step = body_input_source(graph, body, "wt")
+    assert name == "w3" and step == Step(graph.scopes[0].nodes[0], graph.scopes[0], 2)  # sliced, input 2
+
+
+def test_scan_of_opset_8_is_not_followed():
+    """Scan-8 takes a sequence_lens input first and batches every input: its body inputs map another way."""
+    from initaudit.trace.follow import body_input_source
+    graph, body = _scan_graph(opset=8)
+    assert body_input_source(graph, body, "s") is None and body_input_source(graph, body, "wt") is None
+
+
+@pytest.mark.parametrize("axes,slot,rank,expected", [
+    (None, 2, 3, 0),         # default: axis 0
+    ([0, 1], 2, 3, 1),       # the second scan input's axis
+    ([0, -1], 2, 3, 2),      # negative: counted from the end of the input's rank
+    ([0, 3], 2, 3, None),    # out of range
+    ([0, -4], 2, 3, None),
+])
+def test_scan_axis(axes, slot, rank, expected):
+    from initaudit.trace.follow import scan_axis
+    attrs = {"scan_input_axes": axes} if axes is not None else {}
+    node = helper.make_node("Scan", ["s", "x", "w"], ["y"], num_scan_inputs=2, **attrs)
+    assert scan_axis(node, slot, rank) == expected
+
+
+def _scan_into_matmul(axis, transpose=False):
+    """Scan whose body reads a [2, 3, 5]-weight slice (scanned along ``axis``) in a MatMul."""
+    nodes = [helper.make_node("Transpose", ["wt"], ["wt2"])] if transpose else []
+    nodes.append(helper.make_node("MatMul", ["xt", "wt2" if transpose else "wt"], ["yt"], name="mm"))
+    body = _body(nodes, ["xt", "wt"], ["yt"])
+    scan = helper.make_node("Scan", ["x", "w3"], ["y"], name="scan", body=body, num_scan_inputs=2,
+                            scan_input_axes=[0, axis])
+    return ModelGraph(model([scan], [tensor("w3", np.zeros((2, 3, 5), np.float32))]))
+
+
+@pytest.mark.parametrize("axis,shape,axis_map,sliced", [
+    (0, (3, 5), (1, 2), (0,)), (1, (2, 5), (0, 2), (1,)), (-1, (2, 3), (0, 1), (2,))])
+def test_follow_removes_the_scanned_axis(axis, shape, axis_map, sliced):
+    graph = _scan_into_matmul(axis)
+    (use,) = find_uses(graph, numpy_helper.to_array)
+    assert use.source.name == "w3" and use.consumer.name == "mm" and [s.node.op_type for s in use.steps] == ["Scan"]
+    followed = follow(graph, use, (2, 3, 5), numpy_helper.to_array)
+    assert (followed.shape, followed.axis_map, followed.sliced, followed.problems) == (shape, axis_map, sliced, ())
+
+
+def test_a_transpose_in_the_body_applies_to_the_slice():
+    graph = _scan_into_matmul(1, transpose=True)
+    (use,) = find_uses(graph, numpy_helper.to_array)
+    assert [s.node.op_type for s in use.steps] == ["Scan", "Transpose"]  # data-flow order
+    followed = follow(graph, use, (2, 3, 5), numpy_helper.to_array)
+    assert followed.shape == (5, 2) and followed.axis_map == (2, 0) and followed.sliced == (1,)
+
+
+def test_a_scan_axis_out_of_range_is_a_layout_not_followed():
+    graph = _scan_into_matmul(3)
+    (use,) = find_uses(graph, numpy_helper.to_array)
+    followed = follow(graph, use, (2, 3, 5), numpy_helper.to_array)
+    assert followed.problems == (("IA303", "Scan 'scan' slices input 1 along an axis out of range"),)
+
+
+# === weight slots fed by what the file does not store ===================================================
+
+def _graph_inputs(nodes, inits=(), inputs=()):
+    return ModelGraph(model(nodes, list(inits), inputs=list(inputs)))
+
+
+def _unstored(graph):
+    return sorted((u.source.name, u.consumer.op_type, u.slot) for u in find_uses(graph, numpy_helper.to_array)
+                  if not u.source.has_values)
+
+
+F = TensorProto.FLOAT
+
+
+@pytest.mark.parametrize("nodes,inputs,expected", [
+    # Conv reads its data in input 0 only: a graph input in its weight slot is a weight, shape known or not
+    ([helper.make_node("Conv", ["x", "w"], ["y"])], [("x", F, [1, 3, 8, 8]), ("w", F, [4, 3, 3, 3])],
+     [("w", "Conv", 1)]),
+    ([helper.make_node("Conv", ["x", "w"], ["y"])], [("x", F, None), ("w", F, None)], [("w", "Conv", 1)]),
+    ([helper.make_node("Conv", ["x", "w"], ["y"])], [("x", F, None), ("w", TensorProto.INT64, [4, 3, 3, 3])], []),
+    ([helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=4)],
+     [("x", F, [2, 1, 3]), ("W", F, [1, 16, 3]), ("R", F, [1, 16, 4])], [("R", "LSTM", 2), ("W", "LSTM", 1)]),
+    # Gemm B through a Transpose, input 0 computed in the graph
+    ([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Transpose", ["w"], ["wt"]),
+      helper.make_node("Gemm", ["h", "wt"], ["y"])], [("x", F, [1, 6]), ("w", F, [10, 6])], [("w", "Gemm", 1)]),
+    # MatMul/Gemm: input 0 computed in the graph, input 1 a declared float matrix: a weight
+    ([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("MatMul", ["h", "w"], ["y"])],
+     [("x", F, [1, 6]), ("w", F, [6, 10])], [("w", "MatMul", 1)]),
+    # … not when it is of rank 3 (attention's keys), of an integer type, or has an axis of 1
+    ([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("MatMul", ["h", "k"], ["y"])],
+     [("x", F, [2, 4, 6]), ("k", F, [2, 6, 4])], []),
+    ([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("MatMul", ["h", "w"], ["y"])],
+     [("x", F, [1, 6]), ("w", TensorProto.INT64, [6, 10])], []),
+    ([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("MatMul", ["h", "w"], ["y"])],
+     [("x", F, [1, 6]), ("w", F, [6, 1])], []),
+    # input 0 is never the weight; a product of two model inputs alone is not a layer
+    ([helper.make_node("MatMul", ["a", "b"], ["y"])], [("a", F, [4, 6]), ("b", F, [6, 10])], []),
+    # … unless the model holds other unstored weights (exported without parameters: so is this one)
+    ([helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+      helper.make_node("MatMul", ["r", "w2"], ["y"])],
+     [("x", F, [1, 6]), ("w1", F, [6, 8]), ("w2", F, [8, 3])], [("w1", "MatMul", 1), ("w2", "MatMul", 1)]),
+    # Gather reads an input table all the time: never an unstored embedding
+    ([helper.make_node("Gather", ["table", "ids"], ["y"])], [("table", F, [100, 8]), ("ids", 7, [3])], []),
+])
+def test_which_graph_inputs_in_weight_slots_are_unstored_weights(nodes, inputs, expected):
+    assert _unstored(_graph_inputs(nodes, inputs=inputs)) == expected
+
+
+def test_a_graph_input_multiplied_by_a_stored_matrix_is_the_data():
+    """MatMul(x, W) and MatMul(W2, x): the stored operand is the weight, the graph input the data."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("MatMul", ["w2", "x"], ["z"])]
+    graph = _graph_inputs(nodes, [tensor("w", np.zeros((6, 10), np.float32)), tensor("w2", np.zeros((4, 6),
+                                                                                                   np.float32))],
+                          [("x", F, [6, 6])])
+    uses = find_uses(graph, numpy_helper.to_array)
+    assert sorted((u.source.name, u.slot, u.source.kind) for u in uses) == [("w", 1, "initializer"),
+                                                                             ("w2", 0, "initializer")]
+
+
+def test_an_unstored_weight_keeps_its_declared_type_and_shape():
+    graph = _graph_inputs([helper.make_node("Transpose", ["w"], ["wt"], perm=[3, 2, 0, 1]),
+                           helper.make_node("Conv", ["x", "wt"], ["y"])],
+                          inputs=[("x", F, None), ("w", TensorProto.FLOAT16, [3, 3, 2, 4])])
+    (use,) = find_uses(graph, numpy_helper.to_array)
+    assert (use.source.kind, use.source.scope, use.source.tensor.data_type) == ("graph_input", "main", 10)
+    assert list(use.source.tensor.dims) == [3, 3, 2, 4] and [s.node.op_type for s in use.steps] == ["Transpose"]
+    assert follow(graph, use, (3, 3, 2, 4), numpy_helper.to_array).shape == (4, 2, 3, 3)
+
+
+def test_a_graph_input_fed_into_a_loop_and_passed_on_is_unstored_too():
+    body = _body([helper.make_node("Conv", ["h", "wb"], ["h2"])], ["i", "c", "h", "wb"], ["c", "h2", "wb"])
+    loop = helper.make_node("Loop", ["n", "", "x", "w"], ["y", "w_last"], body=body)
+    graph = _graph_inputs([loop], inputs=[("n", TensorProto.INT64, []), ("x", F, None), ("w", F, [4, 4, 3, 3])])
+    assert _unstored(graph) == [("w", "Conv", 1)]
+
+
+def test_trace_yields_graph_inputs_and_computed_values_only_for_weight_slots():
+    from initaudit.trace.follow import constant_value, trace
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["c"]), helper.make_node("MatMul", ["x", "c"], ["y"])]
+    graph = _graph_inputs(nodes, [tensor("shape", np.array([4, 3]))], [("x", F, [2, 4])])
+    main = graph.scopes[0]
+    assert list(trace(graph, main, "x")) == [] and list(trace(graph, main, "c", load=numpy_helper.to_array)) == []
+    (source, steps), = trace(graph, main, "c", load=numpy_helper.to_array, unstored=True)
+    assert (source.kind, list(source.tensor.dims), source.definition.count) == ("computed", [4, 3], 12)
+    assert constant_value(graph, main, "c", numpy_helper.to_array).tolist() == np.zeros((4, 3)).tolist()

@@ -423,3 +423,49 @@ def test_unsupported_consumer_is_listed_not_dropped(tmp_path):
     assert layer.name == "w" and layer.op == "vendor.FancyConv" and layer.findings[0].code == "IA301"
     assert layer.status == "warn" and layer.stats.count == w.size
     assert [(s.name, s.op) for s in report.skipped] == [("pos", "Add")]
+
+
+# === weights the file does not hold, and weights computed from constants ===============================
+
+
+def test_an_unstored_weight_without_a_declared_shape_has_no_layout_and_no_ia301(tmp_path):
+    m = model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], [],
+              inputs=[("x", TensorProto.FLOAT, None), ("w", TensorProto.FLOAT, None)])
+    layer = only_layer(tmp_path, m)
+    assert codes(layer) == ["IA002"] and layer.status == "fail"
+    assert (layer.shape, layer.layout, layer.fans, layer.fan_in, layer.dtype) == ((), "", None, None, "float")
+    assert layer.findings[0].message == (
+        "weights not stored in the file — exported without parameters (export_params=False)? graph input 'w' "
+        "(no static shape declared) is read as the weight of Conv 'conv'")
+
+
+def test_an_unstored_weight_behind_a_transpose_has_the_layout_of_its_declared_shape(tmp_path):
+    m = model([helper.make_node("Transpose", ["k"], ["kt"], perm=[3, 2, 0, 1]),
+               helper.make_node("Conv", ["x", "kt"], ["y"])], [],
+              inputs=[("x", TensorProto.FLOAT, None), ("k", TensorProto.FLOAT16, [5, 5, 3, 6])])
+    layer = only_layer(tmp_path, m, "k")
+    assert (layer.layout, layer.fan_in, layer.fan_out, layer.dtype) == ("HWIO", 75, 150, "float16")
+    assert layer.target is None and layer.ratio is None and layer.stats.count == 0 and codes(layer) == ["IA002"]
+
+
+def test_unstored_weights_are_listed_after_the_stored_ones_and_not_reviewed(tmp_path):
+    w = xavier_uniform(RNG, (8, 4, 3, 3), 36, 72)
+    m = model([helper.make_node("Conv", ["x", "g"], ["h"]), helper.make_node("Conv", ["h", "w"], ["y"])],
+              [tensor("w", w)], inputs=[("x", TensorProto.FLOAT, None), ("g", TensorProto.FLOAT, [4, 3, 3, 3])])
+    found = initaudit.audit(save(m, tmp_path), jobs=1, profile="trained", fp16=True).models[0].layers
+    assert [(layer.name, layer.storage) for layer in found] == [("w", "inline"), ("g", "graph_input")]
+    assert found[1].review is None and codes(found[1]) == ["IA002"]
+
+
+def test_constants_a_computed_weight_is_made_of_are_not_skipped(tmp_path):
+    """Tile(part) feeds a Conv: part is measured as the tiled weight; an unrelated matrix an Add reads is skipped."""
+    part = xavier_uniform(RNG, (2, 4, 3, 3), 36, 72)
+    m = model([helper.make_node("Tile", ["part", "reps"], ["w"]), helper.make_node("Conv", ["x", "w"], ["h"]),
+               helper.make_node("Add", ["h", "other"], ["y"])],
+              [tensor("part", part), tensor("reps", np.array([4, 1, 1, 1])),
+               tensor("other", RNG.normal(0, 1, (8, 6)).astype(np.float32))])
+    report = initaudit.audit(save(m, tmp_path), jobs=1).models[0]
+    (layer,) = report.layers
+    assert (layer.name, layer.storage, layer.shape, layer.stats.count) == ("w", "computed", (8, 4, 3, 3), 288)
+    assert layer.stats.var == pytest.approx(float(np.tile(part, (4, 1, 1, 1)).astype(np.float64).var()), rel=1e-9)
+    assert [s.name for s in report.skipped] == ["other"]

@@ -13,6 +13,7 @@ from initaudit.judge.drift import signal_drift
 from initaudit.judge.profile import decide_profile, looks_trained
 from initaudit.measure.histogram import layer_histogram
 from initaudit.measure.spectrum import planned_spectrum
+from initaudit.measure.stats import Moments
 from initaudit.measure.streaming import PARALLEL_MIN_BYTES, default_jobs, measure_all, single_blas_thread
 from initaudit.measure.units import unit_pass
 from initaudit.pipeline.layer import finish
@@ -24,10 +25,15 @@ from initaudit.read.graph import ModelGraph
 from initaudit.read.loader import load_model
 from initaudit.report.model import LayerReport, ModelReport, Report
 from initaudit.trace.follow import WeightUse, find_uses
-from initaudit.trace.plan import MeasureTask, other_constants, plan
+from initaudit.trace.plan import MeasureTask, other_constants, plan, plan_absent
 from initaudit.version import __version__
 
 __all__ = ["audit", "audit_model", "expand_paths", "unreadable_model", "AuditOptions", "FAIL_ON"]
+
+#: IA003's message: a model in which no weight slot reads anything (not "0 ok").
+NO_WEIGHTS = "no weight-carrying layer found: nothing was checked"
+#: The statistics of a weight the file does not hold.
+NOT_MEASURED = Moments().stats()
 
 
 def audit(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], jobs: int | None = None,
@@ -74,6 +80,7 @@ def audit(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], jobs
     notes = opts.selected(finding("IA503", w) for w in warnings)
     if notes:
         models = [replace(m, findings=m.findings + notes) if m.error is None else m for m in models]
+    warnings += tuple(f"{m.path}: {NO_WEIGHTS}" for m in models if any(f.code == "IA003" for f in m.findings))
     return Report(tuple(models), opts.fail_on, {"version": __version__}, warnings)
 
 
@@ -137,8 +144,9 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
     with single_blas_thread(), load_model(path) as model:
         graph = ModelGraph(model.proto)
         grouped: dict[tuple[str, str], list[WeightUse]] = {}
+        absent: dict[tuple[str, str], list[WeightUse]] = {}  # graph inputs read as weights: no values
         for use in find_uses(graph, model.load_array):
-            grouped.setdefault(use.source.key, []).append(use)
+            (grouped if use.source.has_values else absent).setdefault(use.source.key, []).append(use)
         planned = [plan(model, graph, uses, opts.convention, opts.pool_aware) for uses in grouped.values()]
         skipped, unsupported = other_constants(model, graph, grouped)
         planned += unsupported
@@ -148,6 +156,10 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
         if opts.profile == "auto":
             decided, profile_reason = decide_profile(sums, [stats for stats, _ in measured])
             opts = replace(opts, profile=decided)  # type: ignore[arg-type]
+        for uses in absent.values():  # listed last, with IA002: nothing to measure or review
+            planned.append(plan_absent(model, graph, uses, opts.convention))
+            measured.append((NOT_MEASURED, []))
+            sums += [None] if sums else []
         specs, policy, matched = layer_specs(planned, measured, opts)
         layers = [finish(p, stats, parts, opts, spec) for p, (stats, parts), spec in zip(planned, measured, specs)]
         if sums:
@@ -160,6 +172,8 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
         hint = profile_finding(profile_reason)
         if hint is not None:
             findings = [*findings, hint]
+        if not layers and not skipped:
+            findings = [*findings, finding("IA003", NO_WEIGHTS)]
         proto = model.proto
         opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
         report = selected(ModelReport(

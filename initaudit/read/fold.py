@@ -6,18 +6,27 @@ sizes from a few nodes over constants: ``Concat(Unsqueeze(Constant), Gather(Shap
 Every value needed is in the file; this module computes it, with numpy, for the ops such
 cones use, and gives up (None) on anything else, on anything that depends on a run-time
 value, and on any tensor of more than ``MAX_ELEMENTS`` values.  It never raises.
+
+A weight can be computed from constants too: every Conv weight of the ``light_*`` models in the
+onnx package's test data is a ``ConstantOfShape``, a few exporters write ``Expand`` or ``Tile``
+of a small constant.  ``computed_value`` describes such a value by its definition (``Computed``)
+and produces it chunk by chunk, in bounded memory whatever its size; ``computed_source`` gives
+it to the measuring stage as a ``TensorSource`` like any stored tensor.
 """
 from __future__ import annotations
 
+import math
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from onnx import NodeProto, TensorProto, helper
 
 from initaudit.read.dtypes import ELEMENT_TYPES
 from initaudit.read.graph import ModelGraph, Scope, attribute
-from initaudit.read.tensors import LoadArray
+from initaudit.read.tensors import CHUNK_ELEMS, LoadArray, TensorSource
 
 #: The largest tensor the evaluator loads or produces (values).
 MAX_ELEMENTS = 4096
@@ -275,6 +284,20 @@ def _constant_of_shape(node: NodeProto, inputs: list) -> np.ndarray:
     return np.full(dims, fill[0] if fill.size else 0, fill.dtype)
 
 
+def _expand(data: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    out = np.broadcast_shapes(data.shape, tuple(_ints(shape)))
+    if math.prod(out) > MAX_ELEMENTS:
+        raise _CannotFold("Expand too large")
+    return np.broadcast_to(data, out).copy()
+
+
+def _tile(data: np.ndarray, repeats: np.ndarray) -> np.ndarray:
+    reps = _ints(repeats)
+    if len(reps) != data.ndim or any(r < 0 for r in reps) or data.size * math.prod(reps) > MAX_ELEMENTS:
+        raise _CannotFold("bad or large Tile")
+    return np.tile(data, reps)
+
+
 _OPS: dict[str, Callable[[NodeProto, list], np.ndarray]] = {
     "Constant": _constant,
     "Shape": _constant,  # handled in _Folder._compute (needs only the input's shape)
@@ -296,4 +319,273 @@ _OPS: dict[str, Callable[[NodeProto, list], np.ndarray]] = {
     "Range": _range,
     "Reshape": _reshape,
     "ConstantOfShape": _constant_of_shape,
+    "Expand": lambda node, inputs: _expand(*_need(inputs, 2)),
+    "Tile": lambda node, inputs: _tile(*_need(inputs, 2)),
 }
+
+
+# === weights computed from constants, produced chunk by chunk =======================================
+
+#: The most values a computed weight may have (a 16 GiB float32 tensor): a larger one is not believed.
+MAX_COMPUTED = 1 << 32
+#: A computed value whose flat values repeat with a period of at most this many elements is produced
+#: from one period (copied per chunk) rather than by index arithmetic per element.
+PATTERN_MAX = 1 << 20
+
+#: The element types a computed value may have: those whose raw bytes numpy writes as ONNX stores them.
+_ONNX_TYPES: dict[np.dtype, int] = {np.dtype(t.numpy): code for code, t in ELEMENT_TYPES.items()
+                                     if t.numpy is not None and t.numpy != "?"}
+
+
+class Computed:
+    """A value defined by a computation over small constants: its shape, its numpy dtype, and its
+    values ``[start, stop)`` in C order, produced on demand (never the whole tensor at once)."""
+
+    shape: tuple[int, ...]
+    op: str  # the op that produces it (for messages)
+
+    @property
+    def dtype(self) -> np.dtype:
+        raise NotImplementedError
+
+    def values(self, start: int, stop: int) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def count(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def data_type(self) -> int:
+        return _ONNX_TYPES[self.dtype]
+
+
+@dataclass(frozen=True, eq=False)
+class Tiled(Computed):
+    """``small`` repeated to ``shape``: the element at coordinates ``i`` is ``small[i mod small.shape]``
+    (``small`` left-padded with axes of 1).  ConstantOfShape (a one-element ``small``), Expand (a
+    broadcast repeats along the axes of length 1) and Tile all produce one; so does a small folded
+    constant (``shape`` its own)."""
+
+    small: np.ndarray
+    shape: tuple[int, ...]
+    op: str = "Constant"
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.small.dtype
+
+    @cached_property
+    def _padded(self) -> tuple[int, ...]:
+        return (1,) * (len(self.shape) - self.small.ndim) + tuple(self.small.shape)
+
+    @cached_property
+    def period(self) -> int:
+        """The flat values repeat with this period: axes before the first one along which ``small``
+        varies repeat everything after them."""
+        padded = self._padded
+        first = next((k for k, d in enumerate(padded) if d != 1), len(padded))
+        if first == len(padded):
+            return 1
+        return padded[first] * math.prod(self.shape[first + 1:])
+
+    def _gather(self, index: np.ndarray) -> np.ndarray:
+        flat = self.small.reshape(-1)
+        source = np.zeros(index.shape, np.int64)
+        stride = 1
+        rest = index
+        for size, small in zip(reversed(self.shape), reversed(self._padded)):
+            if small != 1:
+                source += (rest % size) % small * stride
+            rest = rest // size
+            stride *= small
+        return flat[source]
+
+    @cached_property
+    def _pattern(self) -> np.ndarray:
+        return self._gather(np.arange(self.period, dtype=np.int64))
+
+    @cached_property
+    def _runs(self) -> tuple[int, Tiled]:
+        """Axes after the last one along which ``small`` varies repeat each value: runs of this
+        length of the values of the leading axes (an Expand of a column)."""
+        padded = self._padded
+        last = max(k for k, d in enumerate(padded) if d != 1)
+        return math.prod(self.shape[last + 1:]), Tiled(self.small.reshape(padded[:last + 1]),
+                                                       self.shape[:last + 1], self.op)
+
+    def values(self, start: int, stop: int) -> np.ndarray:
+        n = stop - start
+        if self.small.size == 1 or n <= 0:
+            return np.full(max(n, 0), self.small.reshape(-1)[0] if self.small.size else 0, self.dtype)
+        run, leading = self._runs
+        if run > 1:
+            first, last = start // run, (stop - 1) // run
+            counts = np.full(last - first + 1, run, np.int64)
+            counts[0] -= start - first * run
+            counts[-1] -= (last + 1) * run - stop
+            return np.repeat(leading.values(first, last + 1), counts)
+        if self.period <= PATTERN_MAX:
+            offset = start % self.period
+            return self._repeated(offset + n)[offset:offset + n].copy()
+        return self._gather(np.arange(start, stop, dtype=np.int64))
+
+    def _repeated(self, length: int) -> np.ndarray:
+        """The pattern repeated to at least ``length`` values (kept: chunks are all of one size)."""
+        held = self.__dict__.get("_held")
+        if held is None or held.size < length:
+            held = np.tile(self._pattern, -(-max(length, CHUNK_ELEMS + self.period) // self.period))
+            self.__dict__["_held"] = held
+        return held
+
+
+#: Elementwise ops over computed values of one shape (the result cast to the node's type).
+_ELEMENTWISE: dict[str, Callable[[list[np.ndarray]], np.ndarray]] = {
+    "Add": lambda x: np.add(x[0], x[1]),
+    "Sub": lambda x: np.subtract(x[0], x[1]),
+    "Mul": lambda x: np.multiply(x[0], x[1]),
+    "Div": lambda x: np.divide(x[0], x[1]),
+    "Neg": lambda x: np.negative(x[0]),
+    "Identity": lambda x: x[0],
+    "Cast": lambda x: x[0],
+    "CastLike": lambda x: x[0],
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Elementwise(Computed):
+    """An elementwise op over computed values (each broadcast to ``shape`` already)."""
+
+    op: str
+    inputs: tuple[Computed, ...]
+    shape: tuple[int, ...]
+    result: np.dtype
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.result
+
+    def values(self, start: int, stop: int) -> np.ndarray:
+        with np.errstate(all="ignore"):  # float semantics: overflow is ±Inf, 0/0 NaN, counted as such
+            out = _ELEMENTWISE[self.op]([x.values(start, stop) for x in self.inputs])
+            return np.asarray(out).astype(self.result, copy=False)
+
+
+def _tiled(small: np.ndarray, shape: tuple[int, ...], op: str) -> Tiled:
+    if small.dtype not in _ONNX_TYPES:
+        raise _CannotFold(f"values of type {small.dtype}")
+    if len(shape) < small.ndim or any(d % s if s else d for d, s in zip(shape[len(shape) - small.ndim:], small.shape)):
+        raise _CannotFold("not a repetition")
+    if math.prod(shape) > MAX_COMPUTED:
+        raise _CannotFold(f"{math.prod(shape)} values")
+    return Tiled(np.ascontiguousarray(small), tuple(int(d) for d in shape), op)
+
+
+def _broadcast(value: Computed, shape: tuple[int, ...]) -> Computed:
+    """``value`` as an input of an elementwise op whose result has ``shape``."""
+    if (1,) * (len(shape) - len(value.shape)) + tuple(value.shape) == shape:
+        return value  # same values in the same order
+    if isinstance(value, Tiled):
+        return _tiled(value.small, shape, value.op)
+    raise _CannotFold("a large computed value broadcast")
+
+
+class _Definer:
+    def __init__(self, graph: ModelGraph, load: LoadArray) -> None:
+        self.graph, self.load = graph, load
+
+    def small(self, scope: Scope, node: NodeProto, slot: int) -> np.ndarray:
+        value = fold_value(self.graph, scope, node.input[slot], self.load) \
+            if slot < len(node.input) and node.input[slot] else None
+        if value is None:
+            raise _CannotFold(f"input {slot} of {node.op_type}")
+        return value
+
+    def define(self, scope: Scope, name: str, depth: int) -> Computed:
+        if depth > MAX_DEPTH or not name:
+            raise _CannotFold(name)
+        small = fold_value(self.graph, scope, name, self.load)
+        if small is not None:
+            return _tiled(small, small.shape, "Constant")
+        found = self.graph.resolve(scope, name)
+        node = found.node
+        if found.kind != "node" or node is None or node.domain not in ("", "ai.onnx") or found.index != 0:
+            raise _CannotFold(name)
+        op, where = node.op_type, found.scope
+        if op == "ConstantOfShape":
+            dims = _ints(self.small(where, node, 0))
+            if any(d < 0 for d in dims):
+                raise _CannotFold("negative dimension")
+            value = attribute(node, "value")
+            from onnx import numpy_helper
+
+            fill = numpy_helper.to_array(value).reshape(-1)[:1] if isinstance(value, TensorProto) else np.zeros(1, np.float32)
+            if fill.size == 0:
+                raise _CannotFold("ConstantOfShape without a value")
+            return _tiled(fill.reshape((1,) * len(dims)), tuple(dims), op)
+        if op == "Expand":
+            data = self.small(where, node, 0)
+            return _tiled(data, np.broadcast_shapes(data.shape, tuple(_ints(self.small(where, node, 1)))), op)
+        if op == "Tile":
+            data, reps = self.small(where, node, 0), _ints(self.small(where, node, 1))
+            if len(reps) != data.ndim or any(r < 0 for r in reps):
+                raise _CannotFold("bad Tile repeats")
+            return _tiled(data, tuple(d * r for d, r in zip(data.shape, reps)), op)
+        if op in _ELEMENTWISE:
+            count = 1 if op in ("Neg", "Identity", "Cast") else 2
+            inputs = [self.define(where, x, depth + 1) for x in node.input[:count]]
+            if len(inputs) != count:
+                raise _CannotFold(f"{op} without its inputs")
+            if op == "Cast":
+                element = ELEMENT_TYPES.get(int(attribute(node, "to", 0)))
+                result = np.dtype(element.numpy) if element is not None and element.numpy else None
+            elif op == "CastLike":
+                result = inputs[1].dtype
+            else:
+                result = np.result_type(*(x.dtype for x in inputs))
+            if result is None or result not in _ONNX_TYPES or (op == "Div" and result.kind != "f"):
+                raise _CannotFold(f"{op} to an unsupported type")
+            operands = inputs[:1] if op == "CastLike" else inputs
+            shape = tuple(np.broadcast_shapes(*(x.shape for x in operands)))
+            return Elementwise(op, tuple(_broadcast(x, shape) for x in operands), shape, result)
+        raise _CannotFold(op)
+
+
+def computed_value(graph: ModelGraph, scope: Scope, name: str, load: LoadArray) -> Computed | None:
+    """``name``'s value when it is computed from small constants by ConstantOfShape, Expand, Tile and
+    elementwise ops (Add, Sub, Mul, Div, Neg, Cast, CastLike, Identity), whatever its size; None
+    otherwise (a run-time value, another op, a large stored operand, an element type numpy has not)."""
+    found = graph.resolve(scope, name)
+    if found.node is None or (found.node.op_type not in _OPS and found.node.op_type not in _ELEMENTWISE):
+        return None  # an activation's producer, most often: nothing to fold or define
+    try:
+        return _Definer(graph, load).define(scope, name, 0)
+    except (_CannotFold, ValueError, TypeError, IndexError, KeyError, ArithmeticError, OverflowError,
+            MemoryError, RecursionError):
+        return None
+
+
+@dataclass(frozen=True)
+class ComputedPayload:
+    """The raw bytes of a computed value, elements ``[start, stop)``, produced chunk by chunk (a
+    ``read.tensors.Payload``: the measuring stage reads it as it reads a file)."""
+
+    value: Computed
+    start: int = 0
+    stop: int | None = None
+
+    def sub(self, offset: int, length: int) -> ComputedPayload:
+        size = self.value.dtype.itemsize
+        return ComputedPayload(self.value, self.start + offset // size, self.start + (offset + length) // size)
+
+    def iter_bytes(self, chunk_bytes: int, itemsize: int = 1, mapped: bool = False) -> Iterator[memoryview]:
+        step = max(1, chunk_bytes // self.value.dtype.itemsize)
+        stop = self.value.count if self.stop is None else self.stop
+        for at in range(self.start, stop, step):
+            chunk = np.ascontiguousarray(self.value.values(at, min(at + step, stop)), self.value.dtype)
+            yield memoryview(chunk.tobytes())
+
+
+def computed_source(value: Computed, name: str) -> TensorSource:
+    """A computed value as the measuring stage reads tensors (``location`` "computed")."""
+    return TensorSource(name, value.data_type, value.shape, ComputedPayload(value), None, "computed")

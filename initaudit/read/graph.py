@@ -26,6 +26,12 @@ class Scope:
     call_sites: list[tuple[Scope, NodeProto]] = field(default_factory=list)
     positions: dict[int, int] = field(default_factory=dict)       # id(node) → index in nodes
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # graph inputs of fully static shape
+    input_types: dict[str, int] = field(default_factory=dict)  # graph inputs' declared element types
+    #: a control-flow body: the node that runs it, under which attribute, its inputs and outputs in order
+    owner: NodeProto | None = None
+    owner_attr: str = ""
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for position, node in enumerate(self.nodes):
@@ -74,6 +80,11 @@ def _subgraphs(node: NodeProto) -> Iterator[tuple[str, onnx.GraphProto]]:
                 yield f"{attr.name}[{i}]", graph
 
 
+def _element_types(graph: onnx.GraphProto) -> dict[str, int]:
+    return {v.name: v.type.tensor_type.elem_type for v in graph.input
+            if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
+
+
 def _static_shapes(graph: onnx.GraphProto) -> dict[str, tuple[int, ...]]:
     """The declared shapes of the graph inputs whose every dimension is a number."""
     shapes = {}
@@ -91,6 +102,8 @@ class ModelGraph:
 
     def __init__(self, model: onnx.ModelProto) -> None:
         self.scopes: list[Scope] = []
+        #: the default domain's opset (Scan before opset 9 takes its inputs another way)
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self._add_graph("main", model.graph, None)
         by_key: dict[tuple[str, str], Scope] = {}
         for function in model.functions:
@@ -105,9 +118,13 @@ class ModelGraph:
                 if body is not None:
                     body.call_sites.append((scope, node))
 
-    def _add_graph(self, path: str, graph: onnx.GraphProto, parent: Scope | None) -> Scope:
+    def _add_graph(self, path: str, graph: onnx.GraphProto, parent: Scope | None,
+                   owner: NodeProto | None = None, owner_attr: str = "") -> Scope:
         scope = Scope(path, list(graph.node), {t.name: t for t in graph.initializer}, parent,
-                      graph_inputs=frozenset(i.name for i in graph.input), input_shapes=_static_shapes(graph))
+                      graph_inputs=frozenset(i.name for i in graph.input), input_shapes=_static_shapes(graph),
+                      input_types=_element_types(graph), owner=owner, owner_attr=owner_attr,
+                      input_names=tuple(i.name for i in graph.input),
+                      output_names=tuple(o.name for o in graph.output))
         self.scopes.append(scope)
         self._add_subgraphs(scope)
         return scope
@@ -115,7 +132,8 @@ class ModelGraph:
     def _add_subgraphs(self, scope: Scope) -> None:
         for position, node in enumerate(scope.nodes):
             for attr_name, graph in _subgraphs(node):
-                self._add_graph(f"{scope.path}/{node_label(node, position)}.{attr_name}", graph, scope)
+                self._add_graph(f"{scope.path}/{node_label(node, position)}.{attr_name}", graph, scope,
+                                node, attr_name)
 
     def resolve(self, scope: Scope, name: str) -> Definition:
         current: Scope | None = scope

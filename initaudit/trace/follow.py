@@ -3,48 +3,71 @@
 Tracing walks backwards from each weight input of a weight-carrying node through
 nodes that keep the values (Identity, Cast), move axes (Transpose, Reshape,
 Flatten, Squeeze, Unsqueeze) or dequantize (DequantizeLinear), across scopes
-(outer-scope names in control-flow bodies, formal inputs of functions), until it
-reaches an initializer or a Constant node.  ``follow`` then replays those steps
-on the stored shape to learn the consumed shape, which stored axis each consumed
-axis came from, and how to dequantize.
+(outer-scope names in control-flow bodies, formal inputs of functions, and the
+explicit inputs of Loop and Scan bodies), until it reaches an initializer or a
+Constant node.  For weight slots it also reaches what the file does not store as
+a tensor: a value computed from constants (ConstantOfShape, Expand, Tile…,
+measured from its definition) and a graph input (a model exported without its
+parameters).  ``follow`` then replays those steps on the stored shape to learn the
+consumed shape, which stored axis each consumed axis came from, and how to
+dequantize.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from onnx import NodeProto, TensorProto
 
-from initaudit.read.fold import fold_value
+from initaudit.read.fold import Computed, computed_value, fold_value
 from initaudit.read.graph import ModelGraph, Scope, attribute
-from initaudit.read.tensors import LoadArray
-from initaudit.trace.ops import canonical_domain, op_spec, weight_slots
+from initaudit.read.tensors import FLOAT_TYPES, LoadArray
+from initaudit.trace.ops import canonical_domain, op_spec
 
 VALUE_PRESERVING = {"Identity", "Cast", "CastLike"}
+#: Integer types that, in a matrix, are quantized weights (int32/int64 matrices are indices or shapes).
+QUANTIZED_TYPES = {TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4, TensorProto.UINT4,
+                   TensorProto.INT16, TensorProto.UINT16}
+#: Element types a weight is stored in.
+WEIGHT_TYPES = FLOAT_TYPES | QUANTIZED_TYPES
 AXIS_MOVING = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 PASS_THROUGH = VALUE_PRESERVING | AXIS_MOVING | {"DequantizeLinear"}
 
 
+def is_candidate(tensor: TensorProto) -> bool:
+    """Floating point or quantized, with at least two non-trivial axes: looks like a weight matrix."""
+    return tensor.data_type in WEIGHT_TYPES and len([d for d in tensor.dims if d > 1]) >= 2
+
+
 @dataclass(frozen=True)
 class SourceRef:
-    """A stored tensor: an initializer, or the value of a Constant node."""
+    """Where a weight's values are: an initializer, the value of a Constant node, a value computed
+    from constants (``definition``: measured from it), or a graph input (no values in the file;
+    ``tensor`` then holds only the declared type and shape)."""
 
     scope: str
     name: str
     tensor: TensorProto
-    kind: str  # initializer | constant
+    kind: str  # initializer | constant | computed | graph_input
+    definition: Computed | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.scope, self.name)
+
+    @property
+    def has_values(self) -> bool:
+        """The file holds (or defines) the values: there is something to measure."""
+        return self.kind != "graph_input"
 
 
 @dataclass(frozen=True)
 class Step:
     node: NodeProto
     scope: Scope
+    slot: int = 0  # the node's input the value enters by (a Scan's scan input: which axis is sliced)
 
 
 @dataclass(frozen=True)
@@ -63,8 +86,10 @@ def constant_tensor(node: NodeProto) -> TensorProto | None:
 
 
 def trace(graph: ModelGraph, scope: Scope, name: str, steps: tuple[Step, ...] = (),
-          depth: int = 0, load: LoadArray | None = None) -> Iterator[tuple[SourceRef, tuple[Step, ...]]]:
-    """Every stored tensor that ``name`` is, through pass-through nodes."""
+          depth: int = 0, load: LoadArray | None = None,
+          unstored: bool = False) -> Iterator[tuple[SourceRef, tuple[Step, ...]]]:
+    """Every stored tensor that ``name`` is, through pass-through nodes.  ``unstored`` (a weight
+    slot): also a value computed from constants (with ``load``) and an input of the main graph."""
     if depth > 64 or not name:
         return
     found = graph.resolve(scope, name)
@@ -77,15 +102,92 @@ def trace(graph: ModelGraph, scope: Scope, name: str, steps: tuple[Step, ...] = 
             if tensor is not None:
                 yield SourceRef(found.scope.path, name, tensor, "constant"), steps
         elif node.op_type in PASS_THROUGH and found.index == 0 and node.input:
-            yield from trace(graph, found.scope, node.input[0], (Step(node, found.scope), *steps), depth + 1, load)
+            yield from trace(graph, found.scope, node.input[0], (Step(node, found.scope), *steps), depth + 1, load,
+                             unstored)
         elif node.op_type == "Concat" and load is not None:
             source = _reordered_source(graph, found.scope, node, load)
             if source is not None:
-                yield from trace(graph, found.scope, source, (Step(node, found.scope), *steps), depth + 1, load)
+                yield from trace(graph, found.scope, source, (Step(node, found.scope), *steps), depth + 1, load,
+                                 unstored)
+        elif unstored and load is not None:
+            value = computed_value(graph, found.scope, name, load)
+            if value is not None and value.data_type in WEIGHT_TYPES:  # not a shape or an index
+                yield SourceRef(found.scope.path, name, _declared(name, value.data_type, value.shape), "computed",
+                                value), steps
     elif found.kind == "formal":
         for caller, call in found.scope.call_sites:
             if found.index < len(call.input):
-                yield from trace(graph, caller, call.input[found.index], steps, depth + 1, load)
+                yield from trace(graph, caller, call.input[found.index], steps, depth + 1, load, unstored)
+    elif found.kind == "graph_input":
+        outer = body_input_source(graph, found.scope, name)
+        if outer is not None:
+            where, outer_name, step = outer
+            yield from trace(graph, where, outer_name, steps if step is None else (step, *steps), depth + 1, load,
+                             unstored)
+        elif unstored and found.scope.parent is None:
+            shape = found.scope.input_shapes.get(name, ())
+            yield SourceRef(found.scope.path, name, _declared(name, found.scope.input_types.get(name, 0), shape),
+                            "graph_input"), steps
+
+
+def _declared(name: str, data_type: int, shape: tuple[int, ...]) -> TensorProto:
+    """A tensor holding only a type and a shape (a value the file does not store as a tensor)."""
+    tensor = TensorProto(name=name, data_type=data_type)
+    tensor.dims.extend(shape)
+    return tensor
+
+
+def body_input_source(graph: ModelGraph, body: Scope, name: str) -> tuple[Scope, str, Step | None] | None:
+    """The outer value an input of a Loop or Scan body stands for in every iteration, when there is one.
+
+    Loop: body inputs 2… are the loop-carried values (0 is the iteration count, 1 the condition), fed
+    by the node's inputs 2…; one that the body passes on unchanged (body output k - 1 is input k,
+    possibly through Identity) is its initial value throughout: a constant weight inside the body
+    (Paddle2ONNX passes decoder weights in this way).  Scan (opset 9 on): the first inputs are state
+    variables, treated alike; the last ``num_scan_inputs`` are sliced along their scan axis, one slice
+    per iteration: the returned Step records the slicing (``follow`` removes that axis).
+    """
+    node, outer = body.owner, body.parent
+    if node is None or outer is None or body.owner_attr != "body" or canonical_domain(node.domain) != "" \
+            or name not in body.input_names:
+        return None
+    index = body.input_names.index(name)
+    if index >= len(node.input) or not node.input[index]:
+        return None
+    if node.op_type == "Loop":
+        if index < 2 or not _passed_on(body, name, index - 1):
+            return None
+        return outer, node.input[index], None
+    if node.op_type == "Scan" and graph.opset >= 9:
+        states = len(node.input) - int(attribute(node, "num_scan_inputs", 0))
+        if index < states:
+            return (outer, node.input[index], None) if _passed_on(body, name, index) else None
+        return outer, node.input[index], Step(node, outer, index)
+    return None
+
+
+def _passed_on(body: Scope, name: str, output: int) -> bool:
+    """Whether the body's output ``output`` is its input ``name`` unchanged (directly or through Identity)."""
+    if output >= len(body.output_names):
+        return False
+    value = body.output_names[output]
+    for _ in range(64):
+        if value == name:
+            return True
+        producer = body.producers.get(value)
+        if producer is None or producer[0].op_type != "Identity" or not producer[0].input:
+            return False
+        value = producer[0].input[0]
+    return False
+
+
+def scan_axis(node: NodeProto, slot: int, rank: int) -> int | None:
+    """The axis a Scan slices its input ``slot`` along (``scan_input_axes``, default 0), in [0, rank)."""
+    first = len(node.input) - int(attribute(node, "num_scan_inputs", 0))
+    axes = list(attribute(node, "scan_input_axes") or [])
+    axis = int(axes[slot - first]) if 0 <= slot - first < len(axes) else 0
+    axis = axis + rank if axis < 0 else axis
+    return axis if 0 <= axis < rank else None
 
 
 def _slice_range(graph: ModelGraph, scope: Scope, node: NodeProto, load: LoadArray) -> tuple[int, int, int] | None:
@@ -133,16 +235,54 @@ def _reordered_source(graph: ModelGraph, scope: Scope, node: NodeProto, load: Lo
 
 
 def find_uses(graph: ModelGraph, load: LoadArray | None = None) -> list[WeightUse]:
-    """Every (stored tensor, consumer, slot) where a weight-carrying op reads a constant."""
-    uses = []
+    """Every (source, consumer, slot) where a weight-carrying op reads a weight: a stored tensor, a value
+    computed from constants, or a graph input that ``_input_is_weight`` takes for an unstored weight."""
+    uses: list[WeightUse] = []
+    maybe: list[WeightUse] = []
     for scope in graph.scopes:
         for node in scope.nodes:
-            slots = weight_slots(node.domain, node.op_type)
-            for slot in slots:
-                if slot < len(node.input):
-                    for source, steps in trace(graph, scope, node.input[slot], load=load):
-                        uses.append(WeightUse(source, steps, node, scope, slot))
+            spec = op_spec(node.domain, node.op_type)
+            if spec is None:
+                continue
+            found = {slot: list(trace(graph, scope, node.input[slot], load=load, unstored=True))
+                     for slot in spec.weight_slots if slot < len(node.input)}
+            for slot, sources in found.items():
+                for source, steps in sources:
+                    use = WeightUse(source, steps, node, scope, slot)
+                    verdict = "yes" if source.has_values else _input_is_weight(0 in spec.weight_slots, slot, found)
+                    if verdict == "yes":
+                        uses.append(use)
+                    elif verdict == "maybe":
+                        maybe.append(use)
+    if any(not use.source.has_values for use in uses):  # exported without parameters: so are these
+        uses += maybe
     return uses
+
+
+def _input_is_weight(operands: bool, slot: int, found: dict[int, list[tuple[SourceRef, tuple[Step, ...]]]]) -> str:
+    """Whether a graph input read in weight slot ``slot`` is a weight the file does not hold: yes, no,
+    or maybe (yes when the model holds other such weights).
+
+    Conv, ConvTranspose, the recurrent ops and the other ops that never read their data in a weight
+    slot: yes.  An op that may read its weight in input 0 (MatMul, Gemm, Einsum: ``x @ W`` or ``W @ x``;
+    Gather) reads its data there too, so input 0 is never taken for a weight; another operand is when
+    it is declared as a float or quantized matrix (rank 2, both axes longer than 1: ``is_candidate``)
+    and input 0 is computed in the graph.  When input 0 is a stored constant, the graph input is the
+    data (``W @ x``); when it is a graph input itself the product may be of two model inputs: maybe.
+    """
+    if not operands:
+        sources = found[slot]
+        data_type = sources[0][0].tensor.data_type if sources else 0
+        return "yes" if data_type == 0 or data_type in WEIGHT_TYPES else "no"
+    if slot == 0:
+        return "no"
+    tensor = next((s.tensor for s, _ in found[slot] if not s.has_values), None)
+    if tensor is None or len(tensor.dims) != 2 or not is_candidate(tensor):
+        return "no"
+    first = found.get(0, [])
+    if any(s.has_values for s, _ in first):
+        return "no"
+    return "maybe" if first else "yes"
 
 
 def as_ints(value: np.ndarray | None) -> list[int] | None:
@@ -183,6 +323,7 @@ class Followed:
     dequant: Dequant | None
     problems: tuple[tuple[str, str], ...]  # (rule code, message): steps whose effect is unknown
     reordered: bool = False              # slices along an axis were permuted (gate reordering)
+    sliced: tuple[int | None, ...] = ()  # stored axes a Scan slices: the consumer reads one slice at a time
 
     @property
     def followable(self) -> bool:
@@ -196,9 +337,18 @@ def follow(graph: ModelGraph, use: WeightUse, stored_shape: tuple[int, ...], loa
     dequant: Dequant | None = None
     problems: list[tuple[str, str]] = []
     reordered = False
+    sliced: list[int | None] = []
     for step in use.steps:
         node, op = step.node, step.node.op_type
         if op in VALUE_PRESERVING:
+            continue
+        if op == "Scan":  # a scan input: each iteration reads one slice, without the scan axis
+            axis = scan_axis(node, step.slot, len(shape))
+            if axis is None:
+                problems.append(("IA303", f"Scan {node.name!r} slices input {step.slot} along an axis out of range"))
+                return Followed(tuple(shape), tuple(axes), dequant, tuple(problems), reordered, tuple(sliced))
+            sliced.append(axes.pop(axis))
+            del shape[axis]
             continue
         if op == "Concat":  # a reordering of slices of the same tensor: shape kept, rows permuted
             problems.append(("IA303", f"Concat {node.name!r} reorders slices of the weight: per-part statistics "
@@ -213,7 +363,7 @@ def follow(graph: ModelGraph, use: WeightUse, stored_shape: tuple[int, ...], loa
         new_shape = _moved_shape(graph, step, shape, load)
         if new_shape is None:
             problems.append(("IA303", f"{op} {node.name!r} has a shape computed at run time"))
-            return Followed(tuple(shape), tuple(axes), dequant, tuple(problems), reordered)
+            return Followed(tuple(shape), tuple(axes), dequant, tuple(problems), reordered, tuple(sliced))
         if op == "Transpose":
             perm = attribute(node, "perm") or list(reversed(range(len(shape))))
             axes = [axes[p] for p in perm]
@@ -226,7 +376,7 @@ def follow(graph: ModelGraph, use: WeightUse, stored_shape: tuple[int, ...], loa
         dequant, problem = _implicit_dequant(graph, use, implicit[use.slot], shape, axes, load)
         if problem:
             problems.append(("IA304", problem))
-    return Followed(tuple(shape), tuple(axes), dequant, tuple(problems), reordered)
+    return Followed(tuple(shape), tuple(axes), dequant, tuple(problems), reordered, tuple(sliced))
 
 
 def _moved_shape(graph: ModelGraph, step: Step, shape: list[int], load: LoadArray) -> list[int] | None:

@@ -7,13 +7,14 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
-from onnx import NodeProto, TensorProto, helper
+from onnx import NodeProto, helper
 
 from initaudit.findings import Finding, finding
+from initaudit.read.fold import computed_source
 from initaudit.read.graph import ModelGraph, Scope, node_name
 from initaudit.read.loader import LoadedModel
 from initaudit.read.nbits import NBitsLayout, make_decoder
-from initaudit.read.tensors import FLOAT_TYPES, LoadArray, TensorSource
+from initaudit.read.tensors import LoadArray, TensorSource
 from initaudit.trace.downstream import Downstream, follow_output, packed_parts
 from initaudit.trace.fans import Fans
 from initaudit.trace.follow import (
@@ -26,6 +27,7 @@ from initaudit.trace.follow import (
     constant_tensor,
     constant_value,
     follow,
+    is_candidate,
 )
 from initaudit.trace.ops import OpUse, Part, Role, UnsupportedUse, axis_part, canonical_domain, op_spec, role_of
 
@@ -70,6 +72,10 @@ def _stored_layout(view: View) -> str:
     if view.role is None:
         return ""
     letters = ["1"] * len(view.use.source.tensor.dims)
+    for stored in view.followed.sliced:  # a Scan's scan axis: one slice per iteration, like a batch
+        if stored is None:
+            return view.role.layout
+        letters[stored] = "B"
     for consumed, stored in enumerate(view.followed.axis_map):
         if stored is None and view.followed.shape[consumed] == 1:
             continue  # an axis Unsqueeze inserted
@@ -147,7 +153,7 @@ def plan(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], conventio
          pool_aware: bool = False) -> Planned:
     """Roles, layout, fans and what to measure, from every use of one stored tensor."""
     ref = uses[0].source
-    source = model.source(ref.tensor, ref.name, constant=ref.kind == "constant")
+    source = _source(model, ref)
     views = [make_view(model, graph, use, source.shape) for use in uses]
     primary = next((v for v in views if v.role is not None), views[0])
     role, followed, consumer = primary.role, primary.followed, primary.use.consumer
@@ -171,6 +177,38 @@ def plan(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], conventio
             fans = Fans(fans.fan_in, max(1, fans.fan_out // planned.pool_area))
         planned.fans = fans
     return planned
+
+
+def _source(model: LoadedModel, ref: SourceRef) -> TensorSource:
+    if ref.definition is not None:  # computed from constants: produced chunk by chunk from its definition
+        return computed_source(ref.definition, ref.name)
+    return model.source(ref.tensor, ref.name, constant=ref.kind == "constant")
+
+
+def plan_absent(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse],
+                convention: str = "connectivity") -> Planned:
+    """A weight the file does not hold: a graph input read in a weight slot (``find_uses``), as in a
+    model exported without its parameters.  Listed with IA002, its consumers and, when the input
+    declares a static shape, its layout and fans; nothing to measure, so held to no target."""
+    ref = uses[0].source
+    shape = tuple(ref.tensor.dims)
+    declared = ref.name in graph.scopes[0].input_shapes
+    source = TensorSource(ref.name, ref.tensor.data_type, shape, None, None, "graph_input")
+    if declared:
+        views = [make_view(model, graph, use, shape) for use in uses]
+    else:  # no shape: no layout either (a rank-0 guess would only raise IA301)
+        views = [View(use, Followed((), (), None, ()), None, None) for use in uses]
+    primary = next((v for v in views if v.role is not None), views[0])
+    what = str(list(shape)) if declared else "(no static shape declared)"
+    message = (f"weights not stored in the file — exported without parameters (export_params=False)? "
+               f"graph input {ref.name!r} {what} is read as the weight of {primary.use.consumer.op_type} "
+               f"{primary.node_name!r}")
+    findings = [finding("IA002", message)]
+    if declared:
+        findings += _structure_findings(primary, views, shape, convention)
+    role = primary.role
+    return Planned(ref, source, views, primary, findings, MeasureTask(source),
+                   fans=role.fans[convention] if role is not None and role.fans else None)
 
 
 def _slope_reader(model: LoadedModel, graph: ModelGraph):
@@ -213,17 +251,6 @@ def checkable(p: Planned) -> bool:
             and p.down is not None)
 
 
-#: Integer types that, in a matrix, are quantized weights (int32/int64 matrices are indices or shapes).
-QUANTIZED_TYPES = {TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4, TensorProto.UINT4,
-                   TensorProto.INT16, TensorProto.UINT16}
-
-
-def is_candidate(tensor: TensorProto) -> bool:
-    """Floating point or quantized, with at least two non-trivial axes: looks like a weight matrix."""
-    return (tensor.data_type in FLOAT_TYPES or tensor.data_type in QUANTIZED_TYPES) and \
-        len([d for d in tensor.dims if d > 1]) >= 2
-
-
 @dataclass(frozen=True)
 class MeasureTask:
     source: TensorSource
@@ -257,6 +284,24 @@ def _final_consumer(graph: ModelGraph, scope: Scope, name: str) -> tuple[str | N
     return None, "", 0
 
 
+def _computed_from(graph: ModelGraph, scope: Scope, name: str) -> set[tuple[str, str]]:
+    """The stored tensors a computed weight is made of (the small constant an Expand repeats): measured
+    as that weight, not skipped as constants of their own."""
+    found: set[tuple[str, str]] = set()
+    todo, seen = [(scope, name)], set[tuple[int, str]]()
+    while todo and len(seen) < 4096:
+        where, value = todo.pop()
+        if (id(where), value) in seen or not value:
+            continue
+        seen.add((id(where), value))
+        defined = graph.resolve(where, value)
+        if defined.kind == "initializer" or (defined.node is not None and defined.node.op_type == "Constant"):
+            found.add((defined.scope.path, value))
+        elif defined.node is not None and defined.node.op_type not in ("Shape", "Size"):  # those read no values
+            todo += [(defined.scope, x) for x in defined.node.input]
+    return found
+
+
 @dataclass(frozen=True)
 class Skipped:
     """A constant that looks like a weight but is read by a non-weight op."""
@@ -273,9 +318,12 @@ def other_constants(model: LoadedModel, graph: ModelGraph,
     a known op reads in another role are skipped with the reason; those an op of unknown layout
     reads are planned as such (IA301), so that no weight passes unseen."""
     skipped, unsupported = [], []
+    scopes = {scope.path: scope for scope in graph.scopes}
+    made_of = {key for uses in planned.values() if uses[0].source.kind == "computed"
+               for key in _computed_from(graph, scopes[uses[0].source.scope], uses[0].source.name)}
     for scope in graph.scopes:
         for ref in _stored_tensors(scope):
-            if ref.key in planned or not is_candidate(ref.tensor):
+            if ref.key in planned or ref.key in made_of or not is_candidate(ref.tensor):
                 continue
             op, domain, slot = _final_consumer(graph, scope, ref.name)
             if op is None:
