@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from initaudit.cli.config import config_file, load_config
 from initaudit.cli.progress import Progress
@@ -191,7 +191,7 @@ def run_audit(argv: Sequence[str]) -> int:
         print(f"initaudit: error: {one_line(f'{model.path}: {model.error}')}", file=sys.stderr)
     if recorded is not None:
         report = dataclasses.replace(report, baseline=compare(report, recorded, args.baseline))
-    color = _use_color(args.color, args.output is None and sys.stdout.isatty(), os.environ)
+    color = _use_color(args.color, sys.stdout.isatty(), os.environ, to_file=args.output is not None)
     text = render(report, fmt, color=color, **_format_options(fmt, args, timer))
     for also_fmt, also_path in extra:
         _write(also_path, render(report, also_fmt, **_format_options(also_fmt, args, timer)))
@@ -258,11 +258,14 @@ def _model_files(parser: argparse.ArgumentParser, args: argparse.Namespace, conf
     return expand(models, Exclude.of(exclude, extend, _project_root(args)))
 
 
-def _use_color(choice: str, terminal: bool, environ: Mapping[str, str]) -> bool:
-    """``--color always|never`` wins; else NO_COLOR (no-color.org) turns colour off and FORCE_COLOR
-    (force-color.org) on, each when set and not empty, NO_COLOR first; else colour on a terminal."""
+def _use_color(choice: str, terminal: bool, environ: Mapping[str, str], to_file: bool = False) -> bool:
+    """``--color always|never`` wins; a report written with ``-o`` is plain; else NO_COLOR (no-color.org)
+    turns colour off and FORCE_COLOR (force-color.org) on, each when set and not empty, NO_COLOR first;
+    else colour on a terminal."""
     if choice != "auto":
         return choice == "always"
+    if to_file:
+        return False
     if environ.get("NO_COLOR", ""):
         return False
     if environ.get("FORCE_COLOR", ""):
@@ -288,7 +291,7 @@ class _Timer:
             self.progress(done, total, path)
 
 
-def _format_options(fmt: str, args: argparse.Namespace, timer: _Timer) -> dict[str, object]:
+def _format_options(fmt: str, args: argparse.Namespace, timer: _Timer) -> dict[str, Any]:
     """What a format takes beyond the report: the SARIF category, the JUnit run's time and durations."""
     if fmt == "sarif":
         return {"category": args.sarif_category}

@@ -105,7 +105,7 @@ def walk(folder: Path, exclude: Exclude) -> tuple[list[Path], list[str]]:
             else:
                 kept.append(d)
         dirs[:] = kept
-        for name in names:
+        for name in sorted(names):
             full = os.path.join(top, name)
             if not name.endswith(".onnx") or not os.path.isfile(full):
                 continue
