@@ -85,3 +85,49 @@ def test_baseline_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
     assert "0 new" in capsys.readouterr().out
     (tmp_path / "models" / "lenet_xavier.onnx").write_bytes((ROOT / "sample_models" / "lenet_std1.onnx").read_bytes())
     assert main(commands[1][1:]) == 1  # a model whose findings are not recorded
+
+
+def _workflows_of_the_docs() -> dict[str, str]:
+    """Every workflow the README and the docs show, as a file actionlint can read: a whole workflow as it
+    is, the composite action's steps inside a job, with this repository's action as ``./``."""
+    workflows = {}
+    for i, (page, block) in enumerate(BLOCKS):
+        if block.startswith("# .github/workflows/"):
+            workflows[f"{i}-{Path(page).stem}.yml"] = block
+        elif block.startswith("      - uses") and "OWNER/initaudit@REF" in block:
+            steps = block.replace("OWNER/initaudit@REF", "./")
+            workflows[f"{i}-{Path(page).stem}-action.yml"] = (
+                "name: action\non: [push]\njobs:\n  audit:\n    runs-on: ubuntu-latest\n    strategy:\n"
+                "      matrix:\n        python: [\"3.12\"]\n    steps:\n      - uses: actions/checkout@v5\n" + steps)
+    return workflows
+
+
+def test_the_docs_show_a_workflow_and_the_action():
+    names = list(_workflows_of_the_docs())
+    assert any(n.endswith("-README.yml") for n in names) and any(n.endswith("-ci-action.yml") for n in names)
+
+
+def test_actionlint_accepts_every_workflow_of_the_docs(tmp_path):
+    from test_ci_action import lint_repo, needs_actionlint
+
+    if needs_actionlint.args[0]:
+        pytest.skip(needs_actionlint.kwargs["reason"])
+    done = lint_repo(tmp_path, _workflows_of_the_docs())
+    assert done.returncode == 0 and done.stdout == "", done.stdout + done.stderr
+
+
+def test_no_snippet_installs_a_package_name_from_the_index():
+    """initaudit is not on the package index: every install the pages show is a path (a checkout, a wheel)
+    or a third-party package; the name itself appears only where a page says it is not published."""
+    installs = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for match in re.finditer(r"pip install\s+(['\"]?[^\s`'\"]+)['\"]?(`?[^\n]{0,40})", text):
+            installs.append((page.name, match.group(1).strip("'\""), match.group(2)))
+    assert len(installs) >= 8
+    for page, target, after in installs:
+        if target == "initaudit":
+            assert after.startswith(("` would install nothing", "` finds no such package")), (page, after)
+        else:
+            assert target.startswith((".", "/", "vendor/", "dist/", "-e")) or target in (
+                "torch==2.13.0", "onnxruntime"), (page, target)

@@ -185,3 +185,80 @@ def test_jobs_do_not_change_the_report(capsys):
     two = run(capsys, SAMPLES, "--format", "json", "--jobs", "2")[1]
     assert one == two
     assert run(capsys, SAMPLES, "--jobs", "0")[0] == 2
+
+
+def test_f_is_short_for_format(capsys):
+    code, out, _ = run(capsys, SAMPLES / "lenet_xavier.onnx", "-f", "json")
+    assert code == 0 and json.loads(out)["summary"]["ok"] == 5
+
+
+@pytest.mark.parametrize("args,hint", [
+    (["--fial-on", "warn"], "; did you mean --fail-on?"),
+    (["--formt", "json"], "; did you mean --format?"),
+    (["--extend-exlude", "x"], "; did you mean --extend-exclude?"),
+    (["-f", "jsno"], "; did you mean 'json'?"),
+    (["--target", "he", "--convention", "pytroch"], "; did you mean 'pytorch'?"),
+    (["--zzzzzz"], ""),
+])
+def test_a_mistyped_flag_or_choice_names_the_closest_one(capsys, args, hint):
+    code, out, err = run(capsys, SAMPLES / "lenet_xavier.onnx", *args)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.endswith(f"{hint} (see `initaudit --help`)\n")
+    if not hint:
+        assert "did you mean" not in err
+
+
+@pytest.mark.parametrize("environ,choice,terminal,expected", [
+    ({}, "auto", True, True), ({}, "auto", False, False),
+    ({"NO_COLOR": "1"}, "auto", True, False), ({"NO_COLOR": ""}, "auto", True, True),   # empty: not set
+    ({"FORCE_COLOR": "1"}, "auto", False, True), ({"FORCE_COLOR": "0"}, "auto", False, True),  # any value
+    ({"FORCE_COLOR": ""}, "auto", False, False),
+    ({"NO_COLOR": "1", "FORCE_COLOR": "1"}, "auto", False, False),                      # NO_COLOR first
+    ({"NO_COLOR": "1"}, "always", False, True), ({"FORCE_COLOR": "1"}, "never", True, False),  # the flag wins
+])
+def test_colour_follows_no_color_force_color_and_the_flag(environ, choice, terminal, expected):
+    from initaudit.cli.main import _use_color
+
+    assert _use_color(choice, terminal, environ) is expected
+    assert _use_color(choice, terminal, environ, to_file=True) is (choice == "always")  # -o FILE: plain
+
+
+def test_force_color_colours_a_ci_log_but_not_a_report_file(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    _, out, _ = run(capsys, SAMPLES / "lenet_dead_layer.onnx")
+    assert "\033[31;1mfail\033[0m" in out  # stdout is not a terminal here, as in a CI log
+    run(capsys, SAMPLES / "lenet_dead_layer.onnx", "-o", tmp_path / "r.txt")
+    assert "\033[" not in (tmp_path / "r.txt").read_text()
+    monkeypatch.setenv("NO_COLOR", "1")
+    _, out, _ = run(capsys, SAMPLES / "lenet_dead_layer.onnx")
+    assert "\033[" not in out
+
+
+def test_models_from_a_file_and_from_stdin(capsys, monkeypatch, tmp_path):
+    listing = tmp_path / "models.txt"
+    listing.write_bytes(f"{SAMPLES / 'lenet_xavier.onnx'}\r\n\n  \n{SAMPLES / 'lenet_std1.onnx'}\n".encode())
+    code, out, _ = run(capsys, "--models-from", listing, "-f", "json", "-j", "1")
+    paths = [m["model"]["path"] for m in json.loads(out)["models"]]
+    assert code == 1 and paths == [str(SAMPLES / "lenet_xavier.onnx"), str(SAMPLES / "lenet_std1.onnx")]
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{SAMPLES / 'lenet_xavier.onnx'}\n"))
+    code, out, _ = run(capsys, SAMPLES / "lenet_dead_layer.onnx", "--models-from", "-", "-f", "json", "-j", "1")
+    paths = [m["model"]["path"] for m in json.loads(out)["models"]]
+    assert paths == [str(SAMPLES / "lenet_dead_layer.onnx"), str(SAMPLES / "lenet_xavier.onnx")]
+    for bad, needle in ((tmp_path / "missing.txt", "--models-from file not found"), (tmp_path, "regular file")):
+        code, out, err = run(capsys, "--models-from", bad)
+        assert code == 2 and needle in err and err.count("\n") == 1
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    code, _, err = run(capsys, "--models-from", empty)
+    assert code == 2 and "required: MODEL (or --models-from FILE)" in err
+
+
+def test_an_error_naming_a_file_is_one_line_whatever_the_name(capsys, tmp_path):
+    odd = tmp_path / "evil\n::error::x ##[warning]y.onnx"
+    odd.write_bytes(b"not onnx")
+    code, out, err = run(capsys, odd)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("initaudit: error: ") and "evil\\n::error::x ##\\[warning]y.onnx" in err

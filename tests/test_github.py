@@ -127,3 +127,99 @@ def test_gitlab_code_quality_report(tmp_path, monkeypatch):
         assert issue["location"]["path"] in ("m/net.onnx", "m/bad.onnx") and issue["location"]["lines"]["begin"] == 1
     assert len({i["fingerprint"] for i in issues}) == len(issues)
     assert [i["severity"] for i in issues].count("major") == 4 and issues[0]["check_name"].startswith("IA001")
+
+
+#: The commands the Actions runner registers (its command extensions, and stop-commands).
+REGISTERED = {"set-env", "set-output", "save-state", "add-mask", "add-path", "add-matcher", "remove-matcher", "debug",
+              "warning", "error", "notice", "group", "endgroup", "echo", "stop-commands"}
+
+
+def runner_commands(output: str) -> list[tuple[str, dict[str, str], str]]:
+    """What the Actions runner reads as workflow commands in a step's output (its ActionCommand parsers):
+    a line (split on CR, LF or CRLF) that, leading whitespace trimmed, starts with ``::NAME`` and holds
+    another ``::``; else the legacy form, ``##[NAME`` anywhere in the line up to a ``]``. Only registered
+    names count. Returns (name, properties, data), unescaped as the runner does."""
+    found = []
+    for line in re.split(r"\r\n|\r|\n", output):
+        trimmed = line.lstrip()  # Python's whitespace is a superset of .NET's: errs towards finding more
+        if trimmed.startswith("::") and trimmed.find("::", 2) >= 0:
+            end = trimmed.find("::", 2)
+            info = trimmed[2:end]
+            name, _, props = info.partition(" ")
+            if name in REGISTERED:
+                pairs = [p.split("=", 1) for p in props.strip().split(",") if "=" in p]
+                found.append((name, {k: _unescape(v) for k, v in pairs}, _unescape(trimmed[end + 2:])))
+                continue
+        start = line.find("##[")
+        if start >= 0 and line.find("]", start) >= 0:
+            info = line[start + 3:line.find("]", start)]
+            name = info.split(" ", 1)[0]
+            if name in REGISTERED:
+                found.append((name, {}, line[line.find("]", start) + 1:]))
+    return found
+
+
+HOSTILE_FILES = ["evil\n::error file=x.onnx::injected.onnx", "::add-mask::secret.onnx", "x ##[error]legacy.onnx",
+                 "a\r::stop-commands::tok.onnx", "%0A::notice::escaped.onnx"]
+HOSTILE_TENSORS = ["w\n::error file=a::injected", "##[stop-commands]tok", "t\r\n::set-output name=a::b",
+                   "  ::warning::spaced", "%0D%0A::error::pre-escaped"]
+
+
+def _hostile_models(folder: Path) -> list[Path]:
+    """One model per hostile file name, each with two hostile tensor names (one failing weight, one at 0.65×
+    its target: a warning), and an unreadable one with a hostile name (its error message carries the path)."""
+    rng = np.random.default_rng(3)
+    paths = []
+    for i, name in enumerate(HOSTILE_FILES[:-1]):
+        names = [HOSTILE_TENSORS[i], HOSTILE_TENSORS[i + 1]]
+        values = [rng.normal(0, 1, (64, 32)), rng.normal(0, (0.65 * 2 / (64 + 32)) ** 0.5, (64, 32))]
+        tensors = [tensor(t, v.astype(np.float32)) for t, v in zip(names, values)]
+        nodes = [helper.make_node("MatMul", ["x", t], [f"y{j}"], name=t) for j, t in enumerate(names)]
+        paths.append(save(model(nodes, tensors, outputs=["y0", "y1"]), folder, name))
+    (folder / HOSTILE_FILES[-1]).write_bytes(b"not onnx")
+    paths.append(folder / HOSTILE_FILES[-1])
+    return paths
+
+
+def test_no_file_or_tensor_name_makes_a_workflow_command(tmp_path, monkeypatch, capsys):
+    """Every command the runner would read in the log is one of our annotations, for a real model of this
+    run, with the level we meant; the plain lines (summaries) and stderr hold none at all."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    paths = _hostile_models(tmp_path)
+    assert main([*map(str, paths), "-f", "github", "-j", "1"]) == 2
+    captured = capsys.readouterr()
+    commands = runner_commands(captured.out)
+    assert sorted(name for name, _, _ in commands) == ["error"] * 5 + ["warning"] * 4
+    assert {props["file"] for _, props, _ in commands} == set(HOSTILE_FILES)  # each a real model's path
+    for _, props, _ in commands:
+        assert set(props) == {"file", "title"} and props["title"].startswith("IA")
+    lines = re.split(r"\r\n|\r|\n", captured.out.rstrip("\n"))
+    assert len(lines) == len(commands) + len(paths)  # an annotation a line, then one summary per model
+    plain = lines[len(commands):]
+    assert all(line.startswith("initaudit: ") for line in plain)
+    assert runner_commands("\n".join(plain)) == [] and runner_commands(captured.err) == []
+    assert captured.err.count("\n") == 1 and captured.err.startswith("initaudit: error: ")
+    # names arrive whole: the tensor names in the titles, the unreadable model's path in its IA001
+    titles = {props["title"].split(": ", 1)[1] for _, props, _ in commands if not props["title"].startswith("IA001")}
+    assert titles == set(HOSTILE_TENSORS)
+    assert [props["file"] for name, props, _ in commands if props["title"].startswith("IA001")] == [HOSTILE_FILES[-1]]
+
+
+def test_the_count_and_baseline_lines_are_plain_lines_too():
+    report = _many_findings_report()
+    m = report.models[0]
+    hostile = dataclasses.replace(m, path="evil\n::error::x.onnx")
+    text = render(dataclasses.replace(report, models=(hostile,)), "github")
+    names = [name for name, _, _ in runner_commands(text)]
+    assert names == ["error"] * 10 + ["warning"] * 10 + ["notice"] * 3
+    assert "initaudit: evil%0A::error::x.onnx: 27 weights" in text
+
+
+def test_plain_and_one_line_escape_what_the_runner_reads():
+    from initaudit.report.formats.github import one_line, plain
+
+    assert plain("a\nb%c\r##[error]d") == "initaudit: a%0Ab%25c%0D##%5Berror]d"
+    assert one_line("a\nb\r\tc\x1b[31m ##[x]") == "a\\nb\\r\\tc\\x1b[31m ##\\[x]"
+    assert runner_commands("x ##[error]y") == [("error", {}, "y")]  # the legacy form is read mid-line
+    assert runner_commands("  ::warning file=a::b") == [("warning", {"file": "a"}, "b")]

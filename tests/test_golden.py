@@ -32,8 +32,11 @@ def report(tmp_path, monkeypatch):
 
 
 def _scrub(text: str) -> str:
-    """The version, and the working folder SARIF records as its base URI."""
+    """The version, the working folder SARIF records as its base URI, and the time, host and
+    durations JUnit records of the run."""
     text = text.replace(Path.cwd().resolve().as_uri() + "/", "file:///WORKDIR/")
+    text = re.sub(r'timestamp="[^"]*" hostname="[^"]*"', 'timestamp="TIME" hostname="HOST"', text)
+    text = re.sub(r'(<testsuite [^>]*) time="[0-9.]+"', r'\1 time="SECONDS"', text)
     return text.replace(f'"{__version__}"', '"VERSION"').replace(f"initaudit {__version__}", "initaudit VERSION")
 
 

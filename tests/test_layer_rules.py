@@ -168,6 +168,10 @@ def test_a_glob_used_by_one_of_several_models_is_not_dead(tmp_path, capsys):
     ('[[tool.initaudit.layers]]\nmatch = "*"\nprofile = "fresh"\n', "unknown profile 'fresh'"),
     ('[[tool.initaudit.layers]]\nmatch = "*"\nignore = true\n', "`ignore` takes the reason"),
     ('layers = 3\n', "`layers` must be an array of tables"),
+    ('[[tool.initaudit.layers]]\nmatch = "*"\ncodes = ["IA102"]\n', "`codes` narrows `ignore`: give the reason"),
+    ('[[tool.initaudit.layers]]\nmatch = "*"\ncodes = ["IA999"]\nignore = "x"\n', "unknown rule code(s) IA999"),
+    ('[[tool.initaudit.layers]]\nmatch = "*"\ncodes = []\nignore = "x"\n', "`codes` must be a rule code"),
+    ('[[tool.initaudit.layers]]\nmatch = "*"\ncodes = ["IA502"]\nignore = "x"\n', "`codes` cannot hold IA502"),
 ])
 def test_bad_rules_are_one_line_errors(tmp_path, capsys, body, expected):
     path = gpt2ish(tmp_path)
@@ -201,3 +205,39 @@ target = "std:1"
     layer = next(layer for layer in out["layers"] if layer["name"] == "h.1.mlp.c_fc.weight")
     assert code == 0 and layer["status"] == "ok" and layer["findings"] == []
     assert "std:1" in layer["matches"] and "h.1.mlp.c_fc.weight" not in out["policy"]["layers"]
+
+
+def test_codes_narrow_an_ignore_to_one_check_on_one_layer(tmp_path, capsys):
+    """The wrong layer fails on IA101 and IA501 (test_without_the_ignore_rule_the_wrong_layer_fails); a rule
+    that ignores IA501 only keeps its IA101, its target and its ratio, and notes what it ignored."""
+    path = gpt2ish(tmp_path, wrong="h.1.mlp.c_fc.weight")
+    rules = GPT2_RULES + f'''[[tool.initaudit.layers]]
+match = "h.1.mlp.c_fc.*"
+codes = ["IA501"]
+ignore = "{REASON}"
+'''
+    code, out, _ = run_json(capsys, path, "--config", config(tmp_path, rules))
+    layer = next(layer for layer in out["layers"] if layer["name"] == "h.1.mlp.c_fc.weight")
+    assert code == 1 and layer["status"] == "fail" and layer["target"] == "std:0.02"
+    assert layer["ratio"] == pytest.approx(1 / 0.02 ** 2, rel=0.05)       # still judged: std 1 against 0.02
+    assert [f["code"] for f in layer["findings"]] == ["IA101", "IA502"]
+    assert layer["findings"][1]["message"] == (f"IA501 ignored by layers rule 2 (match 'h.1.mlp.c_fc.*'): {REASON}")
+    others = [la for la in out["layers"] if la["name"] != "h.1.mlp.c_fc.weight"]
+    assert all(la["status"] == "ok" and not la["findings"] for la in others)  # the rule matched one layer
+
+
+def test_codes_take_prefixes_and_leave_a_note_only_where_they_dropped_a_finding(tmp_path, capsys):
+    path = gpt2ish(tmp_path, wrong="h.1.mlp.c_fc.weight")
+    rules = GPT2_RULES + '''[[tool.initaudit.layers]]
+match = "h.1.mlp.*"
+codes = ["IA1", "IA5", "IA2"]
+ignore = "scaled on purpose"
+'''
+    code, out, _ = run_json(capsys, path, "--config", config(tmp_path, rules))
+    by_name = {layer["name"]: layer for layer in out["layers"]}
+    wrong = by_name["h.1.mlp.c_fc.weight"]
+    assert code == 0 and wrong["status"] == "ok" and wrong["target"] == "std:0.02" and wrong["ratio"] > 100
+    assert [f["message"].split(" ", 1)[0] for f in wrong["findings"]] == ["IA1", "IA5"]
+    assert {f["code"] for f in wrong["findings"]} == {"IA502"}
+    assert wrong.get("suggestion") is None                                   # nothing left to fix
+    assert by_name["h.1.mlp.c_proj.weight"]["findings"] == []               # matched, nothing dropped: no note

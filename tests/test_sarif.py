@@ -27,9 +27,12 @@ def github_problems(log: dict) -> list[str]:
 
     Required: version 2.1.0, runs, tool.driver.name, per rule an id with shortDescription, fullDescription
     and help text, per result a ruleId, a message.text, a level among note/warning/error, locations (at
-    most 10) with a non-empty artifactLocation.uri relative to the repository root (or file://) and a
-    region.startLine, partialFingerprints to avoid duplicate alerts. Limits: 20 runs per file, 25,000
-    results and 25,000 rules per run, 20 tags per rule, 10 MB gzipped per upload.
+    most 10) with a non-empty artifactLocation.uri relative to the repository root and a region.startLine,
+    partialFingerprints to avoid duplicate alerts. Limits: 20 runs per file, 25,000 results and 25,000
+    rules per run, 20 tags per rule, 10 MB gzipped per upload. A rule's properties.precision is one of
+    very-high, high, medium, low; helpUri and informationUri are absolute https URIs; a uriBaseId is
+    defined in originalUriBaseIds by an absolute URI ending in a slash (SARIF 3.14.14); a run's
+    automationDetails.id, when present, is a non-empty string (its category: up to the last slash).
     """
     problems = []
     if log.get("version") != "2.1.0":
@@ -44,7 +47,18 @@ def github_problems(log: dict) -> list[str]:
         rules = {r["id"]: r for r in driver.get("rules", [])}
         if len(rules) > 25_000 or len(run.get("results", [])) > 25_000:
             problems.append("more than 25,000 rules or results")
+        if "automationDetails" in run and not str(run["automationDetails"].get("id", "")).strip():
+            problems.append("automationDetails.id empty")
+        for uri in (driver.get("informationUri"), *(r.get("helpUri") for r in rules.values())):
+            if uri is not None and not str(uri).startswith("https://"):
+                problems.append(f"{uri!r} is not an absolute https URI")
+        bases = run.get("originalUriBaseIds", {})
+        for base, where in bases.items():
+            if not re.match(r"^[a-z][a-z0-9+.-]*://", where.get("uri", "")) or not where["uri"].endswith("/"):
+                problems.append(f"originalUriBaseIds {base}: {where!r} is not an absolute URI ending in /")
         for rule in rules.values():
+            if rule.get("properties", {}).get("precision", "high") not in ("very-high", "high", "medium", "low"):
+                problems.append(f"rule {rule['id']}: precision {rule['properties']['precision']!r}")
             for key in ("shortDescription", "fullDescription", "help"):
                 if not rule.get(key, {}).get("text", "").strip():
                     problems.append(f"rule {rule['id']}: {key}.text missing")
@@ -68,11 +82,14 @@ def github_problems(log: dict) -> list[str]:
                 problems.append(f"{where}: {len(locations)} locations")
             for location in locations:
                 physical = location.get("physicalLocation", {})
-                uri = physical.get("artifactLocation", {}).get("uri", "")
-                if not uri or (re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", uri) and not uri.startswith("file://")):
-                    problems.append(f"{where}: artifactLocation.uri {uri!r}")
-                if not uri.startswith("file://") and (uri.startswith("/") or uri.startswith("..")):
-                    problems.append(f"{where}: uri {uri!r} is not inside the repository")
+                artifact = physical.get("artifactLocation", {})
+                uri = artifact.get("uri", "")
+                if not uri or re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", uri):
+                    problems.append(f"{where}: artifactLocation.uri {uri!r} is not a relative URI")
+                if uri.startswith("/") or uri.startswith(".."):
+                    problems.append(f"{where}: uri {uri!r} is not inside its base")
+                if "uriBaseId" in artifact and artifact["uriBaseId"] not in bases:
+                    problems.append(f"{where}: uriBaseId {artifact['uriBaseId']!r} not in originalUriBaseIds")
                 if physical.get("region", {}).get("startLine", 0) < 1:
                     problems.append(f"{where}: region.startLine missing")
     if len(gzip.compress(json.dumps(log).encode())) > 10 * 1024 * 1024:
@@ -200,10 +217,97 @@ def test_golden_sarif(repo):
     check_golden("lenet_torch_default.sarif", json.dumps(log, indent=2, ensure_ascii=False) + "\n")
 
 
-def test_a_model_outside_the_working_directory_gets_an_absolute_file_uri(repo):
-    outside = repo.parent / "elsewhere.onnx"
+def test_a_model_outside_the_working_directory_is_relative_to_a_base_id_of_its_own(repo):
+    """Not an absolute file:// URI (code scanning cannot place one, and it names the machine's folders):
+    the file name under MODELDIR1, which originalUriBaseIds resolves to the model's folder."""
+    outside = repo.parent / "other place" / "elsewhere.onnx"
+    outside.parent.mkdir()
     shutil.copy(SAMPLES / "lenet_torch_default.onnx", outside)
-    log = _sarif([outside])
-    artifact = log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
-    assert artifact["uri"] == outside.as_uri() and "uriBaseId" not in artifact  # never resolved against the checkout
-    assert _schema_errors(log) == []
+    log = _sarif([outside, "models/lenet_dead_layer.onnx"])
+    run = log["runs"][0]
+    locations = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]: r["locations"][0]
+                 for r in run["results"]}
+    assert set(locations) == {"elsewhere.onnx", "models/lenet_dead_layer.onnx"}
+    artifact = locations["elsewhere.onnx"]["physicalLocation"]["artifactLocation"]
+    assert artifact["uriBaseId"] == "MODELDIR1"
+    assert run["originalUriBaseIds"]["MODELDIR1"] == {"uri": (repo.parent / "other place").as_uri() + "/"}
+    assert run["originalUriBaseIds"]["MODELDIR1"]["uri"].endswith("/other%20place/")
+    assert locations["models/lenet_dead_layer.onnx"]["physicalLocation"]["artifactLocation"]["uriBaseId"] == "%SRCROOT%"
+    assert "file://" not in json.dumps(run["results"]) + json.dumps(run["artifacts"])
+    assert _schema_errors(log) == [] and github_problems(log) == []
+
+
+def upload_sarif_category(log: dict, category: str) -> dict:
+    """What github/codeql-action/upload-sarif does with its ``category`` input (populateRunAutomationDetails):
+    ``category/`` becomes a run's automationDetails.id only where the run has no automationDetails."""
+    out = json.loads(json.dumps(log))
+    for run in out["runs"]:
+        if "automationDetails" not in run:
+            run["automationDetails"] = {"id": category if category.endswith("/") else category + "/"}
+    return out
+
+
+def test_matrix_jobs_keep_their_own_category(repo):
+    """Two matrix jobs upload the same kind of log with their own category: each gets its own analysis
+    (a fixed automationDetails.id made the second overwrite the first's alerts)."""
+    log = _sarif(["models"])
+    assert "automationDetails" not in log["runs"][0]
+    ids = {upload_sarif_category(log, job)["runs"][0]["automationDetails"]["id"] for job in ("cpu", "gpu")}
+    assert ids == {"cpu/", "gpu/"}
+
+
+def test_sarif_category_option_sets_automation_details_id(repo, capsys):
+    from initaudit.cli.main import main
+
+    report = initaudit.audit(["models"], jobs=1, errors="report")
+    assert json.loads(render(report, "sarif", category="initaudit-gpu"))["runs"][0]["automationDetails"] == {
+        "id": "initaudit-gpu/"}
+    assert json.loads(render(report, "sarif", category="nightly/"))["runs"][0]["automationDetails"]["id"] == "nightly/"
+    assert main(["models", "-j", "1", "-f", "sarif", "--sarif-category", "matrix-py3.12"]) == 2
+    log = json.loads(capsys.readouterr().out)
+    assert log["runs"][0]["automationDetails"] == {"id": "matrix-py3.12/"}
+    # upload-sarif keeps an id the log already has: the option is the category
+    assert upload_sarif_category(log, "other")["runs"][0]["automationDetails"]["id"] == "matrix-py3.12/"
+    assert main(["models", "-j", "1", "-f", "table", "--also", "sarif:out.sarif", "--sarif-category", "x"]) == 2
+    assert json.loads((repo / "out.sarif").read_text())["runs"][0]["automationDetails"]["id"] == "x/"
+    assert github_problems(log) == [] and _schema_errors(log) == []
+
+
+def test_help_and_information_uris_are_this_projects_pages(repo):
+    """informationUri and each helpUri are the [project.urls] of pyproject.toml, the help page is the rule-code
+    page of this repository's docs, and no URI points at a package index page that does not exist."""
+    import tomllib
+
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    run = _sarif(["models"])["runs"][0]
+    driver = run["tool"]["driver"]
+    assert driver["informationUri"] == urls["Homepage"]
+    assert {rule["helpUri"] for rule in driver["rules"]} == {urls["Rule codes"]}
+    assert urls["Rule codes"].startswith(urls["Homepage"] + "/") and urls["Rule codes"].endswith("/docs/rules.md")
+    assert (ROOT / "docs" / "rules.md").is_file()
+    assert "pypi.org" not in json.dumps(driver)
+
+
+def test_each_rule_says_how_precise_it_is(repo):
+    """IA104 is an estimate (residuals, attention and pooling left out), IA403 and IA501 compare a layer with
+    the rest of its model: medium; the measured facts are high."""
+    from initaudit.codes import RULES
+    from initaudit.report.formats.sarif import _rule
+
+    precision = {code: _rule(code)["properties"]["precision"] for code in RULES}
+    assert {code for code, p in precision.items() if p == "medium"} == {"IA104", "IA403", "IA501"}
+    assert set(precision.values()) == {"high", "medium"}
+    run = _sarif(["models"])["runs"][0]
+    by_id = {rule["id"]: rule["properties"]["precision"] for rule in run["tool"]["driver"]["rules"]}
+    assert by_id["IA104"] == "medium" and by_id["IA101"] == "high"
+
+
+def test_a_path_that_is_not_a_uri_as_written_is_percent_encoded(tmp_path, monkeypatch):
+    folder = tmp_path / "odd: 100% sure"
+    folder.mkdir()
+    shutil.copy(SAMPLES / "lenet_torch_default.onnx", folder / "a b.onnx")
+    monkeypatch.chdir(tmp_path)
+    log = _sarif(["odd: 100% sure"])
+    uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in log["runs"][0]["results"]}
+    assert uris == {"odd%3A%20100%25%20sure/a%20b.onnx"}
+    assert github_problems(log) == [] and _schema_errors(log) == []

@@ -5,18 +5,24 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
 
-from initaudit.cli.config import load_config
+from initaudit.cli.config import config_file, load_config
 from initaudit.cli.progress import Progress
 from initaudit.codes import RULES
 from initaudit.errors import InitauditError
 from initaudit.judge.schemes import TARGETS
 from initaudit.pipeline.options import FAIL_ON, PROFILE_CHOICES
+from initaudit.pipeline.paths import Exclude, expand
+from initaudit.pipeline.per_file import apply_per_file_ignores
 from initaudit.pipeline.run import audit
 from initaudit.report.baseline import compare, read_baseline, write_baseline
 from initaudit.report.formats import REPORTERS, needs_histograms, render
+from initaudit.report.formats.github import one_line
 from initaudit.trace.fans import CONVENTIONS, layout_fans
 from initaudit.version import __version__
 
@@ -25,11 +31,15 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        raise InitauditError(f"{message} (see `{self.prog} --help`)")
+        raise InitauditError(f"{message}{_did_you_mean(self, message)} (see `{self.prog} --help`)")
 
 
 def _codes(text: str) -> list[str]:
     return [c.strip().upper() for c in text.split(",") if c.strip()]
+
+
+def _patterns(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
 
 
 def audit_parser() -> argparse.ArgumentParser:
@@ -37,7 +47,7 @@ def audit_parser() -> argparse.ArgumentParser:
                 epilog="Other commands: `initaudit fans SHAPE --layout LAYOUT`, `initaudit rules [CODE]`, "
                        "`initaudit schema` (the JSON report's schema). "
                        "Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or unreadable model.")
-    p.add_argument("models", nargs="+", metavar="MODEL", help="ONNX files, or folders (every *.onnx below)")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="ONNX files, or folders (every *.onnx below)")
     p.add_argument("--target", metavar="{" + ",".join(TARGETS) + ",std:VALUE}",
                    help="scheme each layer is held to, or a fixed std such as std:0.02 (default: xavier)")
     p.add_argument("--convention", choices=CONVENTIONS, help="how fans are counted (default: connectivity)")
@@ -49,7 +59,7 @@ def audit_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", default=None, help="flag values that overflow float16")
     p.add_argument("--drift-limit", type=float, metavar="FACTOR",
                    help="flag a model whose activation variance is estimated to grow or shrink by more (default 100)")
-    p.add_argument("--format", choices=sorted(REPORTERS), help="output format (default: table)")
+    p.add_argument("-f", "--format", choices=sorted(REPORTERS), help="output format (default: table)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
     p.add_argument("--fail-on", choices=FAIL_ON, help="lowest status that makes the exit code 1 (default: fail)")
     p.add_argument("--select", type=_codes, metavar="CODES", help="comma-separated rule codes (or prefixes) to keep")
@@ -64,7 +74,18 @@ def audit_parser() -> argparse.ArgumentParser:
                    help="fail only on findings not recorded in FILE (matched by fingerprint); list those gone")
     p.add_argument("--write-baseline", metavar="FILE",
                    help="record every finding of this run in FILE and exit 0 (2 if a model was unreadable)")
-    p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the table")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="colour the table (auto: on a terminal; NO_COLOR turns it off, FORCE_COLOR on)")
+    # CI adoption (issue 21): which files, from where, and the SARIF category
+    p.add_argument("--models-from", metavar="FILE",
+                   help="read more model paths from FILE, one per line ('-': standard input)")
+    p.add_argument("--exclude", type=_patterns, metavar="PATTERNS",
+                   help="comma-separated globs a folder walk skips, replacing the defaults "
+                        "(.git, .venv, venv, node_modules, __pycache__, hidden folders)")
+    p.add_argument("--extend-exclude", type=_patterns, metavar="PATTERNS",
+                   help="comma-separated globs a folder walk skips, in addition to the excluded ones")
+    p.add_argument("--sarif-category", metavar="NAME",
+                   help="SARIF automationDetails.id: the code-scanning category, one per matrix job")
     p.add_argument("--version", action="version", version=f"initaudit {__version__}")
     return p
 
@@ -132,9 +153,11 @@ def run_schema(argv: Sequence[str]) -> int:
 
 
 def run_audit(argv: Sequence[str]) -> int:
-    args = audit_parser().parse_args(argv)
+    parser = audit_parser()
+    args = parser.parse_args(argv)
     config = load_config(args.config)
-    options = {key: value for key, value in config.items() if key not in ("format", "jobs")}
+    files = _model_files(parser, args, config)
+    options = {key: value for key, value in config.items() if key not in ("format", "jobs", *PATH_KEYS)}
     for key in ("target", "convention", "profile", "pool_aware", "fail_on", "select", "ignore", "fp16", "drift_limit"):
         value = getattr(args, key)
         if value is not None:
@@ -155,22 +178,23 @@ def run_audit(argv: Sequence[str]) -> int:
     options["histograms"] = needs_histograms([fmt, *(f for f, _ in extra)])
     recorded = read_baseline(args.baseline) if args.baseline else None  # a bad file stops us before the work
     progress = Progress.for_stream(sys.stderr)
+    timer = _Timer(progress)
     try:
-        report = audit(args.models, jobs=jobs, errors="report", progress=progress, **options)
+        report = audit(files, jobs=jobs, errors="report", progress=timer, **options)
     finally:
         if progress is not None:
             progress.close()
+    report = apply_per_file_ignores(report, config.get("per_file_ignores", ()), _project_root(args))
     for warning in report.warnings:
-        print(f"initaudit: warning: {warning}", file=sys.stderr)
+        print(f"initaudit: warning: {one_line(warning)}", file=sys.stderr)
     for model in report.unreadable:
-        print(f"initaudit: error: {model.path}: {model.error}", file=sys.stderr)
+        print(f"initaudit: error: {one_line(f'{model.path}: {model.error}')}", file=sys.stderr)
     if recorded is not None:
         report = dataclasses.replace(report, baseline=compare(report, recorded, args.baseline))
-    color = args.color == "always" or (
-        args.color == "auto" and args.output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
-    text = render(report, fmt, color=color)
+    color = _use_color(args.color, sys.stdout.isatty(), os.environ, to_file=args.output is not None)
+    text = render(report, fmt, color=color, **_format_options(fmt, args, timer))
     for also_fmt, also_path in extra:
-        _write(also_path, render(report, also_fmt))
+        _write(also_path, render(report, also_fmt, **_format_options(also_fmt, args, timer)))
     if fmt == "github" and os.environ.get("GITHUB_STEP_SUMMARY"):
         _write(os.environ["GITHUB_STEP_SUMMARY"], render(report, "markdown"), "a", "append the step summary")
     if args.output:
@@ -193,6 +217,109 @@ def _write(path: str, text: str, mode: str = "w", what: str = "write the report"
         raise InitauditError(f"{path}: cannot {what} ({exc.strerror})") from None
 
 
+# --- CI adoption (issue 21): model lists, excludes, colour, format options, "did you mean" ---------------
+
+#: Config keys that say which files a run reads, not how each is judged.
+PATH_KEYS = ("exclude", "extend_exclude", "per_file_ignores")
+
+
+def _read_models_from(name: str) -> list[str]:
+    """One path per line (blank lines skipped); ``-`` is standard input, e.g. ``git ls-files '*.onnx'``."""
+    try:
+        if name == "-":
+            text = sys.stdin.read()
+        else:
+            if os.path.exists(name) and not os.path.isfile(name):
+                raise InitauditError(f"{name}: --models-from needs a regular file or '-'")
+            with open(name, encoding="utf-8") as handle:
+                text = handle.read()
+    except FileNotFoundError:
+        raise InitauditError(f"{name}: --models-from file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InitauditError(f"{name}: cannot read --models-from ({exc})") from None
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+
+
+def _project_root(args: argparse.Namespace) -> str | None:
+    """The folder relative ``exclude`` / ``per-file-ignores`` patterns are anchored to (ruff: the config's)."""
+    found = config_file(args.config)
+    return str(found.resolve().parent) if found is not None else None
+
+
+def _model_files(parser: argparse.ArgumentParser, args: argparse.Namespace, config: dict) -> list[Path]:
+    """The models of the command line and of ``--models-from``, folders walked less the excluded paths."""
+    models = list(args.models)
+    if args.models_from:
+        models += _read_models_from(args.models_from)
+    if not models:
+        parser.error("the following arguments are required: MODEL (or --models-from FILE)")
+    exclude = args.exclude if args.exclude is not None else config.get("exclude")
+    extend = [*config.get("extend_exclude", ()), *(args.extend_exclude or ())]
+    return expand(models, Exclude.of(exclude, extend, _project_root(args)))
+
+
+def _use_color(choice: str, terminal: bool, environ: Mapping[str, str], to_file: bool = False) -> bool:
+    """``--color always|never`` wins; a report written with ``-o`` is plain; else NO_COLOR (no-color.org)
+    turns colour off and FORCE_COLOR (force-color.org) on, each when set and not empty, NO_COLOR first;
+    else colour on a terminal."""
+    if choice != "auto":
+        return choice == "always"
+    if to_file:
+        return False
+    if environ.get("NO_COLOR", ""):
+        return False
+    if environ.get("FORCE_COLOR", ""):
+        return True
+    return terminal
+
+
+class _Timer:
+    """Passes progress on, and keeps the seconds between one model's report and the previous one's:
+    each model's audit time when they are audited one after another (the JUnit suites' ``time``)."""
+
+    def __init__(self, progress: Callable[[int, int, str], None] | None) -> None:
+        self.progress = progress
+        self.started = datetime.now(UTC)
+        self.last = time.perf_counter()
+        self.durations: list[float] = []
+
+    def __call__(self, done: int, total: int, path: str) -> None:
+        now = time.perf_counter()
+        self.durations.append(now - self.last)
+        self.last = now
+        if self.progress is not None:
+            self.progress(done, total, path)
+
+
+def _format_options(fmt: str, args: argparse.Namespace, timer: _Timer) -> dict[str, Any]:
+    """What a format takes beyond the report: the SARIF category, the JUnit run's time and durations."""
+    if fmt == "sarif":
+        return {"category": args.sarif_category}
+    if fmt == "junit":
+        return {"timestamp": timer.started, "durations": tuple(timer.durations)}
+    return {}
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
+    """``; did you mean --fail-on?`` for a mistyped flag or choice (difflib: Python 3.11 has no
+    ``suggest_on_error``)."""
+    import difflib
+    import re
+
+    if message.startswith("unrecognized arguments: "):
+        options = [s for a in parser._actions for s in a.option_strings]
+        words = [w.split("=", 1)[0] for w in message.split(": ", 1)[1].split() if w.startswith("-")]
+        hints = [m[0] for w in words if (m := difflib.get_close_matches(w, options, n=1, cutoff=0.6))]
+        return f"; did you mean {' or '.join(hints)}?" if hints else ""
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if found:
+        choices = [c.strip().strip("'") for c in found.group(2).split(",")]
+        hint = difflib.get_close_matches(found.group(1), choices, n=1, cutoff=0.6)
+        return f"; did you mean {hint[0]!r}?" if hint else ""
+    return ""
+
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"fans": run_fans, "rules": run_rules, "schema": run_schema}
@@ -201,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands[argv[0]](argv[1:])
         return run_audit(argv)
     except InitauditError as exc:
-        print(f"initaudit: error: {exc}", file=sys.stderr)
+        print(f"initaudit: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("initaudit: interrupted", file=sys.stderr)

@@ -116,6 +116,20 @@ def _check(p: Planned, role: Role, fans: Fans, down: Downstream, stats: TensorSt
     return out
 
 
+def narrowed_ignore(findings: list[Finding], ignored: tuple[tuple[str, str], ...]) -> list[Finding]:
+    """A layer's findings less the codes a layer rule's ``codes`` ignores, each ignored code leaving
+    an IA502 note with the rule's reason (only where it did drop a finding)."""
+    kept = []
+    notes: dict[str, str] = {}
+    for f in findings:
+        hit = next(((code, note) for code, note in ignored if f.code.startswith(code)), None)
+        if hit is None:
+            kept.append(f)
+        else:
+            notes.setdefault(hit[0], hit[1])
+    return kept + [finding("IA502", note) for note in notes.values()]
+
+
 def finish(p: Planned, stats: TensorStats, part_stats: list[TensorStats], opts: AuditOptions,
            spec: LayerSpec | None = None) -> LayerReport:
     """The verdict on a measured weight."""
@@ -133,6 +147,8 @@ def finish(p: Planned, stats: TensorStats, part_stats: list[TensorStats], opts: 
     elif role is not None and p.fans is not None and p.down is not None:
         checked = _check(p, role, p.fans, p.down, stats, part_stats, opts, findings, spec)
         findings.extend(checked.findings)
+    if spec.choice.ignore_codes and spec.choice.ignore is None:
+        findings = narrowed_ignore(findings, spec.choice.ignore_codes)
 
     status = worst_status(findings)
     primary = p.primary

@@ -2,7 +2,8 @@
 
 Each rule names layers by a glob (or a list of globs) and optionally the consuming
 op, and sets any of ``target`` (a scheme, ``std:VALUE`` or ``auto``), ``gain``,
-``profile`` or ``ignore = "reason"``.  A layer is named by its tensor name, each
+``profile`` or ``ignore = "reason"``; ``codes = ["IA102"]`` narrows that ignore to those
+rule codes (or prefixes), so one check is switched off on one layer and the others stay.  A layer is named by its tensor name, each
 consuming node's name, and the PyTorch module path the dynamo exporter records on
 the node (``pkg.torch.onnx.name_scopes``): exporters rename transposed weights
 (``onnx::MatMul_123``, ``val_86``) but keep a module path in one of those.
@@ -19,11 +20,12 @@ from typing import Any
 
 from onnx import NodeProto
 
+from initaudit.codes import RULES
 from initaudit.errors import InitauditError
 from initaudit.judge.bands import PROFILES
 from initaudit.judge.schemes import normalize_target
 
-RULE_KEYS = ("match", "op", "target", "gain", "profile", "ignore")
+RULE_KEYS = ("match", "op", "target", "gain", "profile", "ignore", "codes")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class LayerRule:
     profile: str | None = None
     ignore: str | None = None
     index: int = 1                   # 1-based position in the config, for messages
+    codes: tuple[str, ...] = ()      # with ignore: only these rule codes (or prefixes) are ignored
 
     @property
     def label(self) -> str:
@@ -57,6 +60,7 @@ class RuleChoice:
     ignore: str | None = None
     reason: str | None = None        # which rule set the target, for ``target_reason``
     rules: tuple[int, ...] = ()      # indices of the rules that matched
+    ignore_codes: tuple[tuple[str, str], ...] = ()  # (code or prefix, the IA502 message) of narrowed ignores
 
 
 def _fail(where: str, index: int, message: str) -> InitauditError:
@@ -98,8 +102,27 @@ def parse_rule(raw: Any, index: int, where: str = "config") -> LayerRule:
     ignore = table.get("ignore")
     if ignore is not None and (not isinstance(ignore, str) or not ignore.strip()):
         raise _fail(where, index, "`ignore` takes the reason the reports show, e.g. ignore = \"tied to wte\"")
+    codes = _rule_codes(table.get("codes"), ignore, where, index)
     return LayerRule(tuple(globs), op, target, float(gain) if gain is not None else None, profile,
-                     ignore.strip() if ignore is not None else None, index)
+                     ignore.strip() if ignore is not None else None, index, codes)
+
+
+def _rule_codes(raw: Any, ignore: Any, where: str, index: int) -> tuple[str, ...]:
+    """``codes``: rule codes or prefixes that narrow a rule's ``ignore`` to those checks."""
+    if raw is None:
+        return ()
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items or not all(isinstance(c, str) and c.strip() for c in items):
+        raise _fail(where, index, "`codes` must be a rule code or a list of them, e.g. codes = [\"IA102\"]")
+    codes = tuple(c.strip().upper() for c in items)
+    unknown = [c for c in codes if not any(known.startswith(c) for known in RULES)]
+    if unknown:
+        raise _fail(where, index, f"unknown rule code(s) {', '.join(unknown)} in `codes`; `initaudit rules` lists them")
+    if "IA502" in codes:
+        raise _fail(where, index, "`codes` cannot hold IA502: it is the note that says what a rule ignored")
+    if ignore is None:
+        raise _fail(where, index, "`codes` narrows `ignore`: give the reason too, e.g. ignore = \"scaled on purpose\"")
+    return codes
 
 
 def parse_rules(raw: Any, where: str = "config") -> tuple[LayerRule, ...]:
@@ -114,6 +137,7 @@ def choose(rules: Sequence[LayerRule], names: Iterable[str], op: str) -> RuleCho
     """The fields the matching rules set, a later rule winning."""
     names = list(names)
     found: dict[str, Any] = {}
+    narrowed: dict[str, str] = {}
     matched = []
     for rule in rules:
         if not rule.applies(names, op):
@@ -124,10 +148,12 @@ def choose(rules: Sequence[LayerRule], names: Iterable[str], op: str) -> RuleCho
                 found[key] = getattr(rule, key)
                 if key in ("target", "gain"):
                     found["reason"] = f"set by {rule.label}"
-        if rule.ignore is not None:
+        if rule.ignore is not None and rule.codes:
+            narrowed.update({code: f"{code} ignored by {rule.label}: {rule.ignore}" for code in rule.codes})
+        elif rule.ignore is not None:
             found["ignore"] = f"ignored by {rule.label}: {rule.ignore}"
     return RuleChoice(found.get("target"), found.get("gain"), found.get("profile"), found.get("ignore"),
-                      found.get("reason"), tuple(matched))
+                      found.get("reason"), tuple(matched), tuple(narrowed.items()))
 
 
 def module_path(node: NodeProto) -> str | None:

@@ -19,6 +19,7 @@ from initaudit.measure.units import unit_pass
 from initaudit.pipeline.layer import finish
 from initaudit.pipeline.layer_rules import dead_rules
 from initaudit.pipeline.options import FAIL_ON, AuditOptions
+from initaudit.pipeline.paths import Exclude, expand
 from initaudit.pipeline.review import apply_review, model_findings, profile_finding
 from initaudit.pipeline.specs import layer_specs
 from initaudit.read.graph import ModelGraph
@@ -122,20 +123,10 @@ def _audit_in_processes(files: list[Path], opts: AuditOptions, jobs: int) -> Gen
         yield from pool.map(_audit_one, [(f, opts, 1) for f in files])
 
 
-def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*.onnx") if p.is_file())
-            if not found:
-                raise InitauditError(f"{path}: no *.onnx file in this folder")
-            files.extend(found)
-        else:
-            files.append(path)
-    if not files:
-        raise InitauditError("no model given")
-    return files
+def expand_paths(paths: Iterable[str | os.PathLike[str]], exclude: Exclude | None = None) -> list[Path]:
+    """The model files of a run: each folder walked for ``*.onnx`` less ``exclude`` (default: hidden
+    folders, venv, node_modules, __pycache__), a lone ``x.onnx.data`` mapped to ``x.onnx``, each once."""
+    return expand(paths, exclude)
 
 
 def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, jobs: int = 1) -> ModelReport:

@@ -5,6 +5,12 @@ most severe come first, each level is capped at 10 and one plain line counts the
 rest.  Data is escaped as the Actions toolkit does (``%``, CR, LF), properties also
 ``:`` and ``,``.  The command line also appends the Markdown report to
 ``$GITHUB_STEP_SUMMARY`` when that variable is set.
+
+No file or tensor name can make a workflow command of its own: the runner reads a line as
+a command when, leading spaces trimmed, it starts with ``::``, or when it holds the legacy
+``##[`` anywhere.  Every plain line (the summaries, the counts) starts with ``initaudit:``,
+is escaped like command data (a name with a newline stays on its line) and has ``##[``
+broken up; names inside a command are escaped data or properties.
 """
 from __future__ import annotations
 
@@ -24,6 +30,23 @@ def escape_data(text: str) -> str:
 
 def escape_property(text: str) -> str:
     return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def plain(text: str) -> str:
+    """A log line that is never a workflow command, whatever names ``text`` carries."""
+    return "initaudit: " + escape_data(text).replace("##[", "##%5B")
+
+
+def one_line(text: str) -> str:
+    """A message for a log line (stderr), on one line and never a workflow command: control characters
+    as backslash escapes, ``##[`` broken up. The line itself starts with ``initaudit:``."""
+    out = []
+    for ch in text:
+        if ord(ch) < 32 or ord(ch) == 127:
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch, f"\\x{ord(ch):02x}"))
+        else:
+            out.append(ch)
+    return "".join(out).replace("##[", "##\\[")
 
 
 def command(level: str, file: str, title: str, message: str) -> str:
@@ -54,9 +77,9 @@ def render(report: Report) -> str:
             rest[level] = len(of_level) - PER_LEVEL
     if rest:
         counts = ", ".join(f"{n} more {level}{'s' if n != 1 else ''}" for level, n in rest.items())
-        lines.append(f"initaudit: {counts} not annotated (GitHub shows {PER_LEVEL} per level and step); "
-                     "the step summary and the other formats list them all")
+        lines.append(plain(f"{counts} not annotated (GitHub shows {PER_LEVEL} per level and step); "
+                           "the step summary and the other formats list them all"))
     if known:
-        lines.append(f"initaudit: {known} finding{'s' if known != 1 else ''} already in the baseline, not annotated")
-    lines += [summary_line(m) for m in report.models]
+        lines.append(plain(f"{known} finding{'s' if known != 1 else ''} already in the baseline, not annotated"))
+    lines += [plain(summary_line(m)) for m in report.models]
     return "\n".join(lines) + "\n"

@@ -5,13 +5,24 @@ per result, ``level`` note/warning/error, one location whose ``artifactLocation.
 is relative to the repository root and a ``region.startLine``, ``partialFingerprints``
 that stay the same from run to run, and at most 25,000 results per run.  Paths are
 written relative to the working directory (run initaudit from the repository root)
-under ``uriBaseId`` ``%SRCROOT%``; the fingerprint comes from that path, the graph,
-the tensor name and the rule (``initaudit.fingerprint``), never from the machine.
+under ``uriBaseId`` ``%SRCROOT%``; a model outside it is relative to its own folder,
+under a base id of its own (``MODELDIR1``…) that ``originalUriBaseIds`` resolves, so
+no location is an absolute ``file://`` URI.  The fingerprint comes from the path, the
+graph, the tensor name and the rule (``initaudit.fingerprint``), never from the machine.
+
+``automationDetails.id`` is written only for ``--sarif-category``: upload-sarif fills it
+from its own ``category`` (or the workflow, job and matrix) only when the log has none,
+so a fixed id would make matrix jobs overwrite each other's alerts.  ``helpUri`` and
+``informationUri`` are this project's pages (``[project.urls]`` of pyproject.toml), and
+each rule's ``precision`` says how often its findings are real: ``medium`` for the
+estimates and the comparisons with the rest of the model, ``high`` for measured facts.
 """
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
+from urllib.parse import quote
 
 from initaudit.codes import RULES, Rule
 from initaudit.report.fingerprint import file_uri, is_inside, located_findings, relative_path, unreadable_fingerprint
@@ -21,9 +32,16 @@ from initaudit.version import __version__
 LEVEL = {"fail": "error", "warn": "warning", "info": "note"}
 SEVERITY_RANK = {"error": 0, "warning": 1, "note": 2}
 MAX_RESULTS = 25_000            # GitHub rejects a run with more
-HELP_URI = "https://pypi.org/project/initaudit/#rule-codes"
+#: ``[project.urls]`` of pyproject.toml (a test holds them equal): the project, and the rule-code page.
+HOMEPAGE = "https://github.com/OWNER/initaudit"
+RULES_URI = "https://github.com/OWNER/initaudit/blob/main/docs/rules.md"
 FINGERPRINT_KEY = "initauditFinding/v1"
 SRCROOT = "%SRCROOT%"
+OUTSIDE = "MODELDIR"            # base ids of the folders of models outside the working directory
+#: GitHub's precision levels (very-high, high, medium, low): how often a rule's findings are true.
+#: IA104 is an estimate (residual sums, attention and pooling ignored); IA403 and IA501 compare a
+#: layer with the rest of its model, whose majority can itself be the odd one out.
+PRECISION = {"IA104": "medium", "IA403": "medium", "IA501": "medium"}
 
 
 def _rule(code: str) -> dict[str, Any]:
@@ -36,28 +54,48 @@ def _rule(code: str) -> dict[str, Any]:
         "shortDescription": {"text": r.summary},
         "fullDescription": {"text": r.why},
         "help": {"text": f"{r.summary}\n\nHow to fix: {r.fix}\n\nExample: {r.example}", "markdown": markdown},
-        "helpUri": HELP_URI,
+        "helpUri": RULES_URI,
         "defaultConfiguration": {"level": LEVEL[r.severity]},
-        "properties": {"tags": ["onnx", "weight-initialization"], "precision": "high",
+        "properties": {"tags": ["onnx", "weight-initialization"], "precision": PRECISION.get(code, "high"),
                        "problem.severity": {"fail": "error", "warn": "warning", "info": "recommendation"}[r.severity]},
     }
 
 
 class _Artifacts:
-    """One ``artifacts`` entry per model file; locations refer to it by index."""
+    """One ``artifacts`` entry per model file; locations refer to it by index.
+
+    A model inside the working directory is a path under ``%SRCROOT%``; one outside it is its file
+    name under ``MODELDIR<n>``, one base id per folder, resolved in ``originalUriBaseIds``."""
 
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []
         self.index: dict[str, int] = {}
+        self.bases: dict[str, str] = {}      # base id → folder URI, for models outside the working directory
+
+    def _where(self, path: str, relative: str) -> dict[str, Any]:
+        if is_inside(relative):
+            return {"uri": quote(relative), "uriBaseId": SRCROOT}
+        folder = file_uri(os.path.dirname(os.path.abspath(path))).rstrip("/") + "/"
+        base = next((b for b, uri in self.bases.items() if uri == folder), None)
+        if base is None:
+            base = f"{OUTSIDE}{len(self.bases) + 1}"
+            self.bases[base] = folder
+        return {"uri": quote(os.path.basename(path)), "uriBaseId": base}
 
     def location(self, path: str) -> dict[str, Any]:
         relative = relative_path(path)
         if relative not in self.index:
             self.index[relative] = len(self.entries)
-            where = ({"uri": relative, "uriBaseId": SRCROOT} if is_inside(relative) else {"uri": file_uri(path)})
-            self.entries.append({"location": where, "roles": ["analysisTarget"]})
+            self.entries.append({"location": self._where(path, relative), "roles": ["analysisTarget"]})
         artifact = {**self.entries[self.index[relative]]["location"], "index": self.index[relative]}
         return {"artifactLocation": artifact, "region": {"startLine": 1}}
+
+
+def automation_id(category: str) -> str:
+    """A category as code scanning keys it: ``category/`` (the part before the last slash is the
+    category, the rest a run id), as upload-sarif writes its own ``category`` input."""
+    category = category.strip()
+    return category if category.endswith("/") else category + "/"
 
 
 def _logical(graph: str, node: str, tensor: str) -> list[dict[str, Any]]:
@@ -68,7 +106,8 @@ def _logical(graph: str, node: str, tensor: str) -> list[dict[str, Any]]:
     return out
 
 
-def render(report: Report) -> str:
+def render(report: Report, category: str | None = None) -> str:
+    """The SARIF log; ``category`` (``--sarif-category``) becomes ``automationDetails.id``."""
     artifacts = _Artifacts()
     results: list[dict[str, Any]] = []
     for model in report.unreadable:
@@ -109,15 +148,19 @@ def render(report: Report) -> str:
         r["ruleIndex"] = used.index(r["ruleId"])
     run: dict[str, Any] = {
         "tool": {"driver": {"name": "initaudit", "version": __version__, "semanticVersion": __version__,
-                            "informationUri": "https://pypi.org/project/initaudit/",
+                            "informationUri": HOMEPAGE,
                             "rules": [_rule(code) for code in used]}},
-        "automationDetails": {"id": "initaudit/"},
-        "originalUriBaseIds": {SRCROOT: {"uri": file_uri(".").rstrip("/") + "/"}},
+    }
+    if category is not None and category.strip():
+        run["automationDetails"] = {"id": automation_id(category)}
+    run.update({
+        "originalUriBaseIds": {SRCROOT: {"uri": file_uri(".").rstrip("/") + "/"},
+                               **{base: {"uri": uri} for base, uri in artifacts.bases.items()}},
         "artifacts": artifacts.entries,
         "invocations": [invocation],
         "results": results,
         "columnKind": "unicodeCodePoints",
-    }
+    })
     log = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0", "runs": [run]}
     if len(results) > 1000:  # keep large logs small (code scanning takes at most 10 MB, gzipped)
         return json.dumps(log, ensure_ascii=False, separators=(",", ":")) + "\n"
