@@ -32,9 +32,9 @@ from initaudit.version import __version__
 LEVEL = {"fail": "error", "warn": "warning", "info": "note"}
 SEVERITY_RANK = {"error": 0, "warning": 1, "note": 2}
 MAX_RESULTS = 25_000            # GitHub rejects a run with more
-#: ``[project.urls]`` of pyproject.toml (a test holds them equal): the project, and the rule-code page.
-HOMEPAGE = "https://github.com/OWNER/initaudit"
-RULES_URI = "https://github.com/OWNER/initaudit/blob/main/docs/rules.md"
+#: Where the project is published (its page, and its rule-code page ``/blob/main/docs/rules.md``): None
+#: until it is, so that no informationUri or helpUri leads nowhere; each rule's help text is in the file.
+HOMEPAGE: str | None = None
 FINGERPRINT_KEY = "initauditFinding/v1"
 SRCROOT = "%SRCROOT%"
 OUTSIDE = "MODELDIR"            # base ids of the folders of models outside the working directory
@@ -54,7 +54,7 @@ def _rule(code: str) -> dict[str, Any]:
         "shortDescription": {"text": r.summary},
         "fullDescription": {"text": r.why},
         "help": {"text": f"{r.summary}\n\nHow to fix: {r.fix}\n\nExample: {r.example}", "markdown": markdown},
-        "helpUri": RULES_URI,
+        **({"helpUri": f"{HOMEPAGE}/blob/main/docs/rules.md"} if HOMEPAGE else {}),
         "defaultConfiguration": {"level": LEVEL[r.severity]},
         "properties": {"tags": ["onnx", "weight-initialization"], "precision": PRECISION.get(code, "high"),
                        "problem.severity": {"fail": "error", "warn": "warning", "info": "recommendation"}[r.severity]},
@@ -148,7 +148,7 @@ def render(report: Report, category: str | None = None) -> str:
         r["ruleIndex"] = used.index(r["ruleId"])
     run: dict[str, Any] = {
         "tool": {"driver": {"name": "initaudit", "version": __version__, "semanticVersion": __version__,
-                            "informationUri": HOMEPAGE,
+                            **({"informationUri": HOMEPAGE} if HOMEPAGE else {}),
                             "rules": [_rule(code) for code in used]}},
     }
     if category is not None and category.strip():
