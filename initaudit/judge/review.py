@@ -98,6 +98,7 @@ class Review:
     scale_z: float | None = None      # filled in across the model
     scale_group: int = 0              # how many comparable layers the scale was held against
     scale_offset: float | None = None  # log10 distance from their median scale
+    input_scale: float = 1.0          # a stored scalar the layer's input is multiplied by (in log_gain)
     spectrum: Spectrum | None = None  # the fresh candidate's largest singular value (None: not measured)
     spectrum_limit: float | None = None  # the σ₁ / edge a fresh draw of the tested block stays below
 
@@ -197,7 +198,9 @@ def int8_sqnr(sums: UnitSums) -> tuple[float | None, float | None]:
 
 
 def review_layer(sums: UnitSums, stats: TensorStats, fans: dict[str, Fans] | None, family: str,
-                 fan_in: int | None, scale: float = 1.0) -> Review:
+                 fan_in: int | None, scale: float = 1.0, input_scale: float = 1.0) -> Review:
+    """A layer's evidence; ``scale`` multiplies its weights (Gemm alpha), ``input_scale`` its input (a
+    stored scalar before it), and both make its gain on the signal, which IA403 compares."""
     disp = dispersion(sums) if sums.units > 1 else None
     disp_in = dispersion(sums, "in") if sums.in_units >= MIN_UNITS else None
     schemes = init_schemes(stats, fans, scale, family)
@@ -208,9 +211,10 @@ def review_layer(sums: UnitSums, stats: TensorStats, fans: dict[str, Fans] | Non
     sqnr, peak = int8_sqnr(sums)
     gain = None
     if fan_in and sums.count and sums.power[0] > 0:
-        gain = math.log10(math.sqrt(sums.power[0] / sums.count) * abs(scale) * math.sqrt(fan_in))
+        gain = math.log10(math.sqrt(sums.power[0] / sums.count) * abs(scale * input_scale) * math.sqrt(fan_in))
     return Review(sums.units, sums.per_unit, disp, disp_in, schemes, family, fresh, int(dead.size),
-                  tuple(int(i) for i in dead[:8]), sqnr, peak, sums.flushed, sums.subnormal, gain)
+                  tuple(int(i) for i in dead[:8]), sqnr, peak, sums.flushed, sums.subnormal, gain,
+                  input_scale=input_scale)
 
 
 def fresh_finding(review: Review, stats: TensorStats) -> Finding | None:
@@ -315,6 +319,11 @@ def scale_outliers(keys: Sequence[tuple[object, ...]],
     return result, offsets
 
 
+def input_note(review: Review) -> str:
+    """How the scale figure counts a stored multiplier of the layer's input ('' when there is none)."""
+    return "" if review.input_scale == 1.0 else f" × the input's multiplier {review.input_scale:.3g}"
+
+
 def scale_finding(review: Review, stats: TensorStats) -> Finding | None:
     """IA403: a layer whose scale is far out of line with comparable layers of the model (a layer
     still at its init is IA401's, and its scale was left out of the comparison)."""
@@ -323,7 +332,7 @@ def scale_finding(review: Review, stats: TensorStats) -> Finding | None:
             or abs(offset) < math.log10(SCALE_OUTLIER_FACTOR)):
         return None
     return finding("IA403",
-                   f"scale rms·√fan_in = {10 ** review.log_gain:.3g} is {10 ** abs(offset):.3g}× "
+                   f"scale rms·√fan_in{input_note(review)} = {10 ** review.log_gain:.3g} is {10 ** abs(offset):.3g}× "
                    f"{'above' if z > 0 else 'below'} the median of the {review.scale_group} comparable layers of "
                    f"this model (robust z = {z:+.1f}; flagged beyond ±{SCALE_OUTLIER_Z:g} and "
                    f"{SCALE_OUTLIER_FACTOR:g}×)")
@@ -360,7 +369,7 @@ def check_notes(review: Review) -> dict[str, str]:
         notes["dead units"] = f"{review.dead} of {review.units}" + (
             f" (first: {', '.join(map(str, review.dead_indices))})" if review.dead else "")
     if review.scale_z is not None:
-        notes["scale vs comparable layers"] = (f"rms·√fan_in = {10 ** (review.log_gain or 0):.3g}, "
+        notes["scale vs comparable layers"] = (f"rms·√fan_in{input_note(review)} = {10 ** (review.log_gain or 0):.3g}, "
                                                f"{10 ** (review.scale_offset or 0):.3g}× their median, robust z "
                                                f"{review.scale_z:+.2f} among {review.scale_group} layers")
     elif review.log_gain is not None:

@@ -169,6 +169,7 @@ def finish(p: Planned, stats: TensorStats, part_stats: list[TensorStats], opts: 
         if role and checked.target and checked.target_var and checked.ratio and status != "ok" and stats.var > 0
         else None,
         target_reason=checked.reason, gain=checked.gain, pool_area=p.pool_area, scale=role.scale if role else 1.0,
+        input_scale=p.input_scale,
         forward_gain=checked.forward_gain,
     )
 

@@ -63,7 +63,8 @@ def apply_review(layers: Sequence[LayerReport], sums: Sequence[UnitSums | None],
             reviews.append(None)
             continue
         fan_in = layer.fans["connectivity"].fan_in if layer.fans else None
-        evidence = review_layer(s, layer.stats, layer.fans, distribution(layer.stats), fan_in, layer.scale)
+        evidence = review_layer(s, layer.stats, layer.fans, distribution(layer.stats), fan_in, layer.scale,
+                                layer.input_scale)
         if evidence.fresh and spectrum is not None:
             evidence = with_spectrum(evidence, spectrum(len(reviews)))
         reviews.append(evidence)

@@ -63,6 +63,7 @@ class LayerReport:
     gain: float = 1.0
     pool_area: int = 1
     scale: float = 1.0                 # the consumer multiplies the weight by this (Gemm alpha)
+    input_scale: float = 1.0           # a stored scalar the consumer's data input was multiplied by
     forward_gain: float | None = None  # estimated output/input activation variance of this layer
     review: Review | None = None       # trained-model review evidence (--profile trained)
     histogram: Histogram | None = None  # values of a flagged layer, only when a report that draws them asks

@@ -1,4 +1,5 @@
-"""What a layer's output meets next: the nonlinearity that sets its target, a pooling.
+"""What a layer's output meets next: the nonlinearity that sets its target, a pooling; and the scalar
+its data input was multiplied by just before it.
 
 Walks forward from a node's first output through ops that neither mix units nor
 change the scheme a layer should follow (bias Add, BatchNormalization, reshapes,
@@ -59,6 +60,39 @@ def follow_output(graph: ModelGraph, scope: Scope, node: NodeProto, load_scalar=
     if activation is None:
         return Downstream(None, None, pool_area)
     return Downstream(activation[0], activation[1], pool_area)
+
+
+#: Ops between a scalar multiply and the layer that leave the multiplier as it is (a constant shift, reshapes).
+INPUT_TRANSPARENT = {"Add", "Sub", "Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose",
+                     "Dropout"}
+
+
+def input_multiplier(scope: Scope, node: NodeProto, load_scalar) -> float:
+    """The product of the stored scalars that ``node``'s data input (input 0) was multiplied (or divided)
+    by on its way from the previous op: PP-HGNet's learnable affine block ``x·s + b`` before each conv,
+    a ``Mul`` by a constant.  The layer's gain on the signal is its weights' gain times this."""
+    factor = 1.0
+    name = node.input[0] if node.input else ""
+    for _ in range(MAX_STEPS):
+        producer = scope.producers.get(name)
+        if producer is None:
+            break
+        prev = producer[0]
+        if prev.op_type in ("Mul", "Div") and len(prev.input) == 2:
+            values = [load_scalar(scope, n) for n in prev.input]
+            if prev.op_type == "Mul" and values[1] is not None:
+                factor, name = factor * values[1], prev.input[0]
+            elif prev.op_type == "Mul" and values[0] is not None:
+                factor, name = factor * values[0], prev.input[1]
+            elif prev.op_type == "Div" and values[1]:
+                factor, name = factor / values[1], prev.input[0]
+            else:
+                break
+        elif prev.op_type in INPUT_TRANSPARENT and prev.input:
+            name = prev.input[0]
+        else:
+            break
+    return factor
 
 
 def _activation(scope: Scope, node: NodeProto, load_scalar) -> tuple[str, float | None]:

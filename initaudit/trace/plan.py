@@ -15,7 +15,7 @@ from initaudit.read.graph import ModelGraph, Scope, node_name
 from initaudit.read.loader import LoadedModel
 from initaudit.read.nbits import NBitsLayout, make_decoder
 from initaudit.read.tensors import LoadArray, TensorSource
-from initaudit.trace.downstream import Downstream, follow_output, packed_parts
+from initaudit.trace.downstream import Downstream, follow_output, input_multiplier, packed_parts
 from initaudit.trace.fans import Fans
 from initaudit.trace.follow import (
     PASS_THROUGH,
@@ -147,6 +147,7 @@ class Planned:
     pool_area: int = 1
     integer_units: bool = False
     unsupported_op: str | None = None  # "domain.Op" of an op that reads it with an unknown layout
+    input_scale: float = 1.0           # the stored scalar the consumer's data input was multiplied by
 
 
 def plan(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], convention: str = "connectivity",
@@ -171,6 +172,7 @@ def plan(model: LoadedModel, graph: ModelGraph, uses: list[WeightUse], conventio
                              or (not source.is_float and planned.task.decoder is None))
     if role is not None and role.fans:
         planned.down = follow_output(graph, primary.use.scope, consumer, _slope_reader(model, graph))
+        planned.input_scale = input_multiplier(primary.use.scope, consumer, _scalar_reader(model, graph))
         fans = role.fans[convention]
         if pool_aware and spec is not None and spec.pooled and planned.down.pool_area > 1:
             planned.pool_area = planned.down.pool_area
@@ -216,6 +218,14 @@ def _slope_reader(model: LoadedModel, graph: ModelGraph):
     def read(scope, name: str) -> float | None:
         value = constant_value(graph, scope, name, model.load_array)
         return None if value is None or value.size == 0 else float(np.mean(value.astype(np.float64)))
+    return read
+
+
+def _scalar_reader(model: LoadedModel, graph: ModelGraph):
+    """Reads a stored scalar (one value); None for anything else."""
+    def read(scope, name: str) -> float | None:
+        value = constant_value(graph, scope, name, model.load_array) if name else None
+        return None if value is None or value.size != 1 else float(value.astype(np.float64).ravel()[0])
     return read
 
 
