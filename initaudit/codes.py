@@ -181,10 +181,11 @@ RULES: dict[str, Rule] = {r.code: r for r in (
     Rule("IA402", "dead-units", "warn",
          "With `--profile trained`: output units (Conv output channels, Gemm/MatMul output rows or columns, "
          "recurrent gate rows; ConvTranspose per group) whose norm is zero or below 1e-3 × the layer's median unit "
-         "norm: warn from 10 % of the units on, info below.",
+         "norm: warn when at least 10 % of the units are exactly zero, info otherwise (fewer, or units that "
+         "decayed to a tiny non-zero norm, as weight decay leaves units that stopped learning).",
          "A dead unit passes nothing: wasted compute, and often the sign of dying ReLUs or a BatchNorm γ driven to "
          "0 (channel pruning by Network Slimming leaves such channels on purpose).",
-         "conv2.weight [64, 32, 3, 3]: 16 of 64 output units (25 %) are dead, first: 0, 4, 8, 12.",
+         "conv2.weight [64, 32, 3, 3]: 16 of 64 output units (25 %) are dead (all exactly zero), first: 0, 4, 8, 12.",
          "If the zero channels are intended pruning, remove them from the architecture; otherwise check the "
          "training (learning rate, ReLU dying, weight decay on γ)."),
     Rule("IA403", "scale-outlier", "warn",

@@ -292,7 +292,7 @@ def test_reports_show_each_check_and_why(tmp_path, capsys, fmt):
     main([str(path), "--profile", "trained", "--format", fmt, "-j", "1", "--fail-on", "never"])
     out = capsys.readouterr().out
     assert "Trained-model review" in out
-    assert "8 of 32 (first:" in out                       # what the dead-unit check found on w4
+    assert "8 of 32 (8 exactly zero; first:" in out       # what the dead-unit check found on w4
     for check in ("never trained", "dead units", "scale vs comparable layers", "int8 outliers", "float16"):
         assert check in out
     assert "median unit norm" in out                        # and why
@@ -534,3 +534,26 @@ def test_the_flush_rule_page_states_the_energy_share_the_check_uses(capsys):
         w = np.full((10, 10), tiny)
         w[0, 0] = tiny * math.sqrt(99 * (1 / share - 1))
         assert (flush_finding(unit_sums_of(w, "OI")) is not None) == warns
+
+
+@pytest.mark.parametrize("scale, severity, how", [
+    (0.0, "warn", "all exactly zero"),                                   # zeroed channels: a defect's mark
+    (1e-7, "info", "decayed to a tiny non-zero norm"),                   # what weight decay leaves
+])
+def test_dead_units_zeroed_warn_and_decayed_are_information(scale, severity, how):
+    w = np.random.default_rng(33).normal(0.0, 0.05, (40, 64))
+    w[:12] *= scale                                                      # 30 % of the units
+    review = _review(w, "OI", Fans(64, 40))
+    found = dead_finding(review, stats_of(w))
+    assert found.severity == severity and how in found.message and "12 of 40" in found.message
+
+
+def test_a_few_zeroed_units_among_decayed_ones_count_alone():
+    """3 exactly zero + 9 decayed of 40: 7.5 % zeroed, under the 10 % bar: info; 4 zeroed: warn."""
+    for zeroed, severity in ((3, "info"), (4, "warn")):
+        w = np.random.default_rng(34).normal(0.0, 0.05, (40, 64))
+        w[:zeroed] = 0.0
+        w[zeroed:12] *= 1e-7
+        found = dead_finding(_review(w, "OI", Fans(64, 40)), stats_of(w))
+        assert found.severity == severity
+        assert f"{zeroed} exactly zero, {12 - zeroed} decayed" in found.message

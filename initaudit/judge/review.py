@@ -52,7 +52,11 @@ MIN_UNITS = 8
 MIN_VALUES = 4096
 #: A unit is dead when its norm is below this fraction of the layer's median unit norm.
 DEAD_RELATIVE = 1e-3
-#: Dead units: info below this fraction of a layer's units, warn from it on.
+#: Dead units: info below this fraction of a layer's units, warn from it on — counting the units whose
+#: weights are all exactly zero.  Units that decayed to a tiny but non-zero norm are what weight decay
+#: leaves of units a ReLU switched off during training (the published PP-OCRv5/v6 detectors hold layers
+#: with a third of their units at 1e-7 × the median): an info.  A channel zeroed by a conversion, a merge
+#: or a quantizer (codes at the zero point) is exactly zero.
 DEAD_WARN_FRACTION = 0.10
 #: Per-tensor int8 SQNR (dB) of the other values below which one value crushes the rest of the layer:
 #: max|w| > 883× the others' rms.  The worst healthy published layer seen keeps +2.1 dB (349×).
@@ -99,6 +103,7 @@ class Review:
     scale_group: int = 0              # how many comparable layers the scale was held against
     scale_offset: float | None = None  # log10 distance from their median scale
     input_scale: float = 1.0          # a stored scalar the layer's input is multiplied by (in log_gain)
+    dead_zero: int = 0                # dead units whose weights are all exactly zero
     spectrum: Spectrum | None = None  # the fresh candidate's largest singular value (None: not measured)
     spectrum_limit: float | None = None  # the σ₁ / edge a fresh draw of the tested block stays below
 
@@ -214,7 +219,7 @@ def review_layer(sums: UnitSums, stats: TensorStats, fans: dict[str, Fans] | Non
         gain = math.log10(math.sqrt(sums.power[0] / sums.count) * abs(scale * input_scale) * math.sqrt(fan_in))
     return Review(sums.units, sums.per_unit, disp, disp_in, schemes, family, fresh, int(dead.size),
                   tuple(int(i) for i in dead[:8]), sqnr, peak, sums.flushed, sums.subnormal, gain,
-                  input_scale=input_scale)
+                  input_scale=input_scale, dead_zero=int(np.count_nonzero(sums.unit_sq[dead] == 0)))
 
 
 def fresh_finding(review: Review, stats: TensorStats) -> Finding | None:
@@ -249,15 +254,21 @@ def sums_note(review: Review) -> str:
 
 
 def dead_finding(review: Review, stats: TensorStats) -> Finding | None:
-    """IA402: output units that are zero or negligible (not in an all-zero layer: IA202 says it)."""
+    """IA402: output units that are zero or negligible (not in an all-zero layer: IA202 says it); a warn
+    when exactly-zero units reach ``DEAD_WARN_FRACTION`` of the layer, an info otherwise."""
     if review.dead == 0 or review.units < 2 or (stats.total > 0 and stats.zeros == stats.total):
         return None
     fraction = review.dead / review.units
-    severity = "warn" if fraction >= DEAD_WARN_FRACTION else "info"
+    severity = "warn" if review.dead_zero >= DEAD_WARN_FRACTION * review.units else "info"
     more = ", …" if review.dead > len(review.dead_indices) else ""
+    decayed = review.dead - review.dead_zero
+    tiny = "decayed to a tiny non-zero norm as weight decay leaves units that stopped learning"
+    how = ("all exactly zero" if not decayed else
+           f"{review.dead_zero} exactly zero, {decayed} {tiny}" if review.dead_zero else tiny)
     return finding("IA402",
                    f"{review.dead} of {review.units} output units ({fraction:.0%}) are dead (norm below "
-                   f"{DEAD_RELATIVE:g}× the median unit norm), first: {', '.join(map(str, review.dead_indices))}{more}",
+                   f"{DEAD_RELATIVE:g}× the median unit norm; {how}), first: "
+                   f"{', '.join(map(str, review.dead_indices))}{more}",
                    severity)
 
 
@@ -367,7 +378,8 @@ def check_notes(review: Review) -> dict[str, str]:
                                   f"{spectrum_note(review)} → {verdict}")
     if review.units > 1:
         notes["dead units"] = f"{review.dead} of {review.units}" + (
-            f" (first: {', '.join(map(str, review.dead_indices))})" if review.dead else "")
+            f" ({review.dead_zero} exactly zero; first: {', '.join(map(str, review.dead_indices))})"
+            if review.dead else "")
     if review.scale_z is not None:
         notes["scale vs comparable layers"] = (f"rms·√fan_in{input_note(review)} = {10 ** (review.log_gain or 0):.3g}, "
                                                f"{10 ** (review.scale_offset or 0):.3g}× their median, robust z "

@@ -28,6 +28,7 @@ def review_dict(review: Review) -> dict[str, Any]:
         "never_trained": review.fresh,
         "dead_units": review.dead,
         "dead_indices": list(review.dead_indices),
+        "dead_units_zero": review.dead_zero,
         "sqnr_int8_db": _num(review.sqnr_int8_db),
         "max_over_rms": _num(review.max_over_rms),
         "float16_flushed": review.float16_flushed,
@@ -52,7 +53,8 @@ CHECK_WHY = {
                      "equals a known init scheme's, on layers of at least 4096 values and 8 units, and no singular value "
                      "stands out of the bulk a fresh draw allows (σ₁ within the Marchenko–Pastur edge plus a "
                      "Tracy–Widom margin)",
-    "dead units": "units whose norm is below 1e-3 × the median unit norm pass nothing (IA402: warn from 10 %)",
+    "dead units": "units whose norm is below 1e-3 × the median unit norm pass nothing (IA402: warn from 10 % of the "
+                  "units exactly zero, info when they decayed to a tiny non-zero norm)",
     "scale vs comparable layers": "rms·√fan_in against layers with the same op and kernel (IA403 beyond robust "
                                   "z 3.5 and 100× from their median)",
     "int8 outliers": "per-tensor int8 takes its step from max|w|; below -6 dB SQNR of the other values one value "
