@@ -30,7 +30,7 @@ import numpy as np
 from initaudit.findings import Finding, finding
 from initaudit.judge.bands import consistent
 from initaudit.judge.schemes import INIT_FAMILIES, SCHEME
-from initaudit.judge.verdict import matches
+from initaudit.judge.verdict import SHIFT_NOISE_Z, matches
 from initaudit.measure.stats import TensorStats
 from initaudit.measure.units import UnitSums
 from initaudit.trace.fans import Fans
@@ -88,6 +88,7 @@ class Review:
     scale_z: float | None = None      # filled in across the model
     scale_group: int = 0              # how many comparable layers the scale was held against
     scale_offset: float | None = None  # log10 distance from their median scale
+    shifted: int = 0                  # output units whose mean is beyond SHIFT_UNIT_SIGMAS of their own σ (IA204)
 
 
 def dispersion(sums: UnitSums, side: str = "out") -> Dispersion | None:
@@ -176,7 +177,8 @@ def review_layer(sums: UnitSums, stats: TensorStats, fans: dict[str, Fans] | Non
     if fan_in and sums.count and sums.power[0] > 0:
         gain = math.log10(math.sqrt(sums.power[0] / sums.count) * abs(scale) * math.sqrt(fan_in))
     return Review(sums.units, sums.per_unit, disp, disp_in, schemes, family, fresh, int(dead.size),
-                  tuple(int(i) for i in dead[:8]), sqnr, peak, sums.flushed, sums.subnormal, gain)
+                  tuple(int(i) for i in dead[:8]), sqnr, peak, sums.flushed, sums.subnormal, gain,
+                  shifted=shifted_units(sums))
 
 
 def fresh_finding(review: Review, stats: TensorStats) -> Finding | None:
@@ -322,3 +324,60 @@ def check_notes(review: Review) -> dict[str, str]:
                                   f"{review.sqnr_int8_db:.1f} dB")
     notes["float16"] = (f"{review.float16_flushed} values flush to 0, {review.float16_subnormal} subnormal")
     return notes
+
+
+
+#: IA204 in the trained profile, on the whole layer: |mean|/σ of a layer of several output units beyond
+#: which its values are shifted as a whole (a constant added by a conversion, a wrong zero point).  The
+#: healthy published models (docs/trained-review.md) keep within 0.95 σ (learned upsamplers, classifier
+#: heads whose units all lean one way): the bar is twice that.
+SHIFT_UNITS = 2.0
+#: The same for a layer of one output unit (or unknown units), where the mean is the direction of a
+#: single vector: detection heads and a fixed 0…15 ramp sit up to 1.66 σ from zero.
+SHIFT_SINGLE = 3.0
+#: IA204 on the units: a unit is shifted when its mean is beyond this many of its own σ ...
+SHIFT_UNIT_SIGMAS = 2.0
+#: ... and the layer is, when this share of its output units is shifted to the same side.  A wrong
+#: per-channel zero point moves every channel by about its own max|w|, while per-channel scales keep the
+#: whole layer's |mean|/σ small.  Healthy published layers keep at most 23 % of their units there (the
+#: 25th percentile of |mean|/σ over units stays within 0.92); units of fewer values than
+#: SHIFT_UNIT_VALUES (3×3 depthwise kernels, up to 2.3) are too noisy to count.
+SHIFT_UNIT_SHARE = 0.75
+SHIFT_UNIT_VALUES = 16
+SHIFT_MIN_UNITS = 8
+
+
+def shifted_units(sums: UnitSums) -> int:
+    """Output units whose mean is beyond SHIFT_UNIT_SIGMAS × their own σ, on the side more of them lean to
+    (0 when units are too few or too small to count)."""
+    n = sums.per_unit
+    if sums.unit_sum is None or sums.units < SHIFT_MIN_UNITS or n < SHIFT_UNIT_VALUES:
+        return 0
+    mean = sums.unit_sum / n
+    spread = np.sqrt(np.maximum(sums.unit_sq / n - mean * mean, 0.0))
+    beyond = np.abs(mean) > SHIFT_UNIT_SIGMAS * spread
+    return int(max(np.count_nonzero(beyond & (mean > 0)), np.count_nonzero(beyond & (mean < 0))))
+
+
+def shift_finding(review: Review, stats: TensorStats) -> Finding | None:
+    """IA204 (trained): the layer's mean is further from zero than any healthy trained layer's (beyond noise),
+    or most of its output units are shifted the same way, far beyond their own spread."""
+    if stats.count < 2 or not stats.var > 0:
+        return None
+    shift = abs(stats.mean) / math.sqrt(stats.var)
+    limit = SHIFT_UNITS if review.units >= 2 else SHIFT_SINGLE
+    units = f"{review.units} output units" if review.units >= 2 else "one output unit"
+    if shift > limit and shift > SHIFT_NOISE_Z / math.sqrt(stats.count):
+        return finding("IA204", f"mean {stats.mean:.4g} is {shift:.2f} σ away from zero ({units}; healthy trained "
+                                f"layers stay within {limit:g} σ): a constant added to the whole tensor, or a wrong "
+                                f"zero point")
+    if review.units >= SHIFT_MIN_UNITS and review.shifted >= SHIFT_UNIT_SHARE * review.units:
+        return finding("IA204", f"{review.shifted} of {review.units} output units ({review.shifted / review.units:.0%}) "
+                                f"have a mean beyond {SHIFT_UNIT_SIGMAS:g}× their own σ, all on one side (mean of the "
+                                f"layer {stats.mean:.4g}, {shift:.2f} σ): a wrong zero point, or a constant added "
+                                f"to every unit")
+    return None
+
+
+#: The mean-shift check runs after the others (its finding is listed last).
+REVIEW_CHECKS = (*REVIEW_CHECKS, shift_finding)
