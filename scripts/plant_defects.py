@@ -177,8 +177,9 @@ def constants_as_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def random_inputs(model: onnx.ModelProto, count: int = 2, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Calibration feeds: static dimensions as declared, dynamic ones 1 (the first) or 64; float inputs
-    standard normal, ``sr`` (silero-vad's sample rate) 16000, other integers 0…255."""
+    """Calibration feeds: static dimensions as declared; an input's first dynamic dimension 1 (the batch),
+    the others 512 for a 2-D input (audio samples: silero-vad pads by 64 with reflection) and 64 otherwise;
+    float inputs standard normal, ``sr`` (silero-vad's sample rate) 16000, other integers 0…255."""
     rng = np.random.default_rng(seed)
     stored = {t.name for t in model.graph.initializer}
     feeds = []
@@ -188,8 +189,10 @@ def random_inputs(model: onnx.ModelProto, count: int = 2, seed: int = 0) -> list
             if value.name in stored:
                 continue
             kind = value.type.tensor_type
-            shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (1 if i == 0 else 64)
-                     for i, d in enumerate(kind.shape.dim)]
+            dims = list(kind.shape.dim)
+            free = [i for i, d in enumerate(dims) if not (d.HasField("dim_value") and d.dim_value > 0)]
+            shape = [d.dim_value if i not in free else 1 if i == free[0] else 512 if len(dims) == 2 else 64
+                     for i, d in enumerate(dims)]
             dtype = helper.tensor_dtype_to_np_dtype(kind.elem_type)
             if value.name == "sr":
                 feed[value.name] = np.full(shape, 16000, dtype)
