@@ -592,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
             tally_storage(storage, paths, Path(tmp), args.layers, outcomes, summary)
     print()
     print("\n".join(detection_table(outcomes, args.storage)))
+    for storage in args.storage:
+        big = [o for o in outcomes if o["defect"] == "big" and o["storage"] == storage]
+        print(f"big, {storage}: also IA404 (int8 outlier) in {sum('IA404' in o['codes'] for o in big)} of {len(big)}")  # type: ignore[operator]
     caught = [o for o in outcomes if DEFECTS[str(o["defect"])] != "IA204"]
     print(f"\nIA401/IA402/IA201/IA206 defects detected in {sum(bool(o['detected']) for o in caught)} of {len(caught)} "
           f"copies, no other layer's status changed")

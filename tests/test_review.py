@@ -357,10 +357,11 @@ def test_unit_sums_carry_each_output_unit_sum():
 @pytest.mark.parametrize("units, per_unit, shift, flagged", [
     (16, 12, 1.9, False),    # several units: the bar is 2 σ (units of 12 values are too small to count)
     (16, 12, 2.1, True),
-    (1, 4096, 2.9, False),   # one unit: 3 σ
-    (1, 4096, 3.1, True),
+    (2, 96, 2.1, True),
+    (1, 4096, 3.1, False),   # one unit: one vector, whose mean is its direction
+    (1, 3, 6.4, False),
 ])
-def test_ia204_whole_layer_bar_depends_on_the_units(units, per_unit, shift, flagged):
+def test_ia204_whole_layer_bar_needs_several_units(units, per_unit, shift, flagged):
     w = np.random.default_rng(21).standard_normal((units, per_unit))
     w = (w - w.mean()) / w.std() + shift   # the layer's mean exactly `shift` σ
     review, found = _shift_codes(w)
@@ -368,7 +369,7 @@ def test_ia204_whole_layer_bar_depends_on_the_units(units, per_unit, shift, flag
     assert (found is not None) is flagged
     if flagged:
         assert found.code == "IA204" and found.severity == "warn"
-        assert found.message.startswith(f"mean {w.mean():.4g} is {shift:.2f} σ away from zero")
+        assert found.message.startswith(f"mean {w.mean():.4g} is {shift:.2f} σ away from zero ({units} output units")
 
 
 def test_ia204_whole_layer_stays_within_sampling_noise():
