@@ -22,7 +22,7 @@ TRUNCATED_KURTOSIS = -0.634463
 MIN_COUNT_FOR_FAMILY = 64
 #: IA204 in the init profile: every init scheme draws around zero, so a mean beyond 0.1 σ (and beyond
 #: sampling noise, ``SHIFT_NOISE_Z``/√n σ) is a wrong draw.  A trained layer's mean is the trained
-#: review's (``judge.review.shift_finding``): learned heads and upsamplers sit up to 1.66 σ from zero.
+#: review's (``judge.review.shift_finding``): healthy classifier heads and upsamplers lean up to 0.95 σ.
 SHIFT_INIT = 0.1
 SHIFT_NOISE_Z = 5.0
 
