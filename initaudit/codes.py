@@ -90,11 +90,17 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "`nn.init.constant_(w, 0.01)`.",
          "Use a random initializer."),
     Rule("IA204", "mean-shift", "warn",
-         "The mean of the weights is far from zero: more than 0.1 σ, and beyond what sampling noise allows.",
+         "The mean of the weights is far from zero: more than 0.1 σ, and beyond what sampling noise allows. With "
+         "`--profile trained` (layers of several output units): beyond 2 σ, or three quarters of the output "
+         "units (≥ 8 units of ≥ 16 values) shifted to one side by more than 2× their own σ.",
          "Every scheme draws weights centred on zero; a shifted mean adds a bias to every output and inflates the "
-         "second moment even when the variance looks right.",
-         "U(0, 1) instead of U(-a, a): mean 0.5, ratio of variance meaningless.",
-         "Check the initializer's bounds; subtract the mean."),
+         "second moment even when the variance looks right. A trained layer may lean (classifier heads, "
+         "upsamplers: up to 0.95 σ on published models), but not that far: what does is a constant added to the "
+         "tensor by a conversion, or int8 codes read with a wrong zero point.",
+         "U(0, 1) instead of U(-a, a): mean 0.5, ratio of variance meaningless; trained: uint8 codes meant with "
+         "zero point 128 read with 0, every channel moved by its own max|w|.",
+         "Check the initializer's bounds; subtract the mean. Trained: check the zero points and the conversion "
+         "that wrote the tensor."),
     Rule("IA205", "mostly-zero-weights", "warn",
          "At least half of the weights are exactly zero (but not all).",
          "A sparse or pruned layer, or a partially overwritten one: its variance understates the scale of the rest.",

@@ -17,6 +17,7 @@ from trainedkit import conv_chain, trained_convs, trained_like
 import initaudit
 from initaudit.cli.main import main
 from initaudit.judge.review import (
+    REVIEW_CHECKS,
     Z_IID,
     check_notes,
     dead_finding,
@@ -27,6 +28,8 @@ from initaudit.judge.review import (
     int8_sqnr,
     modified_z,
     review_layer,
+    shift_finding,
+    shifted_units,
     spectral_limit,
     with_spectrum,
 )
@@ -195,7 +198,8 @@ def test_dead_unit_index_per_op(tmp_path, case):
 
 # --- fast planted-defect check on synthetic trained-like models ----------------------------------
 
-DEFECTS = {"torch_default": "IA401", "normal_0.02": "IA401", "dead_quarter": "IA402", "nan": "IA201", "big": "IA206"}
+DEFECTS = {"torch_default": "IA401", "normal_0.02": "IA401", "dead_quarter": "IA402", "nan": "IA201", "big": "IA206",
+           "offset_3": "IA204"}
 
 
 def _plant(w: np.ndarray, defect: str, rng) -> np.ndarray:
@@ -209,6 +213,8 @@ def _plant(w: np.ndarray, defect: str, rng) -> np.ndarray:
         w[rng.choice(w.shape[0], w.shape[0] // 4, replace=False)] = 0
     elif defect == "nan":
         w.flat[rng.integers(w.size)] = np.nan
+    elif defect == "offset_3":  # 3 σ added to every value, as a conversion bug would
+        w = (w + 3 * w.astype(np.float64).std()).astype(np.float32)
     else:
         w.flat[rng.integers(w.size)] = 1e5
     return w
@@ -557,3 +563,119 @@ def test_a_few_zeroed_units_among_decayed_ones_count_alone():
         found = dead_finding(_review(w, "OI", Fans(64, 40)), stats_of(w))
         assert found.severity == severity
         assert f"{zeroed} exactly zero, {12 - zeroed} decayed" in found.message
+# --- mean shift (IA204 in the trained profile) ------------------------------------------------------------------
+
+
+def _units(rng, scales, per_unit, shifts):
+    """Rows of ``per_unit`` values with mean exactly ``shifts[u]·scales[u]`` and σ exactly ``scales[u]``."""
+    rows = rng.standard_normal((len(scales), per_unit))
+    rows = (rows - rows.mean(axis=1, keepdims=True)) / rows.std(axis=1, keepdims=True)
+    return (rows + np.asarray(shifts, np.float64)[:, None]) * np.asarray(scales, np.float64)[:, None]
+
+
+def _shift_codes(w, layout="OI"):
+    stats = stats_of(w)
+    review = _review(w, layout, Fans(w.shape[1], w.shape[0]))
+    found = shift_finding(review, stats)
+    return review, found
+
+
+def test_unit_sums_carry_each_output_unit_sum():
+    w = np.random.default_rng(20).normal(0.1, 1.0, size=(12, 5, 3, 3))
+    np.testing.assert_allclose(unit_sums_of(w, "OIHW").unit_sum, w.sum(axis=(1, 2, 3)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("units, per_unit, shift, flagged", [
+    (16, 12, 1.9, False),    # several units: the bar is 2 σ (units of 12 values are too small to count)
+    (16, 12, 2.1, True),
+    (2, 96, 2.1, True),
+    (1, 4096, 3.1, False),   # one unit: one vector, whose mean is its direction
+    (1, 3, 6.4, False),
+])
+def test_ia204_whole_layer_bar_needs_several_units(units, per_unit, shift, flagged):
+    w = np.random.default_rng(21).standard_normal((units, per_unit))
+    w = (w - w.mean()) / w.std() + shift   # the layer's mean exactly `shift` σ
+    review, found = _shift_codes(w)
+    assert review.shifted == 0
+    assert (found is not None) is flagged
+    if flagged:
+        assert found.code == "IA204" and found.severity == "warn"
+        assert found.message.startswith(f"mean {w.mean():.4g} is {shift:.2f} σ away from zero ({units} output units")
+
+
+def test_ia204_whole_layer_stays_within_sampling_noise():
+    # 2 × 2 values 2.5 σ from zero: beyond the 2 σ bar, not beyond noise (5/√4 = 2.5 σ)
+    w = np.array([[1.5, 3.5], [1.5, 3.5]])   # mean 2.5, σ 1
+    assert shift_finding(_review(w, "OI", Fans(2, 2)), stats_of(w)) is None
+
+
+def test_ia204_units_shifted_beyond_their_own_spread():
+    """A wrong zero point on every channel of a per-channel int8 weight moves each unit by about its own
+    max|w|: with unit scales spread over 30×, the whole layer stays within 2 σ while every unit is out."""
+    rng = np.random.default_rng(22)
+    scales = np.geomspace(0.01, 0.3, 16)
+    w = _units(rng, scales, 64, [2.5] * 16)
+    assert abs(w.mean()) / w.std() < 2.0
+    review, found = _shift_codes(w)
+    assert review.shifted == 16
+    assert found is not None and found.code == "IA204"
+    assert found.message.startswith("16 of 16 output units (100%) have a mean beyond 2× their own σ, all on one side")
+
+
+@pytest.mark.parametrize("shifts, shifted, flagged", [
+    ([2.5] * 12 + [0.0] * 4, 12, True),           # 75 %: the bar
+    ([2.5] * 11 + [0.0] * 5, 11, False),          # 69 %
+    ([1.9] * 16, 0, False),                       # every unit, but within 2 of its own σ
+    ([2.5] * 8 + [-2.5] * 8, 8, False),           # half up, half down: not a shift of the layer
+])
+def test_ia204_share_of_shifted_units(shifts, shifted, flagged):
+    w = _units(np.random.default_rng(23), np.geomspace(0.01, 0.3, 16), 64, shifts)
+    assert abs(w.mean()) / w.std() < 2.0
+    review, found = _shift_codes(w)
+    assert review.shifted == shifted
+    assert (found is not None) is flagged
+
+
+def test_shifted_units_ignore_small_units_and_few_units():
+    rng = np.random.default_rng(24)
+    assert shifted_units(unit_sums_of(_units(rng, [1.0] * 16, 9, [3.0] * 16), "OI")) == 0    # 9 values a unit
+    assert shifted_units(unit_sums_of(_units(rng, [1.0] * 7, 64, [3.0] * 7), "OI")) == 0     # 7 units
+    assert shifted_units(unit_sums_of(_units(rng, [1.0] * 8, 16, [3.0] * 8), "OI")) == 8
+
+
+def test_a_learned_lean_is_not_a_mean_shift_when_trained(tmp_path):
+    """A classifier head whose units all lean the same way (−0.9 of their σ), as healthy trained output layers
+    do: IA204 in the init profile, none in the trained one."""
+    w = _units(np.random.default_rng(25), np.geomspace(0.02, 0.2, 64), 256, [-0.9] * 64).T.astype(np.float32)
+    path = save(single_op("MatMul", w), tmp_path)      # MatMul [K, N]: units are the 64 columns
+    trained = initaudit.audit(path, jobs=1, profile="trained").models[0].layers[0]
+    init = initaudit.audit(path, jobs=1).models[0].layers[0]
+    assert "IA204" not in [f.code for f in trained.findings]
+    assert "IA204" in [f.code for f in init.findings]
+
+
+def _qdq_conv(codes, scale, zero, axis=0):
+    node = helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=axis)
+    conv = helper.make_node("Conv", ["x", "w"], ["y"])
+    return model([node, conv], [tensor("wq", codes), tensor("ws", scale), tensor("wz", zero)])
+
+
+@pytest.mark.parametrize("zero_point, flagged", [(128, False), (0, True)])
+def test_ia204_uint8_codes_read_with_zero_point_0(tmp_path, zero_point, flagged):
+    """Per-channel uint8 codes meant with zero point 128, read with 0: every channel moves by ~max|w|."""
+    w = trained_like(np.random.default_rng(26), (32, 16, 3, 3)).astype(np.float64)
+    scale = (np.abs(w).max(axis=(1, 2, 3)) / 127).astype(np.float32).astype(np.float64)
+    codes = (np.rint(w / scale[:, None, None, None]) + 128).astype(np.uint8)
+    m = _qdq_conv(codes, scale.astype(np.float32), np.full(32, zero_point, np.uint8))
+    layer = initaudit.audit(save(m, tmp_path), jobs=1, profile="trained").models[0].layers[0]
+    values = (codes.astype(np.float64) - zero_point) * scale[:, None, None, None]
+    assert layer.stats.mean == pytest.approx(values.mean(), rel=1e-9)
+    ia204 = [f for f in layer.findings if f.code == "IA204"]
+    assert bool(ia204) is flagged
+    if flagged:
+        assert abs(values.mean()) / values.std() < 2.0        # the whole layer alone would not tell
+        assert ia204[0].message.startswith("32 of 32 output units (100%)") and layer.status == "warn"
+
+
+def test_the_mean_shift_check_is_the_last_review_check():
+    assert REVIEW_CHECKS[-1] is shift_finding and len(REVIEW_CHECKS) == len(set(REVIEW_CHECKS))

@@ -34,7 +34,7 @@ import numpy as np
 from initaudit.findings import Finding, finding
 from initaudit.judge.bands import consistent
 from initaudit.judge.schemes import INIT_FAMILIES, SCHEME
-from initaudit.judge.verdict import matches
+from initaudit.judge.verdict import SHIFT_NOISE_Z, matches
 from initaudit.measure.spectrum import Spectrum
 from initaudit.measure.stats import TensorStats
 from initaudit.measure.units import UnitSums
@@ -104,6 +104,7 @@ class Review:
     scale_offset: float | None = None  # log10 distance from their median scale
     input_scale: float = 1.0          # a stored scalar the layer's input is multiplied by (in log_gain)
     dead_zero: int = 0                # dead units whose weights are all exactly zero
+    shifted: int = 0                  # output units whose mean is beyond SHIFT_UNIT_SIGMAS of their own σ (IA204)
     spectrum: Spectrum | None = None  # the fresh candidate's largest singular value (None: not measured)
     spectrum_limit: float | None = None  # the σ₁ / edge a fresh draw of the tested block stays below
 
@@ -219,7 +220,8 @@ def review_layer(sums: UnitSums, stats: TensorStats, fans: dict[str, Fans] | Non
         gain = math.log10(math.sqrt(sums.power[0] / sums.count) * abs(scale * input_scale) * math.sqrt(fan_in))
     return Review(sums.units, sums.per_unit, disp, disp_in, schemes, family, fresh, int(dead.size),
                   tuple(int(i) for i in dead[:8]), sqnr, peak, sums.flushed, sums.subnormal, gain,
-                  input_scale=input_scale, dead_zero=int(np.count_nonzero(sums.unit_sq[dead] == 0)))
+                  input_scale=input_scale, dead_zero=int(np.count_nonzero(sums.unit_sq[dead] == 0)),
+                  shifted=shifted_units(sums))
 
 
 def fresh_finding(review: Review, stats: TensorStats) -> Finding | None:
@@ -391,3 +393,60 @@ def check_notes(review: Review) -> dict[str, str]:
                                   f"{review.sqnr_int8_db:.1f} dB")
     notes["float16"] = (f"{review.float16_flushed} values flush to 0, {review.float16_subnormal} subnormal")
     return notes
+
+
+
+#: IA204 in the trained profile, on the whole layer: |mean|/σ of a layer of several output units beyond
+#: which its values are shifted as a whole (a constant added by a conversion, a wrong zero point).  The
+#: healthy published models (docs/trained-review.md, 47 models, 2,153 weights) keep within 0.95 σ
+#: (learned upsamplers, classifier heads whose units all lean one way): the bar is twice that.  A layer
+#: of one output unit is one vector, whose mean is its direction (detection heads at 1.66 σ, a fixed
+#: 3-tap kernel at 6.4 σ): not judged.
+SHIFT_UNITS = 2.0
+#: IA204 on the units: a unit is shifted when its mean is beyond this many of its own σ ...
+SHIFT_UNIT_SIGMAS = 2.0
+#: ... and the layer is, when this share of its output units (at least SHIFT_MIN_UNITS) is shifted to the
+#: same side.  A wrong zero point on every channel of a per-channel int8 weight moves each channel by about
+#: its own max|w|, while the channels' different scales keep the whole layer's |mean|/σ small.  Healthy
+#: published layers hold at most 53 % of their units there (wired-table-rec's `reg.0`, half of whose
+#: units were pruned to a common −0.0075; 36 % on the 15 models of the first survey).  Units of fewer
+#: values than SHIFT_UNIT_VALUES (3×3 depthwise kernels: the 25th percentile of their |mean|/σ reaches
+#: 2.3 on healthy layers, against 0.92 from 16 values on) are too noisy to count.
+SHIFT_UNIT_SHARE = 0.75
+SHIFT_UNIT_VALUES = 16
+SHIFT_MIN_UNITS = 8
+
+
+def shifted_units(sums: UnitSums) -> int:
+    """Output units whose mean is beyond SHIFT_UNIT_SIGMAS × their own σ, on the side more of them lean to
+    (0 when units are too few or too small to count)."""
+    n = sums.per_unit
+    if sums.unit_sum is None or sums.units < SHIFT_MIN_UNITS or n < SHIFT_UNIT_VALUES:
+        return 0
+    mean = sums.unit_sum / n
+    spread = np.sqrt(np.maximum(sums.unit_sq / n - mean * mean, 0.0))
+    beyond = np.abs(mean) > SHIFT_UNIT_SIGMAS * spread
+    return int(max(np.count_nonzero(beyond & (mean > 0)), np.count_nonzero(beyond & (mean < 0))))
+
+
+def shift_finding(review: Review, stats: TensorStats) -> Finding | None:
+    """IA204 (trained, layers of several output units): the layer's mean is further from zero than any healthy
+    trained layer's (beyond noise), or most of its output units are shifted the same way, far beyond their
+    own spread."""
+    if review.units < 2 or stats.count < 2 or not stats.var > 0:
+        return None
+    shift = abs(stats.mean) / math.sqrt(stats.var)
+    if shift > SHIFT_UNITS and shift > SHIFT_NOISE_Z / math.sqrt(stats.count):
+        return finding("IA204", f"mean {stats.mean:.4g} is {shift:.2f} σ away from zero ({review.units} output "
+                                f"units; healthy trained layers stay within {SHIFT_UNITS:g} σ): a constant added to "
+                                f"the whole tensor, or a wrong zero point")
+    if review.units >= SHIFT_MIN_UNITS and review.shifted >= SHIFT_UNIT_SHARE * review.units:
+        return finding("IA204", f"{review.shifted} of {review.units} output units ({review.shifted / review.units:.0%}) "
+                                f"have a mean beyond {SHIFT_UNIT_SIGMAS:g}× their own σ, all on one side (mean of the "
+                                f"layer {stats.mean:.4g}, {shift:.2f} σ): a wrong zero point, or a constant added "
+                                f"to every unit")
+    return None
+
+
+#: The mean-shift check runs after the others (its finding is listed last).
+REVIEW_CHECKS = (*REVIEW_CHECKS, shift_finding)

@@ -96,6 +96,7 @@ class UnitSums:
     in_units: int = 0
     in_per_unit: int = 0
     in_sq: np.ndarray | None = None   # Σ w² of each input unit
+    unit_sum: np.ndarray | None = None   # Σ w of each output unit (non-finite values counted as 0)
 
 
 def unit_sums(chunks: Iterator[tuple[int, np.ndarray]], axes: UnitAxes | None, total: int,
@@ -103,6 +104,7 @@ def unit_sums(chunks: Iterator[tuple[int, np.ndarray]], axes: UnitAxes | None, t
     """Accumulate over ``(start, values)`` chunks of one tensor (values already dequantized)."""
     units = axes.units if axes is not None else 1
     sq = np.zeros(units, np.float64)
+    unit_sum = np.zeros(units, np.float64)
     in_sq = np.zeros(in_axes.units, np.float64) if in_axes is not None else None
     max_abs = 0.0
     powers = [0.0, 0.0, 0.0, 0.0]
@@ -133,11 +135,13 @@ def unit_sums(chunks: Iterator[tuple[int, np.ndarray]], axes: UnitAxes | None, t
         if axes is None:
             continue
         sq += _per_unit(x2, start, axes)
+        unit_sum += _per_unit(x, start, axes)
         if in_axes is not None and in_sq is not None:
             in_sq += _per_unit(x2, start, in_axes)
     in_units = in_axes.units if in_axes is not None else 0
     return UnitSums(units, total // units if units else 0, sq, count, (powers[0], powers[1], powers[2], powers[3]),
-                    max_abs, flushed, subnormal, nonzero, flushed_sq, in_units, total // in_units if in_units else 0, in_sq)
+                    max_abs, flushed, subnormal, nonzero, flushed_sq, in_units, total // in_units if in_units else 0, in_sq,
+                    unit_sum)
 
 
 def _per_unit(x2: np.ndarray, start: int, axes: UnitAxes) -> np.ndarray:
