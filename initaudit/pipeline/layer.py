@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from initaudit.findings import STATUS_ORDER, Finding, finding, worst_status
+from initaudit.findings import SEVERITY_STATUS, STATUS_ORDER, Finding, finding, worst_status
 from initaudit.judge.bands import bands_for, consistent
 from initaudit.judge.policy import breach, policy_target, std_matches
 from initaudit.judge.schemes import AUTO_TARGETS, activation_factor, auto_target, fixed_std, usual_gain
@@ -89,6 +89,17 @@ def _std_matches(spec: LayerSpec, target: str, ratio: float | None, stats: Tenso
     return tuple(found)
 
 
+def _one_cause(findings: list[Finding], broken: Finding) -> list[Finding]:
+    """A layer off its target (IA101/IA102) that also breaks the model's policy (IA501) is off both for one
+    cause, its variance: one IA501 that says both, at the worse of the two severities."""
+    off = [f for f in findings if f.code in ("IA101", "IA102")]
+    if not off:
+        return [*findings, broken]
+    severity = max([broken, *off], key=lambda f: STATUS_ORDER[SEVERITY_STATUS[f.severity]]).severity
+    merged = finding("IA501", "; ".join([broken.message, *(f"also {f.message} ({f.code})" for f in off)]), severity)
+    return [f for f in findings if f not in off] + [merged]
+
+
 def _check(p: Planned, role: Role, fans: Fans, down: Downstream, stats: TensorStats,
            part_stats: list[TensorStats], opts: AuditOptions, prior: list[Finding], spec: LayerSpec) -> Checked:
     target, gain, reason, convention = _target(opts, down, spec)
@@ -105,7 +116,7 @@ def _check(p: Planned, role: Role, fans: Fans, down: Downstream, stats: TensorSt
     if spec.sample is not None and spec.choice.target is None:  # a layer rule's own target outranks the majority
         broken = breach(spec.policy, spec.sample)
         if broken is not None:
-            out.findings.append(broken)
+            out.findings = [*_one_cause(out.findings, broken)]
     out.parts, part_findings = _parts(p.task.parts, part_stats, result.target_var, profile,
                                       prior + out.findings)
     out.findings.extend(part_findings)
