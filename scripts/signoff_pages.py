@@ -1,0 +1,48 @@
+"""Page heights (screen, 1400 px wide) and PDF page counts of the trained-profile HTML report at
+5, 60 and 600 layers (tests/signoffkit.py's conv chains), in headless Chromium.
+
+    python scripts/signoff_pages.py [--out DIR]
+
+Run it with another checkout first on ``PYTHONPATH`` to measure that version (the figures before and
+after a change to the HTML report).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from browser import page_height, pdf_pages, print_pdf  # noqa: E402
+from signoffkit import signoff_model  # noqa: E402
+
+import initaudit  # noqa: E402
+from initaudit.report.formats import render  # noqa: E402
+
+SIZES = (5, 60, 600)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="keep the pages and PDFs here (default: a temporary folder)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.out or Path(scratch)
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"initaudit from {Path(initaudit.__file__).parent}")
+        print(f"{'layers':>6} {'height px':>10} {'PDF pages':>9}  paper (pt)")
+        for n in SIZES:
+            path = signoff_model(out, n)
+            report = initaudit.audit(path, jobs=1, profile="trained", histograms=True)
+            page = out / f"signoff_{n}.html"
+            page.write_text(render(report, "html"), encoding="utf-8")
+            pages, size = pdf_pages(print_pdf(page, out / f"signoff_{n}.pdf"))
+            print(f"{n:>6} {page_height(page):>10} {pages:>9}  {size[0]:g} x {size[1]:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
