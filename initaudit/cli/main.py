@@ -21,8 +21,9 @@ from initaudit.pipeline.paths import Exclude, expand
 from initaudit.pipeline.per_file import apply_per_file_ignores
 from initaudit.pipeline.run import audit
 from initaudit.report.baseline import compare, read_baseline, write_baseline
-from initaudit.report.formats import REPORTERS, needs_histograms, render
+from initaudit.report.formats import REPORTERS, needs_histograms, needs_provenance, render
 from initaudit.report.formats.github import one_line
+from initaudit.report.model import Report
 from initaudit.trace.fans import CONVENTIONS, layout_fans
 from initaudit.version import __version__
 
@@ -196,6 +197,8 @@ def run_audit(argv: Sequence[str]) -> int:
         print(f"initaudit: error: {one_line(f'{model.path}: {model.error}')}", file=sys.stderr)
     if recorded is not None:
         report = dataclasses.replace(report, baseline=compare(report, recorded, args.baseline))
+    if needs_provenance([fmt, *(f for f, _ in extra)]):
+        report = _provenance(report, options, argv, args.config, bool(config))
     color = _use_color(args.color, sys.stdout.isatty(), os.environ, to_file=args.output is not None)
     text = render(report, fmt, color=color, **_format_options(fmt, args, timer),
                   **({"quiet": True} if args.quiet and fmt == "table" else {}))
@@ -217,6 +220,17 @@ def run_audit(argv: Sequence[str]) -> int:
               file=sys.stderr)
         return 2 if report.unreadable else 0
     return report.exit_code
+
+
+def _provenance(report: Report, options: dict[str, object], argv: Sequence[str], explicit: str | None,
+                configured: bool) -> Report:
+    """The sign-off facts of the JSON, Markdown and HTML reports: each file's SHA-256 and size, the effective
+    options, the config file read (``--config``, or the nearest pyproject.toml when it held a table), the command."""
+    from initaudit.pipeline.options import AuditOptions
+    from initaudit.report.provenance import with_provenance
+
+    found = config_file(explicit) if explicit or configured else None
+    return with_provenance(report, AuditOptions(**options), argv, None if found is None else str(found))  # type: ignore[arg-type]
 
 
 def _write(path: str, text: str, mode: str = "w", what: str = "write the report") -> None:
