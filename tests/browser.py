@@ -14,8 +14,6 @@ PDFTOTEXT = shutil.which("pdftotext")
 PDFINFO = shutil.which("pdfinfo")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")
-HEIGHT_PROBE = ("<script>document.title = 'height=' + Math.max(document.documentElement.scrollHeight, "
-                "document.body.scrollHeight);</script>")
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess[str]:
@@ -25,14 +23,33 @@ def chromium(*args: str) -> subprocess.CompletedProcess[str]:
                               text=True, timeout=300)
 
 
-def page_height(page: Path, width: int = 1400) -> int:
-    """The page's full height in CSS px at a window ``width`` wide (a copy of it with a probe appended)."""
-    probe = page.with_name(page.stem + ".probe.html")
-    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", HEIGHT_PROBE + "</body>"), encoding="utf-8")
-    done = chromium(f"--window-size={width},900", "--dump-dom", probe.resolve().as_uri())
-    found = re.search(r"<title>height=(\d+)</title>", done.stdout)
+def probe(page: Path, expression: str, width: int = 1400, height: int = 900, style: str = "") -> str:
+    """A JavaScript expression's value once the page has loaded (its own script run), in a window
+    ``width`` × ``height``: a copy of the page with a probe appended (and ``style`` added) reports it in
+    its title, read back from the DOM Chromium dumps."""
+    copy = page.with_name(page.stem + ".probe.html")
+    text = page.read_text(encoding="utf-8")
+    if style:
+        text = text.replace("</style>", style + "</style>", 1)
+    script = f"<script>document.title = 'probe=' + String({expression}) + '=end';</script>"
+    copy.write_text(text.replace("</body>", script + "</body>"), encoding="utf-8")
+    done = chromium(f"--window-size={width},{height}", "--dump-dom", copy.resolve().as_uri())
+    found = re.search(r"<title>probe=(.*?)=end</title>", done.stdout, re.S)
     assert found, done.stderr[-2000:]
-    return int(found.group(1))
+    return found.group(1)
+
+
+def page_height(page: Path, width: int = 1400, style: str = "") -> int:
+    """The page's full height in CSS px at a window ``width`` wide."""
+    return int(probe(page, "Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)", width,
+                     style=style))
+
+
+def dump_dom(page: Path, fragment: str = "", width: int = 1400) -> str:
+    """The DOM after the page's script ran (``fragment``: a ``#…`` the page is opened at)."""
+    done = chromium(f"--window-size={width},900", "--dump-dom", page.resolve().as_uri() + fragment)
+    assert "</html>" in done.stdout, done.stderr[-2000:]
+    return done.stdout
 
 
 def screenshot(page: Path, shot: Path, width: int = 1400, height: int = 900) -> bytes:
@@ -57,7 +74,9 @@ def pdf_pages(pdf: Path) -> tuple[int, tuple[float, float]]:
     return pages, (float(size.group(1)), float(size.group(2)))
 
 
-def pdf_text(pdf: Path, layout: bool = True) -> str:
+def pdf_text(pdf: Path, mode: str = "raw") -> str:
+    """The PDF's text, pages split by form feeds: ``raw`` in the order it was drawn (a table row's cells one
+    after the other), ``layout`` as laid out on the page."""
     assert PDFTOTEXT is not None
-    args = [PDFTOTEXT, *(["-layout"] if layout else []), str(pdf), "-"]
+    args = [PDFTOTEXT, f"-{mode}", str(pdf), "-"]
     return subprocess.run(args, capture_output=True, text=True, check=True).stdout

@@ -114,4 +114,4 @@ def test_markdown_and_html_name_what_was_reviewed(tmp_path, fmt):
                    f"initaudit {path} --format {fmt}", "2026-05-04T03:02:01Z", "profile trained; target xavier",
                    f"{path.stat().st_size:,} bytes", "1,024 bytes (1.0 KiB)", "initaudit-tests", "17 (IR version 9)"):
         assert needle in text, needle
-    assert re.search(r"total size\W+" + re.escape(f"{path.stat().st_size + 1536:,} bytes"), text)
+    assert re.search(r"total size(?:</th><td>| \| )" + re.escape(f"{path.stat().st_size + 1536:,} bytes"), text)
