@@ -1,4 +1,4 @@
-"""The HTML report's structure (report/formats/html.py, html_review.py), without a browser: the review-first
+"""The HTML report's structure (report/formats/html.py, _html_review.py), without a browser: the review-first
 headline for trained models, flagged layers first with the ok ones folded, a reason column, findings grouped
 by severity with each rule's own evidence, histograms capped, names breakable only at separators."""
 from __future__ import annotations

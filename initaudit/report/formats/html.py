@@ -3,7 +3,7 @@
 Per report: what was reviewed and how (provenance: each file's SHA-256 and size, the options, the
 command, the time).  Per model: the headline — for the init profile every layer's variance ratio on a
 log scale against the ok/fail bands; for a trained model (``--profile trained``, or ``auto`` deciding
-so) each check of the review against its own threshold (``html_review``) — then the layers, flagged
+so) each check of the review against its own threshold (``_html_review``) — then the layers, flagged
 first and the ok ones folded, with a reason column (filter and sort with a small inline script: no
 network, works from disk, every name from the model is escaped and never placed in the script), the
 findings grouped by severity and rule with each layer's evidence for that rule, and the histograms of
@@ -33,10 +33,10 @@ from initaudit.report.formats._common import (
     summary_line,
     target_std,
 )
+from initaudit.report.formats._html_review import CHECKS, review_chart, x_labels
+from initaudit.report.formats._html_review import cells as review_cells
 from initaudit.report.formats._provenance import html_rows, model_rows, run_rows
 from initaudit.report.formats._review import CHECK_WHY
-from initaudit.report.formats.html_review import CHECKS, review_chart, x_labels
-from initaudit.report.formats.html_review import cells as review_cells
 from initaudit.report.model import LayerReport, ModelReport, Report
 from initaudit.version import __version__
 
