@@ -9,7 +9,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from initaudit.codes import RULES
-from initaudit.findings import SEVERITY_STATUS, STATUS_ORDER, Finding
+from initaudit.findings import SEVERITY_STATUS, STATUS_ORDER, Finding, finding
 from initaudit.report.formats._common import (
     baseline_line,
     chosen_target,
@@ -90,7 +90,7 @@ def _all_findings(report: Report) -> list[Finding]:
     found = []
     for model in report.models:
         if model.error is not None:
-            found.append(Finding("IA001", "fail", model.error))
+            found.append(finding("IA001", model.error))
             continue
         found += [f for layer in model.layers for f in layer.findings]
         found += list(model.findings)
