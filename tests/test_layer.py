@@ -294,3 +294,13 @@ def test_a_policy_breach_and_its_target_verdict_are_one_finding():
     assert merged == Finding("IA501", "fail", "matches torch_default (std 0.036); the other 15 layers match "
                                               "std 0.02; also variance 1.6× the xavier target (IA102)")
     assert _one_cause([other], broken) == [other, broken]  # nothing else about the variance: left as it was
+
+
+def test_a_filtered_code_is_not_merged_away():
+    """With IA501 (or IA102) filtered out, the two stay apart, so the filter drops only its own code."""
+    from initaudit.pipeline.layer import _one_cause
+
+    off = Finding("IA102", "warn", "variance 1.6× the xavier target")
+    broken = Finding("IA501", "fail", "matches torch_default (std 0.036)")
+    assert _one_cause([off], broken, lambda code: code != "IA501") == [off, broken]
+    assert _one_cause([off], broken, lambda code: code != "IA102") == [off, broken]

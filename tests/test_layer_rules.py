@@ -138,6 +138,14 @@ def test_without_the_ignore_rule_the_wrong_layer_fails(tmp_path, capsys):
                      found["message"])
 
 
+def test_ignoring_the_policy_breach_keeps_the_target_verdict(tmp_path, capsys):
+    path = gpt2ish(tmp_path, wrong="h.1.mlp.c_fc.weight")
+    code, out, _ = run_json(capsys, path, "--config", config(tmp_path, GPT2_RULES), "--ignore", "IA501")
+    layer = next(layer for layer in out["layers"] if layer["name"] == "h.1.mlp.c_fc.weight")
+    assert code == 1 and [f["code"] for f in layer["findings"]] == ["IA101"]
+    assert "(IA101)" not in layer["findings"][0]["message"] and "policy" not in layer["findings"][0]["message"]
+
+
 def test_a_dead_glob_is_a_warning_not_a_failure(tmp_path, capsys):
     path = gpt2ish(tmp_path)
     rules = GPT2_RULES + '''[[tool.initaudit.layers]]
