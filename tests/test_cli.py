@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -183,7 +185,9 @@ def test_folder_with_a_bad_model_in_parallel(capsys, tmp_path):
 def test_jobs_do_not_change_the_report(capsys):
     one = run(capsys, SAMPLES, "--format", "json", "--jobs", "1")[1]
     two = run(capsys, SAMPLES, "--format", "json", "--jobs", "2")[1]
-    assert one == two
+    one, two = json.loads(one), json.loads(two)
+    first, second = one.pop("provenance"), two.pop("provenance")  # the command and the time differ
+    assert one == two and first["options"] == second["options"]
     assert run(capsys, SAMPLES, "--jobs", "0")[0] == 2
 
 
@@ -262,3 +266,68 @@ def test_an_error_naming_a_file_is_one_line_whatever_the_name(capsys, tmp_path):
     code, out, err = run(capsys, odd)
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("initaudit: error: ") and "evil\\n::error::x ##\\[warning]y.onnx" in err
+
+# --- issue 20: a closed pipe, quiet mode and --statistics on a terminal ---------------------------------------
+
+def _closed_pipe_run(args: list[str]) -> subprocess.CompletedProcess:
+    """The command with stdout a pipe whose reader is gone before it writes (`| true`, `| head` that quit)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "initaudit", *args], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("args, code", [(["rules"], 0), (["schema"], 0), (["fans", "5,5,3,6", "--layout", "HWIO"], 0),
+                                        ([str(SAMPLES / "lenet_torch_default.onnx")], 1),
+                                        ([str(SAMPLES / "lenet_xavier.onnx"), "--statistics"], 0)])
+def test_a_closed_pipe_ends_the_output_quietly(args, code):
+    done = _closed_pipe_run(args)
+    assert done.stderr == ""           # no "internal error: BrokenPipeError", no "Exception ignored"
+    assert done.returncode == code     # the verdict still, for an audit
+
+
+def _on_a_terminal(args: list[str]) -> tuple[int, str]:
+    """The command with stdout a pseudo-terminal (colour on by default), what it wrote there."""
+    main_fd, child_fd = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    child = subprocess.Popen([sys.executable, "-m", "initaudit", *args], stdout=child_fd,
+                             stderr=subprocess.DEVNULL, env=env)
+    os.close(child_fd)
+    seen = b""
+    try:  # read while it writes: a terminal buffers a few KiB only
+        while chunk := os.read(main_fd, 4096):
+            seen += chunk
+    except OSError:  # EIO: the child closed the terminal
+        pass
+    os.close(main_fd)
+    return child.wait(timeout=120), seen.decode().replace("\r\n", "\n")
+
+
+def test_quiet_on_a_terminal_keeps_flagged_rows_findings_and_summary(tmp_path):
+    from signoffkit import layer_name, signoff_model
+
+    path = signoff_model(tmp_path, 60)
+    code, text = _on_a_terminal([str(path), "--profile", "trained", "-q"])
+    assert code == 1
+    rows = [line for line in text.splitlines() if line.startswith("backbone/")]
+    assert len(rows) == 18 and all("\033[33mwarn\033[0m" in r or "\033[31;1mfail\033[0m" in r for r in rows)
+    assert rows[0].split()[0] == layer_name(3) and "\033[32mok" not in text
+    assert text.splitlines()[-1] == f"{path}: 60 weights — 42 ok, 12 warn, 6 fail (target xavier, convention " \
+                                    "connectivity, profile trained)"
+    code, full = _on_a_terminal([str(path), "--profile", "trained"])
+    assert code == 1 and sum(line.startswith("backbone/") for line in full.splitlines()) == 60
+    assert full.splitlines()[0] == text.splitlines()[-1]  # 60 rows: the summary first as well
+
+
+def test_statistics_on_a_terminal_and_the_report_still_written(tmp_path):
+    out = tmp_path / "report.json"
+    code, text = _on_a_terminal([str(SAMPLES / "lenet_torch_default.onnx"), "--statistics", "-o", str(out),
+                                 "--format", "json"])
+    assert code == 1
+    assert [line.split(None, 3) for line in text.splitlines()] == [
+        ["4", "IA101", "variance-far-from-target", "4 fail"], ["1", "IA102", "variance-off-target", "1 warn"],
+        ["1", "IA104", "signal-drift", "1 warn"]]
+    assert json.loads(out.read_text())["summary"] == {"layers": 5, "ok": 0, "warn": 1, "fail": 4, "skipped": 0}

@@ -48,3 +48,9 @@ def test_the_command_line_offers_the_registered_formats(capsys):
 def test_an_unknown_format_is_refused():
     with pytest.raises(ValueError, match="unknown format"):
         render(initaudit.audit(SAMPLES / "lenet_std1.onnx", jobs=1), "pdf")
+
+
+def test_only_the_reports_a_sign_off_reads_ask_for_provenance():
+    from initaudit.report.formats import needs_provenance
+
+    assert {f.name for f in FORMATS if needs_provenance([f.name])} == {"json", "markdown", "html"}

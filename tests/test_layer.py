@@ -280,3 +280,27 @@ def test_lstm_one_weak_gate_fails_although_the_average_is_ok(tmp_path):
 
 def var64(values) -> float:
     return float(np.asarray(values, np.float64).var())
+
+
+def test_a_policy_breach_and_its_target_verdict_are_one_finding():
+    """IA102 (warn) and IA501 (fail) on one layer for one cause, its variance: one IA501 at fail, both messages."""
+    from initaudit.pipeline.layer import _one_cause
+
+    off = Finding("IA102", "warn", "variance 1.6× the xavier target")
+    other = Finding("IA201", "warn", "mean far from zero")
+    broken = Finding("IA501", "fail", "matches torch_default (std 0.036); the other 15 layers match std 0.02")
+    [kept, merged] = _one_cause([other, off], broken)
+    assert kept == other
+    assert merged == Finding("IA501", "fail", "matches torch_default (std 0.036); the other 15 layers match "
+                                              "std 0.02; also variance 1.6× the xavier target (IA102)")
+    assert _one_cause([other], broken) == [other, broken]  # nothing else about the variance: left as it was
+
+
+def test_a_filtered_code_is_not_merged_away():
+    """With IA501 (or IA102) filtered out, the two stay apart, so the filter drops only its own code."""
+    from initaudit.pipeline.layer import _one_cause
+
+    off = Finding("IA102", "warn", "variance 1.6× the xavier target")
+    broken = Finding("IA501", "fail", "matches torch_default (std 0.036)")
+    assert _one_cause([off], broken, lambda code: code != "IA501") == [off, broken]
+    assert _one_cause([off], broken, lambda code: code != "IA102") == [off, broken]

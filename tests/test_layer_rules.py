@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -129,7 +130,20 @@ def test_without_the_ignore_rule_the_wrong_layer_fails(tmp_path, capsys):
     code, out, _ = run_json(capsys, path, "--config", config(tmp_path, GPT2_RULES))
     failing = [layer for layer in out["layers"] if layer["status"] == "fail"]
     assert code == 1 and [layer["name"] for layer in failing] == ["h.1.mlp.c_fc.weight"]
-    assert {f["code"] for f in failing[0]["findings"]} == {"IA101", "IA501"}
+    # one cause, one finding: the policy breach, saying the target's verdict too (its ratio 1²/0.02² = 2500)
+    [found] = failing[0]["findings"]
+    assert found["code"] == "IA501" and found["severity"] == "fail"
+    assert found["message"].startswith("std 1, which matches no scheme; the other 7 layers match")
+    assert re.search(r"; also variance 2\.5\de\+03× the std:0\.02 target, above the fail band .* \(IA101\)$",
+                     found["message"])
+
+
+def test_ignoring_the_policy_breach_keeps_the_target_verdict(tmp_path, capsys):
+    path = gpt2ish(tmp_path, wrong="h.1.mlp.c_fc.weight")
+    code, out, _ = run_json(capsys, path, "--config", config(tmp_path, GPT2_RULES), "--ignore", "IA501")
+    layer = next(layer for layer in out["layers"] if layer["name"] == "h.1.mlp.c_fc.weight")
+    assert code == 1 and [f["code"] for f in layer["findings"]] == ["IA101"]
+    assert "(IA101)" not in layer["findings"][0]["message"] and "policy" not in layer["findings"][0]["message"]
 
 
 def test_a_dead_glob_is_a_warning_not_a_failure(tmp_path, capsys):

@@ -109,3 +109,33 @@ def test_large_inline_payload_is_read_from_the_file(tmp_path):
         assert np.array_equal(source.to_array(), values)
     finally:
         loaded.close()
+
+
+def _lfs_pointer(data: bytes) -> bytes:
+    """What a checkout without ``git lfs pull`` leaves in place of a file (the LFS spec's three lines)."""
+    import hashlib
+
+    return (b"version https://git-lfs.github.com/spec/v1\n"
+            + f"oid sha256:{hashlib.sha256(data).hexdigest()}\nsize {len(data)}\n".encode())
+
+
+def test_a_git_lfs_pointer_is_named_as_one(tmp_path, capsys):
+    from initaudit.cli.main import main
+
+    pointer = tmp_path / "model.onnx"
+    pointer.write_bytes(_lfs_pointer(b"x" * 123456))
+    with pytest.raises(InitauditError) as raised:
+        initaudit.audit(pointer)
+    assert str(raised.value) == (f"{pointer}: this is a Git LFS pointer, not the file itself: fetch the object "
+                                 "(git lfs pull)")
+    assert main([str(pointer)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "git lfs pull" in err and "wire type" not in err
+
+
+def test_external_data_that_is_a_git_lfs_pointer(tmp_path):
+    path, w = _external_model(tmp_path, "w.bin")
+    (path.parent / "w.bin").write_bytes(_lfs_pointer(w.tobytes()))
+    with pytest.raises(InitauditError, match=r"^tensor 'w': external data 'w.bin' is a Git LFS pointer, not the "
+                                             r"file itself: fetch the object \(git lfs pull\)$"):
+        initaudit.audit(path)

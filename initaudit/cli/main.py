@@ -21,8 +21,9 @@ from initaudit.pipeline.paths import Exclude, expand
 from initaudit.pipeline.per_file import apply_per_file_ignores
 from initaudit.pipeline.run import audit
 from initaudit.report.baseline import compare, read_baseline, write_baseline
-from initaudit.report.formats import REPORTERS, needs_histograms, render
+from initaudit.report.formats import REPORTERS, needs_histograms, needs_provenance, render
 from initaudit.report.formats.github import one_line
+from initaudit.report.model import Report
 from initaudit.trace.fans import CONVENTIONS, layout_fans
 from initaudit.version import __version__
 
@@ -86,6 +87,11 @@ def audit_parser() -> argparse.ArgumentParser:
                    help="comma-separated globs a folder walk skips, in addition to the excluded ones")
     p.add_argument("--sarif-category", metavar="NAME",
                    help="SARIF automationDetails.id: the code-scanning category, one per matrix job")
+    # the terminal (issue 20): quiet table, counts per rule
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="table: only the flagged layers, the findings and the summary")
+    p.add_argument("--statistics", action="store_true",
+                   help="print the count of findings per rule code instead of the report (which -o still writes)")
     p.add_argument("--version", action="version", version=f"initaudit {__version__}")
     return p
 
@@ -177,7 +183,7 @@ def run_audit(argv: Sequence[str]) -> int:
         extra.append((also_fmt, also_path))
     options["histograms"] = needs_histograms([fmt, *(f for f, _ in extra)])
     recorded = read_baseline(args.baseline) if args.baseline else None  # a bad file stops us before the work
-    progress = Progress.for_stream(sys.stderr)
+    progress = Progress.for_stream(sys.stderr, [str(f) for f in files])
     timer = _Timer(progress)
     try:
         report = audit(files, jobs=jobs, errors="report", progress=timer, **options)
@@ -191,22 +197,40 @@ def run_audit(argv: Sequence[str]) -> int:
         print(f"initaudit: error: {one_line(f'{model.path}: {model.error}')}", file=sys.stderr)
     if recorded is not None:
         report = dataclasses.replace(report, baseline=compare(report, recorded, args.baseline))
+    if needs_provenance([fmt, *(f for f, _ in extra)]):
+        report = _provenance(report, options, argv, args.config, bool(config))
     color = _use_color(args.color, sys.stdout.isatty(), os.environ, to_file=args.output is not None)
-    text = render(report, fmt, color=color, **_format_options(fmt, args, timer))
+    text = render(report, fmt, color=color, **_format_options(fmt, args, timer),
+                  **({"quiet": True} if args.quiet and fmt == "table" else {}))
     for also_fmt, also_path in extra:
         _write(also_path, render(report, also_fmt, **_format_options(also_fmt, args, timer)))
     if fmt == "github" and os.environ.get("GITHUB_STEP_SUMMARY"):
         _write(os.environ["GITHUB_STEP_SUMMARY"], render(report, "markdown"), "a", "append the step summary")
     if args.output:
         _write(args.output, text)
-    else:
-        sys.stdout.write(text)
+    if args.statistics:
+        from initaudit.report.formats.table import statistics
+
+        _stdout(statistics(report))
+    elif not args.output:
+        _stdout(text)
     if args.write_baseline:
         count = write_baseline(report, args.write_baseline)
         print(f"initaudit: recorded {count} finding{'s' if count != 1 else ''} in {args.write_baseline}",
               file=sys.stderr)
         return 2 if report.unreadable else 0
     return report.exit_code
+
+
+def _provenance(report: Report, options: dict[str, object], argv: Sequence[str], explicit: str | None,
+                configured: bool) -> Report:
+    """The sign-off facts of the JSON, Markdown and HTML reports: each file's SHA-256 and size, the effective
+    options, the config file read (``--config``, or the nearest pyproject.toml when it held a table), the command."""
+    from initaudit.pipeline.options import AuditOptions
+    from initaudit.report.provenance import with_provenance
+
+    found = config_file(explicit) if explicit or configured else None
+    return with_provenance(report, AuditOptions(**options), argv, None if found is None else str(found))  # type: ignore[arg-type]
 
 
 def _write(path: str, text: str, mode: str = "w", what: str = "write the report") -> None:
@@ -320,6 +344,26 @@ def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
 
 
 
+def _stdout(text: str) -> None:
+    """The report on stdout; a reader that closed the pipe early (``| head``) has what it wanted."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _closed_pipe()
+
+
+def _closed_pipe() -> None:
+    """Point stdout at the null device, so that nothing (the interpreter's last flush included) writes
+    to the closed pipe again: a closed pipe ends the output, not the run, and costs no traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a descriptor (replaced in-process)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"fans": run_fans, "rules": run_rules, "schema": run_schema}
@@ -333,6 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("initaudit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `initaudit rules | head`: the listing stops where the reader did
+        _closed_pipe()
+        return 0
     except Exception as exc:  # a bug of ours: still one line, unless asked for the traceback
         if os.environ.get("INITAUDIT_DEBUG"):
             raise

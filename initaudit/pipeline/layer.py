@@ -2,11 +2,12 @@
 the verdict, per-part verdicts, the suggestion."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from initaudit.findings import STATUS_ORDER, Finding, finding, worst_status
+from initaudit.findings import SEVERITY_STATUS, STATUS_ORDER, Finding, finding, worst_status
 from initaudit.judge.bands import bands_for, consistent
 from initaudit.judge.policy import breach, policy_target, std_matches
 from initaudit.judge.schemes import AUTO_TARGETS, activation_factor, auto_target, fixed_std, usual_gain
@@ -89,6 +90,20 @@ def _std_matches(spec: LayerSpec, target: str, ratio: float | None, stats: Tenso
     return tuple(found)
 
 
+def _one_cause(findings: list[Finding], broken: Finding,
+               keeps: Callable[[str], bool] = lambda code: True) -> list[Finding]:
+    """A layer off its target (IA101/IA102) that also breaks the model's policy (IA501) is off both for one
+    cause, its variance: one IA501 that says both, at the worse of the two severities.  Only findings the
+    code filters keep (``keeps``: --select/--ignore, a layer rule's ``codes``) are merged, so that ignoring
+    either code still drops that one and leaves the other."""
+    off = [f for f in findings if f.code in ("IA101", "IA102") and keeps(f.code)]
+    if not off or not keeps(broken.code):
+        return [*findings, broken]
+    severity = max([broken, *off], key=lambda f: STATUS_ORDER[SEVERITY_STATUS[f.severity]]).severity
+    merged = finding("IA501", "; ".join([broken.message, *(f"also {f.message} ({f.code})" for f in off)]), severity)
+    return [f for f in findings if f not in off] + [merged]
+
+
 def _check(p: Planned, role: Role, fans: Fans, down: Downstream, stats: TensorStats,
            part_stats: list[TensorStats], opts: AuditOptions, prior: list[Finding], spec: LayerSpec) -> Checked:
     target, gain, reason, convention = _target(opts, down, spec)
@@ -105,7 +120,9 @@ def _check(p: Planned, role: Role, fans: Fans, down: Downstream, stats: TensorSt
     if spec.sample is not None and spec.choice.target is None:  # a layer rule's own target outranks the majority
         broken = breach(spec.policy, spec.sample)
         if broken is not None:
-            out.findings.append(broken)
+            ignored = tuple(code for code, _ in spec.choice.ignore_codes)
+            out.findings = _one_cause(out.findings, broken, lambda code: opts.keeps(code) and not any(
+                code.startswith(c) for c in ignored))
     out.parts, part_findings = _parts(p.task.parts, part_stats, result.target_var, profile,
                                       prior + out.findings)
     out.findings.extend(part_findings)

@@ -109,6 +109,8 @@ class LoadedModel:
                 f"tensor {name!r}: external data length {length} at offset {offset} does not match the "
                 f"{needed} bytes its shape {list(shape)} needs")
         if offset + length > size:
+            if lfs_pointer(fd):
+                raise InitauditError(f"tensor {name!r}: external data {location!r} {LFS_HINT}")
             raise InitauditError(
                 f"tensor {name!r}: external data range {offset}..{offset + length} is past the end of "
                 f"{location!r} ({size} bytes)")
@@ -301,10 +303,22 @@ def _undecodable_name(model: onnx.ModelProto) -> bytes | None:
 MMAP_MAX_BYTES = 32 << 20
 
 
+#: The first line of a Git LFS pointer file (https://github.com/git-lfs/git-lfs/blob/main/docs/spec.md).
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+LFS_HINT = "is a Git LFS pointer, not the file itself: fetch the object (git lfs pull)"
+
+
+def lfs_pointer(fd: int) -> bool:
+    """Whether an open file is a Git LFS pointer (a checkout without ``git lfs pull``)."""
+    return os.pread(fd, len(LFS_POINTER), 0) == LFS_POINTER
+
+
 def _parse(path: Path, fd: int) -> tuple[onnx.ModelProto, Stripped | None]:
     size = os.fstat(fd).st_size
     if size == 0:
         return onnx.ModelProto(), None
+    if lfs_pointer(fd):
+        raise InitauditError(f"{path}: this {LFS_HINT}")
     try:
         if size > MMAP_MAX_BYTES:  # mapped, a large file's walked places would count in the RSS
             stripped = strip_payloads(FileBuffer(fd, size))

@@ -70,6 +70,28 @@ class LayerReport:
 
 
 @dataclass(frozen=True)
+class FileDigest:
+    """A file a model was read from (the model, or an external data file next to it): what a sign-off names."""
+
+    path: str          # the model's path as given, or an external data file's location inside its folder
+    role: str          # "model" | "external data"
+    size: int          # bytes
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How a report was made: the tool, the effective options and config file, the command, when (UTC)."""
+
+    initaudit: str
+    command: str                             # the command line, shell-quoted ("" from the library)
+    time_utc: str                            # ISO 8601, to the second
+    options: dict[str, object]               # the audit's effective options (config and flags applied)
+    config: str | None = None                # the config file whose table was read
+    versions: dict[str, str] = field(default_factory=dict)  # python, numpy, onnx
+
+
+@dataclass(frozen=True)
 class ModelReport:
     path: str
     opset: int
@@ -86,6 +108,7 @@ class ModelReport:
     rules_matched: tuple[int, ...] = ()      # indices of the config's layer rules that matched a layer here
     profile_reason: str | None = None        # why this profile (--profile auto), or a hint for an init run
     error: str | None = None                 # why the model could not be read (then no layers)
+    files: tuple[FileDigest, ...] = ()       # the model file and its external data (report.provenance)
 
     @property
     def status(self) -> str:
@@ -110,6 +133,7 @@ class Report:
     options: dict[str, object] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()           # about the run itself (a layer rule that matched nothing)
     baseline: BaselineResult | None = None
+    provenance: Provenance | None = None     # report.provenance.with_provenance (the command line adds it)
 
     @property
     def unreadable(self) -> tuple[ModelReport, ...]:

@@ -23,13 +23,14 @@ class Format:
     extension: str              # of a file written in this format
     histograms: bool = False    # draws flagged layers' values: the audit measures them (a second pass)
     color: bool = False         # render() takes color=True for a terminal
+    provenance: bool = False    # names what was reviewed: the command line hashes the files (report.provenance)
 
 
 FORMATS: tuple[Format, ...] = (
     Format("table", ".txt", color=True),
-    Format("json", ".json"),
-    Format("markdown", ".md"),
-    Format("html", ".html", histograms=True),
+    Format("json", ".json", provenance=True),
+    Format("markdown", ".md", provenance=True),
+    Format("html", ".html", histograms=True, provenance=True),
     Format("sarif", ".sarif"),
     Format("junit", ".xml"),
     Format("github", ".txt"),
@@ -52,3 +53,8 @@ def render(report: Report, fmt: str, color: bool = False, **kwargs: object) -> s
 def needs_histograms(formats: tuple[str, ...] | list[str]) -> bool:
     """Whether any of these formats draws histograms, so the audit must measure them."""
     return any(FORMAT[f].histograms for f in formats)
+
+
+def needs_provenance(formats: tuple[str, ...] | list[str]) -> bool:
+    """Whether any of these formats records the run's provenance (file hashes, options, command)."""
+    return any(FORMAT[f].provenance for f in formats)

@@ -1,19 +1,26 @@
-"""``--format html``: a self-contained page a reviewer can attach to a sign-off.
+"""``--format html``: a self-contained page a reviewer can read on screen, print and attach to a sign-off.
 
-Per model: a chart of every layer's variance ratio on a log scale against the ok/fail
-bands (axis labels spaced so they never overprint), the table (filter and sort with
-a small inline script: no network, works from disk, every name from the model is
-escaped and never placed in the script), the findings grouped by rule with the
-layers listed once, and for each flagged layer a histogram of its values against
-the target's density.
+Per report: what was reviewed and how (provenance: each file's SHA-256 and size, the options, the
+command, the time).  Per model: the headline — for the init profile every layer's variance ratio on a
+log scale against the ok/fail bands; for a trained model (``--profile trained``, or ``auto`` deciding
+so) each check of the review against its own threshold (``_html_review``) — then the layers, flagged
+first and the ok ones folded, with a reason column (filter and sort with a small inline script: no
+network, works from disk, every name from the model is escaped and never placed in the script), the
+findings grouped by severity and rule with each layer's evidence for that rule, and the histograms of
+the flagged layers (the first ``HISTOGRAMS_SHOWN``, the rest one click away).
+
+Layout: every table sits in its own scrolling box on screen; long names break at their separators
+(``/ . _ - :``); the print stylesheet (landscape A4 or Letter) shrinks the type so no column is cut,
+repeats table headers on each page and starts each section on a new page.
 """
 from __future__ import annotations
 
 import math
+import re
 from html import escape
 
 from initaudit.codes import RULES
-from initaudit.findings import STATUS_ORDER, Finding
+from initaudit.findings import SEVERITY_STATUS, STATUS_ORDER, Finding
 from initaudit.judge.bands import FIXED_BANDS
 from initaudit.measure.histogram import Histogram
 from initaudit.report.formats._common import (
@@ -26,30 +33,62 @@ from initaudit.report.formats._common import (
     summary_line,
     target_std,
 )
-from initaudit.report.formats._review import review_html
+from initaudit.report.formats._html_review import CHECKS, review_chart, x_labels
+from initaudit.report.formats._html_review import cells as review_cells
+from initaudit.report.formats._provenance import html_rows, model_rows, run_rows
+from initaudit.report.formats._review import CHECK_WHY
 from initaudit.report.model import LayerReport, ModelReport, Report
 from initaudit.version import __version__
 
 COLOR = {"ok": "#2e7d32", "warn": "#ef6c00", "fail": "#c62828"}
 DETAILED_FINDINGS = 12   # a rule flagging at most this many layers lists each with its message
+HISTOGRAMS_SHOWN = 24    # histogram cards drawn in the page; the rest behind one click
+SEVERITIES = ("fail", "warn", "info")
 STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-h1{font-size:1.4em}h2{font-size:1.2em;margin-top:2em;word-break:break-all}h3{font-size:1.05em;margin-top:1.5em}
-table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{border-bottom:1px solid #ddd;padding:3px 6px;text-align:right;white-space:nowrap}
-thead th{background:#e6ecf5;cursor:pointer;user-select:none;position:sticky;top:0}
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1320px;color:#222;padding:0 1em}
+h1{font-size:1.4em}h2{font-size:1.2em;margin-top:2em;overflow-wrap:break-word}h3{font-size:1.05em;margin-top:1.6em}
+h4{font-size:.95em;margin:1.2em 0 .3em}
+.box{overflow-x:auto;max-width:100%;margin:.4em 0}.box.rows{max-height:85vh;overflow:auto}
+table{border-collapse:collapse;font-size:13px}table.layers{width:100%}
+th,td{border-bottom:1px solid #ddd;padding:3px 6px;text-align:right;vertical-align:top}
+thead th{background:#e6ecf5;cursor:pointer;user-select:none;position:sticky;top:0;vertical-align:bottom}
+thead th small{display:block;font-weight:400;color:#555;white-space:normal}
 thead th.sorted-asc::after{content:" \\25B2"}thead th.sorted-desc::after{content:" \\25BC"}
-.l{text-align:left}td.l:nth-child(2){white-space:normal;word-break:break-all}
-.ok{color:#2e7d32}.warn{color:#ef6c00;font-weight:600}.fail{color:#c62828;font-weight:700}
+td.v{white-space:nowrap}td.reason span{white-space:nowrap}td.e{min-width:7em}.l{text-align:left}.secondary{color:#666}
+.name{overflow-wrap:break-word;min-width:14em;max-width:34em}
+table.facts th{text-align:left;background:none;font-weight:600;cursor:auto;position:static;white-space:nowrap}
+table.facts td{text-align:left;overflow-wrap:anywhere;font-family:ui-monospace,monospace;font-size:12px}
+table.folded tr[data-status=ok]{display:none}
+.ok{color:#2e7d32}.warn{color:#ef6c00;font-weight:600}.fail{color:#c62828;font-weight:700}.info{color:#546e7a}
+td.warn,td.fail,td.info{background:#fff8f0}td.fail{background:#fdecea}td.info{background:#eef2f4}
 .badge{display:inline-block;border-radius:3px;padding:1px 8px;margin-right:6px;color:#fff}
 code{background:#f4f4f4;padding:0 3px}li{margin:.3em 0}.muted{color:#666}
-svg text{font:11px system-ui,sans-serif}
-.controls{margin:.6em 0}.controls input{width:22em}
-.rule{margin:.4em 0 1em}.rule .layers{word-break:break-all}
+svg text{font:11px system-ui,sans-serif}svg text.panel{font-weight:600;fill:#444}
+.controls{margin:.6em 0}.controls input{width:22em;max-width:60%}
+.rule{margin:.4em 0 1em}.rule ul.names{columns:22em;column-gap:2em;padding-left:1.2em}
+.rule ul.names li{break-inside:avoid;margin:.1em 0;overflow-wrap:break-word}
 .cards{display:flex;flex-wrap:wrap;gap:10px}.card{border:1px solid #ddd;border-radius:4px;padding:4px 6px;width:340px}
-.card .name{font-weight:600;word-break:break-all;font-size:12px}
+.card .name{font-weight:600;font-size:12px;min-width:0;max-width:none}.card .note{font-size:12px;color:#666}
+details>summary{cursor:pointer;color:#1565c0;margin:.4em 0}
+@media print{
+  @page{size:landscape;margin:10mm}
+  body{max-width:none;margin:0;padding:0;font-size:10px}
+  .controls,.noprint{display:none}
+  .box,.box.rows{overflow:visible;max-height:none}
+  table{font-size:8.5px;width:100%}
+  th,td{padding:1px 3px}
+  thead{display:table-header-group}
+  thead th{position:static}
+  tr,.card,.rule ul.names li{break-inside:avoid}
+  .name{min-width:0;max-width:none}
+  td.e{min-width:0}
+  h2,h3,h4{break-after:avoid}
+  section.model+section.model,section.layers,section.findings,section.histograms{break-before:page}
+  .rule ul.names{columns:3}
+  svg{max-width:100%;height:auto}
+}
 """
-# Filter by text and status, sort by a column: plain DOM code, no data from the model in it.
+# Filter by text and status, sort by a column, unfold the ok layers: plain DOM code, no data from the model in it.
 SCRIPT = """
 (function(){
   function cellValue(row, i){
@@ -63,15 +102,18 @@ SCRIPT = """
     var box = document.getElementById(table.getAttribute('data-filter'));
     var select = document.getElementById(table.getAttribute('data-status'));
     var shown = document.getElementById(table.getAttribute('data-shown'));
+    var unfold = document.getElementById(table.getAttribute('data-unfold'));
     function apply(){
       var text = box.value.toLowerCase(), status = select.value, count = 0;
       Array.prototype.forEach.call(body.rows, function(row){
+        var s = row.getAttribute('data-status');
         var ok = (!text || row.textContent.toLowerCase().indexOf(text) >= 0) &&
-                 (!status || row.getAttribute('data-status') === status);
+                 (!status || (status === 'flagged' ? s !== 'ok' : s === status));
         row.style.display = ok ? '' : 'none';
         if (ok) count++;
       });
       shown.textContent = count;
+      if (unfold) unfold.style.display = status === 'flagged' ? '' : 'none';
     }
     function sortBy(i, descending){
       var rows = Array.prototype.slice.call(body.rows);
@@ -84,33 +126,47 @@ SCRIPT = """
       Array.prototype.forEach.call(heads, function(h){ h.classList.remove('sorted-asc', 'sorted-desc'); });
       heads[i].classList.add(descending ? 'sorted-desc' : 'sorted-asc');
     }
+    function reveal(){
+      var row = location.hash ? document.getElementById(location.hash.slice(1)) : null;
+      if (row && row.parentNode === body && row.style.display === 'none') {
+        box.value = ''; select.value = ''; apply(); row.scrollIntoView();
+      }
+    }
     Array.prototype.forEach.call(heads, function(h, i){
       h.addEventListener('click', function(){ sortBy(i, h.classList.contains('sorted-asc')); });
     });
     box.addEventListener('input', apply);
     select.addEventListener('change', apply);
-    var m = /sort=([a-z_]+)(-desc)?/.exec(location.hash);
+    if (unfold) unfold.addEventListener('click', function(e){ e.preventDefault(); select.value = ''; apply(); });
+    window.addEventListener('hashchange', reveal);
+    var m = /sort=([a-z_0-9]+)(-desc)?/.exec(location.hash);
     if (m) Array.prototype.forEach.call(heads, function(h, i){
       if (h.getAttribute('data-key') === m[1]) sortBy(i, !!m[2]);
     });
+    table.classList.remove('folded');
     apply();
+    reveal();
   });
 })();
 """
-COLUMNS = [("#", "n", ""), ("layer", "layer", "l"), ("op", "op", "l"), ("shape", "shape", ""), ("layout", "layout", ""),
-           ("fan_in", "fan_in", ""), ("fan_out", "fan_out", ""), ("std", "std", ""), ("target", "target", "l"),
-           ("target std", "target_std", ""), ("ratio", "ratio", ""), ("matches", "matches", "l"),
-           ("distribution", "distribution", "l"), ("status", "status", ""), ("fix", "fix", "")]
+#: (label, sort key, css class of its cells, the threshold or note under the label)
+INIT_COLUMNS = [("#", "n", "v", ""), ("layer", "layer", "l name", ""), ("op", "op", "l", ""),
+                ("shape", "shape", "v", ""), ("layout", "layout", "v", ""), ("fan_in", "fan_in", "v", ""),
+                ("fan_out", "fan_out", "v", ""), ("std", "std", "v", ""), ("target", "target", "l", ""),
+                ("target std", "target_std", "v", ""), ("ratio", "ratio", "v", ""), ("matches", "matches", "l", ""),
+                ("distribution", "distribution", "l", ""), ("status", "status", "v", ""),
+                ("reason", "reason", "l", ""), ("fix", "fix", "v", "")]
+TRAINED_COLUMNS = ([("#", "n", "v", ""), ("layer", "layer", "l name", ""), ("op", "op", "l", ""),
+                    ("shape", "shape", "v", ""), ("status", "status", "v", ""), ("reason", "reason", "l", "")]
+                   + [(c.label, c.key, "l e", c.limit) for c in CHECKS]
+                   + [("ratio", "ratio", "v secondary", "to the init target (secondary)")])
+_SEPARATORS = re.compile(r"([/._\-:])")
 
 
-def _nice_step(minimum: float) -> int:
-    """The smallest of 1, 2, 5, 10, 20, 50, … that is at least ``minimum``."""
-    magnitude = 1
-    while True:
-        for factor in (1, 2, 5):
-            if factor * magnitude >= minimum:
-                return factor * magnitude
-        magnitude *= 10
+def name_html(text: str) -> str:
+    """A name from the model, escaped, breakable after each separator (``/ . _ - :``) and nowhere else."""
+    return "".join(escape(part) + ("<wbr>" if _SEPARATORS.fullmatch(part) else "")
+                   for part in _SEPARATORS.split(text) if part)
 
 
 def _chart(model: ModelReport) -> str:
@@ -139,9 +195,6 @@ def _chart(model: ModelReport) -> str:
         parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
                      f'stroke="#bbb" stroke-width="{1 if tick == 1 else 0.5}"/>'
                      f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:g}×</text>')
-    # x labels: table numbers at a round spacing wide enough for the longest label (7 px a digit + a gap)
-    label_px = 7 * len(str(count)) + 10
-    every = _nice_step(label_px / step)
     for number, layer in enumerate(model.layers, 1):
         cx = left + step * (number - 0.5)
         title = f"<title>#{number} {escape(layer.name)}: ratio {num(layer.ratio)} ({layer.status})</title>"
@@ -152,100 +205,180 @@ def _chart(model: ModelReport) -> str:
             base = top + plot_h
             parts.append(f'<path d="M{cx - radius:.1f},{base:.1f} L{cx + radius:.1f},{base:.1f} L{cx:.1f},'
                          f'{base - 2 * radius:.1f} Z" fill="{COLOR[layer.status]}">{title}</path>')
-        if (number == 1 and every * step >= label_px) or number % every == 0:
-            parts.append(f'<text x="{cx:.1f}" y="{height - 8}" text-anchor="middle">{number}</text>')
+    for cx, label in x_labels(count, step):
+        parts.append(f'<text x="{left + cx:.1f}" y="{height - 8}" text-anchor="middle">{label}</text>')
     parts.append("</svg>")
     legend = ('<p class="muted">Each dot is a layer (numbered as in the table) at its variance ratio, on a log '
               'scale: green band ok, amber warn, red fail; a triangle on the axis marks a flagged layer without '
               'a ratio (all zero).</p>')
-    return "".join(parts) + legend
+    return f'<div class="box chart">{"".join(parts)}</div>' + legend
 
 
-def _row(index: int, number: int, layer: LayerReport) -> str:
-    ratio = layer.ratio
-    cells = [
-        (str(number), str(number), ""), (escape(layer.name), None, "l"), (escape(layer.op), None, "l"),
-        (shape(layer.shape), None, ""), (escape(layer.layout or "-"), None, ""),
-        (num(layer.fan_in, 9), "" if layer.fan_in is None else str(layer.fan_in), ""),
-        (num(layer.fan_out, 9), "" if layer.fan_out is None else str(layer.fan_out), ""),
-        (num(std(layer)), _data(std(layer)), ""), (escape(chosen_target(layer)), None, "l"),
-        (num(target_std(layer)), _data(target_std(layer)), ""), (num(ratio), _data(ratio), ""),
-        (escape(", ".join(layer.matches) or "-"), None, "l"), (escape(layer.distribution), None, "l"),
-        (layer.status, str(STATUS_ORDER[layer.status]), layer.status), (escape(hint(layer)), None, ""),
-    ]
-    tds = "".join(f'<td{_attrs(cls, value)}>{text}</td>' for text, value, cls in cells)
-    return f'<tr id="{_anchor(index, number)}" data-status="{layer.status}">{tds}</tr>'
+def _sev(severity: str) -> str:
+    """The CSS class of a severity (info has its own, quieter colour)."""
+    return "info" if severity == "info" else severity
+
+
+def _by_severity(findings: tuple[Finding, ...] | list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: -STATUS_ORDER[SEVERITY_STATUS[f.severity]])
+
+
+def _reason(layer: LayerReport) -> tuple[str, str]:
+    """(cell html, sort key): each finding's code and rule name, worst first; its message on hover."""
+    found = _by_severity(layer.findings)
+    html = "; ".join(f'<span class="{_sev(f.severity)}" title="{escape(f.message)}">{f.code} '
+                     f'{escape(RULES[f.code].name if f.code in RULES else "")}</span>' for f in found)
+    return html, " ".join(f.code for f in found)
 
 
 def _data(value: float | None) -> str:
     return "" if value is None or not math.isfinite(value) else repr(float(value))
 
 
-def _attrs(cls: str, value: str | None) -> str:
-    out = f' class="{cls}"' if cls else ""
-    return out + (f' data-v="{value}"' if value is not None else "")
+def _td(text: str, cls: str = "", value: str | None = None, title: str = "") -> str:
+    attrs = f' class="{cls}"' if cls else ""
+    attrs += f' data-v="{escape(value)}"' if value is not None else ""
+    attrs += f' title="{escape(title)}"' if title else ""
+    return f"<td{attrs}>{text}</td>"
+
+
+def _common_cells(number: int, layer: LayerReport) -> list[str]:
+    return [_td(str(number), "v", str(number)), _td(name_html(layer.name), "l name", layer.name),
+            _td(escape(layer.op), "l"), _td(shape(layer.shape), "v")]
+
+
+def _status_cell(layer: LayerReport) -> str:
+    return _td(layer.status, f"v {layer.status}", str(STATUS_ORDER[layer.status]))
+
+
+def _init_row(number: int, layer: LayerReport) -> list[str]:
+    reason, key = _reason(layer)
+    return _common_cells(number, layer) + [
+        _td(escape(layer.layout or "-"), "v"),
+        _td(num(layer.fan_in, 9), "v", "" if layer.fan_in is None else str(layer.fan_in)),
+        _td(num(layer.fan_out, 9), "v", "" if layer.fan_out is None else str(layer.fan_out)),
+        _td(num(std(layer)), "v", _data(std(layer))), _td(escape(chosen_target(layer)), "l"),
+        _td(num(target_std(layer)), "v", _data(target_std(layer))), _td(num(layer.ratio), "v", _data(layer.ratio)),
+        _td(escape(", ".join(layer.matches) or "-"), "l"), _td(escape(layer.distribution), "l"),
+        _status_cell(layer), _td(reason, "l reason", key), _td(escape(hint(layer)), "v")]
+
+
+def _trained_row(number: int, layer: LayerReport) -> list[str]:
+    reason, key = _reason(layer)
+    evidence = [_td(escape(text), f"l e {cls}".strip(), value, tip) for text, value, cls, tip in review_cells(layer)]
+    return (_common_cells(number, layer) + [_status_cell(layer), _td(reason, "l reason", key)] + evidence
+            + [_td(num(layer.ratio), "v secondary", _data(layer.ratio))])
 
 
 def _anchor(index: int, number: int) -> str:
     return f"m{index}-{number}"
 
 
-def _table(model: ModelReport, index: int) -> str:
-    ids = {key: f"{key}{index}" for key in ("filter", "status", "shown")}
-    head = "".join(f'<th data-key="{key}"{" class=l" if cls else ""}>{label}</th>' for label, key, cls in COLUMNS)
-    rows = "\n".join(_row(index, number, layer) for number, layer in enumerate(model.layers, 1))
+def flagged_first(model: ModelReport) -> list[tuple[int, LayerReport]]:
+    """(table number, layer), fail then warn then ok, each in the model's order."""
+    numbered = list(enumerate(model.layers, 1))
+    return sorted(numbered, key=lambda item: (-STATUS_ORDER[item[1].status], item[0]))
+
+
+def _order_note(flagged: int, ok: int) -> str:
+    if not flagged:
+        return f"All {ok} layer{'s' if ok != 1 else ''} ok."
+    if not ok:
+        return f"All {flagged} layer{'s' if flagged != 1 else ''} flagged: failing ones first."
+    return f"{flagged} flagged layer{'s' if flagged != 1 else ''} listed first."
+
+
+def _table(model: ModelReport, index: int, trained: bool) -> str:
+    ids = {key: f"{key}{index}" for key in ("filter", "status", "shown", "unfold")}
+    columns = TRAINED_COLUMNS if trained else INIT_COLUMNS
+    head = "".join(f'<th data-key="{key}"{" class=l" if "l" in cls.split() else ""}>{escape(label)}'
+                   f'{f"<small>{escape(sub)}</small>" if sub else ""}</th>' for label, key, cls, sub in columns)
+    row = _trained_row if trained else _init_row
+    rows = "\n".join(f'<tr id="{_anchor(index, number)}" data-status="{layer.status}">{"".join(row(number, layer))}</tr>'
+                     for number, layer in flagged_first(model))
+    ok = sum(1 for layer in model.layers if layer.status == "ok")
+    fold = 0 < ok < len(model.layers)
+    shown = len(model.layers) - ok if fold else len(model.layers)
+    options = "".join(f'<option value="{value}"{" selected" if value == ("flagged" if fold else "") else ""}>'
+                      f"{label}</option>" for value, label in (("flagged", "flagged (fail, warn)"), ("", "any status"),
+                                                               ("fail", "fail"), ("warn", "warn"), ("ok", "ok")))
+    unfold = (f' <a href="#" id="{ids["unfold"]}">show the {ok} ok layer{"s" if ok != 1 else ""} too</a>'
+              if fold else "")
+    folded = f' <span class="muted">{ok} ok layer{"s" if ok != 1 else ""} folded.</span>' if fold else ""
     return (f'<div class="controls"><input id="{ids["filter"]}" type="search" placeholder="filter layers by any text">'
-            f' <select id="{ids["status"]}"><option value="">any status</option><option value="fail">fail</option>'
-            f'<option value="warn">warn</option><option value="ok">ok</option></select> '
-            f'<span class="muted"><span id="{ids["shown"]}">{len(model.layers)}</span> of {len(model.layers)} '
-            f'layers shown; click a column to sort</span></div>'
-            f'<table class="layers" data-filter="{ids["filter"]}" data-status="{ids["status"]}" '
-            f'data-shown="{ids["shown"]}"><thead><tr>{head}</tr></thead><tbody>\n{rows}\n</tbody></table>')
+            f' <select id="{ids["status"]}">{options}</select> '
+            f'<span class="muted"><span id="{ids["shown"]}">{shown}</span> of {len(model.layers)} '
+            f'layers shown, flagged first; click a column to sort</span>{unfold}</div>'
+            f'<p class="muted">{_order_note(len(model.layers) - ok, ok)}{folded}</p>'
+            f'<div class="box rows"><table class="layers{" folded" if fold else ""}" data-filter="{ids["filter"]}" '
+            f'data-status="{ids["status"]}" data-shown="{ids["shown"]}" data-unfold="{ids["unfold"]}">'
+            f"<thead><tr>{head}</tr></thead><tbody>\n{rows}\n</tbody></table></div>")
+
+
+def evidence(code: str, layer: LayerReport) -> str:
+    """What a layer shows for one rule, next to its link in the findings: the rule's own figure."""
+    r = layer.review
+    if code == "IA401" and r is not None and r.dispersion is not None:
+        return f"z {r.dispersion.z:+.2f}"
+    if code == "IA402" and r is not None:
+        return f"{r.dead}/{r.units} dead"
+    if code == "IA403" and r is not None and r.scale_offset is not None:
+        return f"{10 ** r.scale_offset:.3g}× median"
+    if code == "IA404" and r is not None and r.sqnr_int8_db is not None:
+        return f"{r.sqnr_int8_db:.1f} dB"
+    if code == "IA207" and r is not None:
+        return f"{r.float16_flushed} flushed"
+    if code == "IA202":
+        return "all zero"
+    if code in ("IA101", "IA102", "IA501") and layer.ratio:
+        return f"{layer.ratio:.3g}×"
+    return ""
 
 
 def _grouped_findings(model: ModelReport, index: int) -> str:
-    """One entry per rule: what it means and its fix once, then every layer it flags, once."""
-    by_code: dict[str, list[tuple[int, LayerReport, Finding]]] = {}
+    """Fail, then warn, then info; under each, one entry per rule: what it means and its fix once, then every
+    layer it flags at that severity, once, with the evidence for that rule."""
+    groups: dict[tuple[str, str], list[tuple[int, LayerReport, Finding]]] = {}
     for number, layer in enumerate(model.layers, 1):
+        seen: set[tuple[str, str]] = set()
         for f in layer.findings:
-            by_code.setdefault(f.code, []).append((number, layer, f))
-    if not by_code and not model.findings:
+            key = (f.severity, f.code)
+            if key not in seen:
+                seen.add(key)
+                groups.setdefault(key, []).append((number, layer, f))
+    if not groups and not model.findings:
         return ""
-    out = ["<h3>Findings by rule</h3>"]
+    out = ['<section class="findings"><h3>Findings by rule</h3><p class="muted">Grouped by severity: fail, then '
+           "warn, then info.</p>"]
     for f in model.findings:
         out.append(f'<p><b>model</b> <code>{f.code}</code> <span class="{_sev(f.severity)}">{f.severity}</span> '
                    f"{escape(f.message)}</p>")
-    order = sorted(by_code, key=lambda c: (-max(STATUS_ORDER[_status(f.severity)] for _, _, f in by_code[c]), c))
-    for code in order:
-        entries = by_code[code]
-        rule = RULES.get(code)
-        severity = max((f.severity for _, _, f in entries), key=lambda s: STATUS_ORDER[_status(s)])
-        seen: set[int] = set()
-        names = []
-        for number, layer, f in entries:
-            if number in seen:
-                continue
-            seen.add(number)
-            ratio = f" {layer.ratio:.3g}×" if layer.ratio else ""
-            names.append((f'<a href="#{_anchor(index, number)}" title="{escape(f.message)}">{escape(layer.name)}</a>',
-                          ratio, f.message))
-        # a few layers: each with its evidence (the message); many: the names once, the message on hover
-        listed = ("<ul>" + "".join(f"<li>{name}: {escape(message)}</li>" for name, _, message in names) + "</ul>"
-                  if len(names) <= DETAILED_FINDINGS else ", ".join(name + ratio for name, ratio, _ in names))
-        out.append(f'<div class="rule"><b><code>{code}</code> {escape(rule.name if rule else code)}</b> '
-                   f'<span class="{_sev(severity)}">{severity}</span> — {len(seen)} '
-                   f'layer{"s" if len(seen) != 1 else ""}<br><span class="muted">'
-                   f'{escape(rule.summary if rule else "")} Fix: {escape(rule.fix if rule else "")}</span>'
-                   f'<div class="layers">{listed}</div></div>')
+    for severity in SEVERITIES:
+        codes = sorted(code for sev, code in groups if sev == severity)
+        if not codes:
+            continue
+        layers = sum(len(groups[(severity, code)]) for code in codes)
+        out.append(f'<h4 class="{_sev(severity)}">{severity}: {len(codes)} rule{"s" if len(codes) != 1 else ""}, '
+                   f'{layers} finding{"s" if layers != 1 else ""}</h4>')
+        for code in codes:
+            entries = groups[(severity, code)]
+            rule = RULES.get(code)
+            if len(entries) <= DETAILED_FINDINGS:
+                listed = "<ul>" + "".join(
+                    f'<li><a href="#{_anchor(index, n)}">{name_html(layer.name)}</a>: {escape(f.message)}</li>'
+                    for n, layer, f in entries) + "</ul>"
+            else:
+                listed = '<ul class="names">' + "".join(
+                    f'<li><a href="#{_anchor(index, n)}" title="{escape(f.message)}">{name_html(layer.name)}</a>'
+                    + (f' <span class="muted">{escape(evidence(code, layer))}</span>' if evidence(code, layer) else "")
+                    + "</li>" for n, layer, f in entries) + "</ul>"
+            out.append(f'<div class="rule"><b><code>{code}</code> {escape(rule.name if rule else code)}</b> '
+                       f'<span class="{_sev(severity)}">{severity}</span> — {len(entries)} '
+                       f'layer{"s" if len(entries) != 1 else ""}<br><span class="muted">'
+                       f'{escape(rule.summary if rule else "")} Fix: {escape(rule.fix if rule else "")}</span>'
+                       f"{listed}</div>")
+    out.append("</section>")
     return "\n".join(out)
-
-
-def _status(severity: str) -> str:
-    return {"info": "ok", "warn": "warn", "fail": "fail"}[severity]
-
-
-def _sev(severity: str) -> str:
-    return "ok" if severity == "info" else severity
 
 
 def _histogram_svg(h: Histogram, layer: LayerReport) -> str:
@@ -291,24 +424,31 @@ def _histogram_svg(h: Histogram, layer: LayerReport) -> str:
         out.append(f'<text x="{px(x):.1f}" y="{height - 4}" text-anchor="middle">{x:.3g}</text>')
     out.append("</svg>")
     outside = h.below + h.above
-    note = f" {outside} values outside the drawn range." if outside else ""
+    note = (f'<div class="note">{outside} value{"s" if outside != 1 else ""} outside the drawn range</div>'
+            if outside else "")
     return "".join(out) + note
 
 
+def _card(index: int, number: int, layer: LayerReport) -> str:
+    assert layer.histogram is not None
+    ratio = f"ratio {layer.ratio:.3g}, " if layer.ratio else ""
+    return (f'<div class="card"><div class="name">#{number} <a href="#{_anchor(index, number)}">'
+            f'{name_html(layer.name)}</a> <span class="{layer.status}">{layer.status}</span></div>'
+            f'<div class="muted">{ratio}std {num(std(layer))}, target std {num(target_std(layer))}</div>'
+            f"{_histogram_svg(layer.histogram, layer)}</div>")
+
+
 def _histograms(model: ModelReport, index: int) -> str:
-    cards = []
-    for number, layer in enumerate(model.layers, 1):
-        if layer.histogram is None:
-            continue
-        ratio = f"ratio {layer.ratio:.3g}, " if layer.ratio else ""
-        cards.append(f'<div class="card"><div class="name">#{number} <a href="#{_anchor(index, number)}">'
-                     f'{escape(layer.name)}</a></div><div class="muted">{ratio}std {num(std(layer))}, target std '
-                     f'{num(target_std(layer))}</div>{_histogram_svg(layer.histogram, layer)}</div>')
-    if not cards:
+    drawn = [(n, layer) for n, layer in flagged_first(model) if layer.histogram is not None]
+    if not drawn:
         return ""
-    return ("<h3>Flagged layers: values against the target</h3><p class=muted>Bars: the layer's values (density). "
-            "Solid curve: the target variance as a normal density; dashed box: as a uniform one.</p>"
-            f'<div class="cards">{"".join(cards)}</div>')
+    cards = [_card(index, n, layer) for n, layer in drawn]
+    shown, rest = cards[:HISTOGRAMS_SHOWN], cards[HISTOGRAMS_SHOWN:]
+    more = (f'<details class="more"><summary>{len(rest)} more histogram{"s" if len(rest) != 1 else ""} of flagged '
+            f'layers</summary><div class="cards">{"".join(rest)}</div></details>' if rest else "")
+    return ('<section class="histograms"><h3>Flagged layers: values against the target</h3><p class=muted>Bars: the '
+            "layer's values (density). Solid curve: the target variance as a normal density; dashed box: as a "
+            f'uniform one. Failing layers first.</p><div class="cards">{"".join(shown)}</div>{more}</section>')
 
 
 def _fixes(model: ModelReport) -> str:
@@ -316,7 +456,7 @@ def _fixes(model: ModelReport) -> str:
     for layer in model.layers:
         if layer.suggestion:
             sg = layer.suggestion
-            items.append(f"<li><b>{escape(layer.name)}</b>: multiply by {sg.scale:.4g} (target std "
+            items.append(f"<li><b>{name_html(layer.name)}</b>: multiply by {sg.scale:.4g} (target std "
                          f"{sg.target_std:.4g}), or PyTorch <code>{escape(sg.pytorch)}</code>, Keras "
                          f"<code>{escape(sg.keras)}</code>, JAX <code>{escape(sg.jax)}</code></li>")
     if not items:
@@ -324,25 +464,54 @@ def _fixes(model: ModelReport) -> str:
     return f"<details><summary>Fixes for {len(items)} layers</summary><ul>{''.join(items)}</ul></details>"
 
 
+def _facts(model: ModelReport) -> str:
+    return f'<div class="box"><table class="facts">{html_rows(model_rows(model))}</table></div>'
+
+
+def _review_notes(model: ModelReport) -> str:
+    if not any(layer.review is not None for layer in model.layers):
+        return ""
+    return ('<details><summary>How each check of the review decides</summary><ul class="muted">' + "".join(
+        f"<li><i>{escape(check)}</i>: {escape(why)}</li>" for check, why in CHECK_WHY.items()) + "</ul></details>")
+
+
 def _model(model: ModelReport, index: int) -> str:
+    head = f'<section class="model"><h2>{name_html(model.path)}</h2>'
     if model.error is not None:
-        return (f"<h2>{escape(model.path)}</h2>"
+        return (f"{head}{_facts(model)}"
                 f'<p><span class="badge" style="background:{COLOR["fail"]}">unreadable</span> '
-                f"<code>IA001</code> {escape(model.error)}</p>")
+                f"<code>IA001</code> {escape(model.error)}</p></section>")
     s = model.summary
-    out = [f"<h2>{escape(model.path)}</h2>",
+    trained = model.profile == "trained" and any(layer.review is not None for layer in model.layers)
+    out = [head,
            f'<p><span class="badge" style="background:{COLOR["ok"]}">{s["ok"]} ok</span>'
            f'<span class="badge" style="background:{COLOR["warn"]}">{s["warn"]} warn</span>'
            f'<span class="badge" style="background:{COLOR["fail"]}">{s["fail"]} fail</span> '
            f'<span class="muted">{escape(summary_line(model))}</span></p>',
-           f'<p class="muted">opset {model.opset}, producer {escape(model.producer or "unknown")}, '
-           f"IR version {model.ir_version}. Ratio = observed variance / target variance; "
-           "a correctly initialized layer sits near 1×.</p>",
-           _chart(model)]
+           _facts(model)]
+    if model.profile_reason:
+        out.append(f"<p class='profile muted'>Profile: {escape(model.profile_reason)}</p>")
+    if trained:
+        out += ["<h3>Trained-model review</h3>",
+                '<p class="muted">Each check of the review per layer against its threshold; the ratio to the '
+                "init target is a secondary column (a trained layer is not expected near 1×).</p>",
+                review_chart(model)]
+    else:
+        out += ['<p class="muted">Ratio = observed variance / target variance; a correctly initialized layer sits '
+                "near 1×.</p>", _chart(model)]
     if model.layers:
-        out.append(_table(model, index))
-    out += [_grouped_findings(model, index), review_html(model), _histograms(model, index), _fixes(model)]
+        out.append(f'<section class="layers"><h3>Layers</h3>{_table(model, index, trained)}{_review_notes(model)}'
+                   "</section>")
+    out += [_grouped_findings(model, index), _histograms(model, index), _fixes(model), "</section>"]
     return "\n".join(part for part in out if part)
+
+
+def _provenance(report: Report) -> str:
+    p = report.provenance
+    if p is None:
+        return ""
+    return (f'<section class="provenance"><h3>Provenance</h3><div class="box"><table class="facts">'
+            f"{html_rows(run_rows(p))}</table></div></section>")
 
 
 def render(report: Report) -> str:
@@ -350,8 +519,11 @@ def render(report: Report) -> str:
     baseline = baseline_line(report)
     if baseline:
         body = f"<pre>{escape(baseline)}</pre>\n{body}"
+    trained = any(m.profile == "trained" for m in report.models)
+    title = "trained-model review" if trained else "weight initialization audit"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>initaudit report</title><style>{STYLE}</style></head><body>"
-            f"<h1>initaudit {__version__} — weight initialization audit</h1>\n{body}\n"
+            f"<h1>initaudit {__version__} — {title}</h1>\n{_provenance(report)}\n{body}\n"
             f'<p class="muted">Rule pages: <code>initaudit rules CODE</code>. Exit code of this run: '
             f"{report.exit_code} (fail-on {escape(report.fail_on)}).</p><script>{SCRIPT}</script></body></html>\n")

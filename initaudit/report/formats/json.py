@@ -8,7 +8,7 @@ from typing import Any
 from initaudit.measure.stats import TensorStats
 from initaudit.report.fingerprint import located_findings
 from initaudit.report.formats._review import review_dict
-from initaudit.report.model import LayerReport, ModelReport, Report
+from initaudit.report.model import LayerReport, ModelReport, Provenance, Report
 from initaudit.version import __version__
 
 SCHEMA = 1
@@ -93,7 +93,7 @@ def model_dict(model: ModelReport) -> dict[str, Any]:
         }
     return {
         "model": {"path": model.path, "opset": model.opset, "producer": model.producer,
-                  "ir_version": model.ir_version},
+                  "ir_version": model.ir_version, **files_dict(model)},
         "target": model.target,
         "convention": model.convention,
         "profile": model.profile,
@@ -108,6 +108,20 @@ def model_dict(model: ModelReport) -> dict[str, Any]:
     }
 
 
+def files_dict(model: ModelReport) -> dict[str, Any]:
+    """With provenance: the model file's ``bytes`` and ``sha256``, and each external data file's."""
+    if not model.files:
+        return {}
+    first, rest = model.files[0], model.files[1:]
+    return {"bytes": first.size, "sha256": first.sha256,
+            "external_data": [{"location": f.path, "bytes": f.size, "sha256": f.sha256} for f in rest]}
+
+
+def provenance_dict(provenance: Provenance) -> dict[str, Any]:
+    return {"initaudit": provenance.initaudit, "command": provenance.command, "time_utc": provenance.time_utc,
+            "options": provenance.options, "config": provenance.config, "versions": provenance.versions}
+
+
 def policy_dict(model: ModelReport) -> dict[str, Any] | None:
     """The init most layers share (judge.policy.infer_policy), or null when none dominates."""
     p = model.policy
@@ -120,9 +134,11 @@ def policy_dict(model: ModelReport) -> dict[str, Any] | None:
 
 
 def report_dict(report: Report) -> dict[str, Any]:
-    head = {"initaudit": __version__, "schema": SCHEMA}
+    head: dict[str, Any] = {"initaudit": __version__, "schema": SCHEMA}
     if report.warnings:
         head["warnings"] = list(report.warnings)
+    if report.provenance is not None:
+        head["provenance"] = provenance_dict(report.provenance)
     models = [model_dict(m) for m in report.models]
     if report.baseline is not None:
         _mark_baseline(report, models)

@@ -13,6 +13,7 @@ from tabulate import tabulate
 from initaudit.codes import RULES
 from initaudit.findings import STATUS_ORDER
 from initaudit.report.formats._common import baseline_line, num, shape, std, summary_line, target_std
+from initaudit.report.formats._provenance import markdown_model, markdown_run
 from initaudit.report.formats._review import review_markdown
 from initaudit.report.model import LayerReport, ModelReport, Report
 
@@ -63,6 +64,7 @@ def _model(model: ModelReport, fold_ok: bool, cap: int | None) -> list[str]:
         out.append(f"**Could not be read** (`IA001`): {_cell(model.error)}\n")
         return out
     out.append(summary_line(model) + "\n")
+    out.extend(markdown_model(model))
     flagged = sorted((layer for layer in model.layers if layer.status != "ok"),
                      key=lambda layer: -STATUS_ORDER[layer.status])
     ok = [layer for layer in model.layers if layer.status == "ok"]
@@ -90,6 +92,7 @@ def _render(report: Report, fold_ok: bool, cap: int | None) -> str:
     baseline = baseline_line(report)
     if baseline:
         out.append("```text\n" + baseline + "\n```\n")
+    out.extend(markdown_run(report))
     for model in report.models:
         out.extend(_model(model, fold_ok, cap))
     return "\n".join(out).rstrip() + "\n"
