@@ -266,9 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  audited {rows[-1].model}", file=sys.stderr)
     print(table(rows, args.markdown))
     print(f"\n{sum(len(r.copies) for r in rows)} copies not counted")
-    for label, chosen in (("calibration set", [r for r in rows if r.calibration]),
+    for name, chosen in (("calibration set", [r for r in rows if r.calibration]),
                           ("new models", [r for r in rows if not r.calibration]), ("all", rows)):
-        print(totals(label, chosen))
+        print(totals(name, chosen))
     print("\nwarn and fail findings:")
     for r in rows:
         for f in r.flagged:
