@@ -1,7 +1,6 @@
 """The trained-model review in the reports: one helper per reporter, so each calls it in one line."""
 from __future__ import annotations
 
-import html
 import math
 from typing import Any
 
@@ -89,23 +88,3 @@ def review_markdown(model: ModelReport, cap: int | None = None) -> list[str]:
     lines.extend(f"- _{check}_: {why}" for check, why in CHECK_WHY.items())
     lines.append("")
     return lines
-
-
-def review_html(model: ModelReport) -> str:
-    """The same section as HTML."""
-    parts = []
-    if model.profile_reason:
-        parts.append(f"<p class='profile'>Profile: {html.escape(model.profile_reason)}</p>")
-    reviewed = [layer for layer in model.layers if layer.review is not None]
-    if not reviewed:
-        return "".join(parts)
-    keys = list(check_notes(reviewed[0].review))  # type: ignore[arg-type]
-    parts.append("<h3>Trained-model review</h3><table><tr><th>layer</th><th>status</th>"
-                 + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>")
-    for layer in reviewed:
-        notes = check_notes(layer.review)  # type: ignore[arg-type]
-        parts.append(f"<tr class='{layer.status}'><td>{html.escape(layer.name)}</td><td>{layer.status}</td>"
-                     + "".join(f"<td>{html.escape(notes.get(k, '-'))}</td>" for k in keys) + "</tr>")
-    parts.append("</table><ul class='muted'>" + "".join(
-        f"<li><i>{html.escape(check)}</i>: {html.escape(why)}</li>" for check, why in CHECK_WHY.items()) + "</ul>")
-    return "".join(parts)
