@@ -181,26 +181,31 @@ def _numpy_add(part: UnitPartial, values: np.ndarray, start: int, axes: UnitAxes
     if x.size == 0:
         return
     with np.errstate(all="ignore"):
-        finite = np.isfinite(x)
-        if not finite.all():
-            x = np.where(finite, x, 0.0)
-        part.values += x.size
-        part.count += int(np.count_nonzero(finite))
-        a = np.abs(x)
-        part.max_abs = max(part.max_abs, float(a.max()))
         x2 = x * x
+        s2 = float(x2.sum())
+        if not math.isfinite(s2):  # NaN or Inf among them (or squares past float64): counted as 0
+            finite = np.isfinite(x)
+            part.count += int(np.count_nonzero(finite))
+            x = np.where(finite, x, 0.0)
+            x2 = x * x
+            s2 = float(x2.sum())
+        else:
+            part.count += x.size
+        part.values += x.size
+        part.max_abs = max(part.max_abs, -float(x.min()), float(x.max()))
         x4 = x2 * x2
-        part.power[0] += float(x2.sum())
+        part.power[0] += s2
         part.power[1] += float(x4.sum())
         part.power[2] += float(np.dot(x4, x2))
         part.power[3] += float(np.dot(x4, x4))
-    zero = int(np.count_nonzero(a == 0))
-    part.zeros += zero
-    part.tiny += int(np.count_nonzero(a < FLOAT16_TINY))
-    lost = int(np.count_nonzero(a < FLOAT16_FLUSH))
-    part.lost += lost
-    if lost > zero:
-        part.lost_sq += float(x2[a < FLOAT16_FLUSH].sum())
+    small = np.flatnonzero(x2 < FLOAT16_TINY * FLOAT16_TINY * 4)  # every |x| < 2^-14, and a few more
+    if small.size:
+        a = np.abs(x[small])
+        part.zeros += int(np.count_nonzero(a == 0))
+        part.tiny += int(np.count_nonzero(a < FLOAT16_TINY))
+        lost = a < FLOAT16_FLUSH
+        part.lost += int(np.count_nonzero(lost))
+        part.lost_sq += float((a[lost] * a[lost]).sum())
     if axes is not None:
         part.sq += _per_unit_aligned(x2, start, axes)
         part.total += _per_unit_aligned(x, start, axes)
@@ -382,6 +387,7 @@ class UnitSink:
     def __init__(self, plan: UnitPlan) -> None:
         self.plan = plan
         self.part = _empty(plan.axes, plan.in_axes)
+        self.rows: tuple[np.ndarray, np.ndarray] | None = None
 
     def result(self) -> UnitPartial:
         return self.part
@@ -435,6 +441,16 @@ class UnitSink:
     # -- the kernel
 
     def _ids(self, first_row: int, rows: int, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """The units of rows ``[first_row, first_row + rows)`` of the grid (of ``row`` values), on each side:
+        of the whole tensor once when it has few rows (most chunks then cost no numpy call for them)."""
+        total = -(-self.plan.total // row)
+        if total <= 1 << 16:
+            if self.rows is None:
+                self.rows = self._units(0, total, row)
+            return self.rows[0][first_row:first_row + rows], self.rows[1][first_row:first_row + rows]
+        return self._units(first_row, rows, row)
+
+    def _units(self, first_row: int, rows: int, row: int) -> tuple[np.ndarray, np.ndarray]:
         starts = np.arange(first_row, first_row + rows, dtype=np.int64) * row
         out = self.plan.axes.unit_of(starts) if self.plan.axes is not None else np.zeros(rows, np.int64)
         inn = self.plan.in_axes.unit_of(starts) if self.plan.in_axes is not None else np.zeros(rows, np.int64)
