@@ -482,8 +482,8 @@ class UnitSink:
         return got
 
     def _floats(self, values: np.ndarray, start: int, kind: str) -> accel.PowerSums | None:
-        """Float values from logical position ``start``, rows of the grid cut anywhere; a row holding
-        NaN or Inf goes to numpy."""
+        """Float values from logical position ``start``, rows of the grid cut anywhere; a chunk holding NaN
+        or Inf goes to numpy (which counts them)."""
         grid = self.plan.grid
         assert grid is not None
         row, n = grid.row, values.size
@@ -492,28 +492,14 @@ class UnitSink:
         values = np.ascontiguousarray(values)
         first, last = start // row, (start + n - 1) // row
         rows, c0, cend = last - first + 1, start - first * row, start + n - last * row
-        oid, iid = self._ids(first, rows, row)
-        sums = [0.0, 0.0, 0.0, 0.0]
-        lo, hi, zeros = math.inf, -math.inf, 0
-        clean = True
-        offset, done = 0, 0  # elements and rows handed over so far
         none = np.zeros(1)
-        while done < rows:
-            got = self._call(values[offset:], kind, grid, first + done, rows - done, row, c0 if not done else 0,
-                             cend, 1, row, none, none, False, (oid[done:], iid[done:]))
-            sums = [sums[0] + got.s1, sums[1] + got.s2, sums[2] + got.s3, sums[3] + got.p4]
-            lo, hi, zeros = min(lo, got.lo), max(hi, got.hi), zeros + got.zeros
-            if got.stop == rows - done:
-                break
-            clean = False  # the row ``done + got.stop`` holds NaN or Inf: numpy counts it
-            bad = done + got.stop
-            begin = 0 if bad == 0 else bad * row - c0
-            end = min(n, (bad + 1) * row - c0)
-            _numpy_add(self.part, values[begin:end], start + begin, self.plan.axes, self.plan.in_axes)
-            offset, done = end, bad + 1
-        if not clean or kind == "float64":
+        got = self._call(values, kind, grid, first, rows, row, c0, cend, 1, row, none, none, False)
+        if got.stop < rows:  # nothing was summed
+            _numpy_add(self.part, values, start, self.plan.axes, self.plan.in_axes)
             return None
-        return accel.PowerSums(sums[0], sums[1], sums[2], sums[3], lo, hi, zeros)
+        if kind == "float64":  # the statistics pass's numpy path takes these itself
+            return None
+        return accel.PowerSums(got.s1, got.s2, got.s3, got.p4, got.lo, got.hi, got.zeros)
 
     def _dequantized(self, codes: np.ndarray, at: int, kind: str, grid: Grid) -> accel.PowerSums | None | Literal[False]:
         """Integer codes from ``at``; False when the grid cannot take this chunk (numpy then does)."""
