@@ -312,3 +312,24 @@ def test_the_compiled_kernel_reads_every_storage_type_but_ragged_blocks(tmp_path
                                                             "MatMulNBits 4 bits, padded"}
     assert read["MatMulNBits 4 bits"] == {("uint4x2", "block")} and read["DequantizeLinear int8-axis1"] == {("int8", "col")}
     assert read["bfloat16 MatMul"] == {("bfloat16", "none")} and read["DequantizeLinear uint8-axis0"] == {("uint8", "block")}
+
+
+@pytest.mark.parametrize("case", ["float32 MatMul", "bfloat16 Gemm", "float32 Conv", "DequantizeLinear int8-axis1",
+                                  "DequantizeLinear uint8-axis0", "DequantizeLinear int8-blocked", "MatMulNBits 4 bits"])
+def test_unit_kernels_are_compiled_before_the_workers_fork(tmp_path, monkeypatch, case):
+    """Each worker would otherwise load LLVM's code again and compile the same loop (~0.1-0.25 s each)."""
+    pytest.importorskip("llvmlite")
+    accel.reset()
+    monkeypatch.setattr(streaming, "ACCEL_MIN_VALUES", 0)
+    compiled: set[str] = set()
+    asked: set[str] = set()
+    compile_now, function = accel.compile_now, accel._function
+    monkeypatch.setattr(accel, "compile_now", lambda names: (compiled.update(names), compile_now(names)))
+    monkeypatch.setattr(accel, "_function", lambda name: (asked.add(name), function(name))[1])
+    m = CASES[case]()[0]
+    to_external(m, tmp_path)
+    _measured(save(m, tmp_path), 1)
+    accel.reset()
+    late = {name for name in asked if name.startswith("units_")} - compiled
+    # MatMulNBits scales are read chunk by chunk: its one block of scales below 2^-14 is met in the pass
+    assert compiled and late == ({"units_uint4x2_block_rc_full"} if case.startswith("MatMulNBits") else set())

@@ -669,6 +669,18 @@ def unit_kind(values: np.ndarray, dequantized: bool, packed4: bool = False, bflo
     return _CODE_KINDS.get(values.dtype) if dequantized else _UNIT_FLOAT_KINDS.get(values.dtype)
 
 
+def unit_function(kind: str, deq: str, ocol: bool, icol: bool, full: bool = False) -> str:
+    """The name of the unit kernel for values of ``kind`` read ``deq``-wise, with these unit columns."""
+    return f"units_{kind}_{deq}_{'c' if ocol else 'r'}{'c' if icol else 'r'}{'_full' if full and deq != 'none' else ''}"
+
+
+def compile_now(names: set[str]) -> None:
+    """Compile these kernels now (before worker processes fork: they inherit them, and none of them
+    loads LLVM's code again or compiles the same loop)."""
+    for name in sorted(names):
+        _function(name)
+
+
 def unit_grid(values: np.ndarray, kind: str, deq: str, rows: int, stride: int, c0: int, cend: int, nb: int, bw: int,
               scale: np.ndarray, zero: np.ndarray, oid: np.ndarray, iid: np.ndarray, flags: int,
               ocol: bool, icol: bool, osq: np.ndarray, osum: np.ndarray, isq: np.ndarray,
@@ -678,8 +690,7 @@ def unit_grid(values: np.ndarray, kind: str, deq: str, rows: int, stride: int, c
     ``(rows - 1)·stride - c0 + cend`` stored elements (whole rows of ``nb`` blocks of ``bw`` when
     ``deq`` is block), ``oid``/``iid`` int64 of ``rows``, ``scale``/``zero`` float64, the unit arrays
     float64 and long enough for every unit addressed."""
-    function = _function(f"units_{kind}_{deq}_{'c' if ocol else 'r'}{'c' if icol else 'r'}"
-                         f"{'_full' if full and deq != 'none' else ''}")
+    function = _function(unit_function(kind, deq, ocol, icol, full))
     if function is None:
         return None
     for array, dtype in ((values, None), (scale, np.float64), (zero, np.float64), (oid, np.int64), (iid, np.int64),

@@ -93,6 +93,8 @@ class UnitSource(Protocol):
 
     def sink(self) -> Any: ...
 
+    def kernels(self) -> set[str]: ...
+
 
 def measure_range(task: MeasureTask, start: int = 0, stop: int | None = None,
                   sink: ChunkSink | None = None) -> tuple[Moments, list[Moments]]:
@@ -213,8 +215,9 @@ def measure_pass(tasks: Sequence[MeasureTask], jobs: int = 1, units: Sequence[Un
     """``measure_all``, and for each task with a unit source the merged result of its sinks (None for the
     others, an empty list without ``units``): the unit sums come from the same read, in the same workers."""
     sources: list[UnitSource | None] = list(units) if units is not None else [None] * len(tasks)
-    if sum(_file_values(t) for t in tasks) >= ACCEL_MIN_VALUES:
-        accel.prepare()  # before the workers fork: they inherit LLVM loaded
+    if sum(_file_values(t) for t in tasks) >= ACCEL_MIN_VALUES and accel.prepare():
+        # before the workers fork: they inherit LLVM loaded, and the unit kernels compiled once
+        accel.compile_now({name for source in sources if source is not None for name in source.kernels()})
     parallel = jobs > 1 and sum(_nbytes(t) for t in tasks) >= PARALLEL_MIN_BYTES
     if parallel:
         import multiprocessing  # only for large models: start-up time counts for small ones

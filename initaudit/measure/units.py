@@ -290,7 +290,8 @@ class Grid:
     inner: int = 0                   # per-axis blocks: a channel's values
     nb: int = 1                      # blocks per row (blocked, MatMulNBits)
     bw: int = 0                      # stored elements per block
-    full: bool = False               # col: some scale below 2^-14 (the kernel counts value by value)
+    full: bool = False               # some scale below 2^-14 (the kernel counts value by value: col, and the
+    #                                  blocks that hold one; MatMulNBits scales are only known chunk by chunk)
     nbits: NBitsDecoder | None = None
 
 
@@ -364,7 +365,8 @@ def plan_grid(task: MeasureTask, shape: tuple[int, ...], axes: UnitAxes | None,
                 (row and row % length) or (col_side and row != length):
             return None
         nb = length // dq.block_size
-        return Grid(length, out, inn, "block", scale.reshape(-1, nb), zero.reshape(-1, nb), nb=nb, bw=dq.block_size)
+        return Grid(length, out, inn, "block", scale.reshape(-1, nb), zero.reshape(-1, nb), nb=nb, bw=dq.block_size,
+                    full=full)
     inner, channels = math.prod(shape[axis + 1:]), shape[axis]
     if scale.size != channels:
         return None
@@ -374,11 +376,18 @@ def plan_grid(task: MeasureTask, shape: tuple[int, ...], axes: UnitAxes | None,
         if not row:
             return None
     if inner >= row:
-        return Grid(row, out, inn, "block", scale, zero, inner=inner, bw=row) if inner % row == 0 else None
+        return Grid(row, out, inn, "block", scale, zero, inner=inner, bw=row, full=full) if inner % row == 0 else None
     if row % period:
         return None
     channel = (np.arange(row) // inner) % channels
     return Grid(row, out, inn, "col", scale[channel], zero[channel], full=full)
+
+
+#: The unit kernel's value kind of each stored type, as the pass reads it: floats (bfloat16 as its
+#: patterns, other small floats decoded to float32) and integer codes (int4/uint4 unpacked to bytes).
+VALUE_KINDS: dict[int, str] = {TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16", TensorProto.DOUBLE: "float64"}
+CODE_KINDS: dict[int, str] = {TensorProto.INT8: "int8", TensorProto.INT4: "int8", TensorProto.UINT8: "uint8", TensorProto.UINT4: "uint8",
+              TensorProto.INT16: "int16", TensorProto.UINT16: "uint16"}
 
 
 class UnitSink:
@@ -558,6 +567,26 @@ class UnitPlan:
 
     def sink(self) -> UnitSink:
         return UnitSink(self)
+
+    def kernels(self) -> set[str]:
+        """The compiled unit kernels this tensor's chunks will call (a MatMulNBits block of scales below
+        2^-14 may call one more: those scales are read chunk by chunk)."""
+        grid, source = self.grid, self.task.source
+        if grid is None:
+            return set()
+        if grid.nbits is not None:
+            kind = "uint4x2" if grid.nbits.layout.bits == 4 else "uint8"
+        elif grid.deq == "none":
+            kind = VALUE_KINDS.get(source.data_type, "float32")
+        else:
+            kind = CODE_KINDS.get(source.data_type, "")
+        if not kind:
+            return set()
+        ocol, icol = grid.out == "col", grid.inn == "col"
+        names = {accel.unit_function(kind, grid.deq, ocol, icol, grid.full)}
+        if grid.deq == "block" and grid.full:  # chunk by chunk: blocks of small scales, and the others
+            names.add(accel.unit_function(kind, grid.deq, ocol, icol))
+        return names
 
     def finish(self, part: UnitPartial | None) -> UnitSums:
         return _finish(part if part is not None else _empty(self.axes, self.in_axes), self.axes, self.in_axes,
