@@ -94,8 +94,8 @@ def _float_weight(kind: str, shape) -> tuple[TensorProto, np.ndarray]:
 
 def _float_case(kind: str, op: str):
     """(model, float64 weight, output-unit sums, input-unit sums) of one op reading a float weight."""
-    if op == "MatMul":       # W[K, N]: output units are the columns
-        t, w = _float_weight(kind, (48, 40))
+    if op in ("MatMul", "WideMatMul"):  # W[K, N]: output units are the columns (wide: several column tiles)
+        t, w = _float_weight(kind, (48, 40) if op == "MatMul" else (5, 1100))
         node, (out, inn) = helper.make_node("MatMul", ["x", "w"], ["y"]), _sums_axes(None, 0, 1)
     elif op == "Gemm":       # W[N, K] with transB: output units are the rows
         t, w = _float_weight(kind, (40, 48))
@@ -123,8 +123,9 @@ def _float_case(kind: str, op: str):
 
 
 def _dequant_case(kind: str):
-    """A MatMul reading ``DequantizeLinear(q, s, z)`` of W[K=48, N=40], and the float64 weight."""
-    k, n = 48, 40
+    """A MatMul reading ``DequantizeLinear(q, s, z)`` of W[K=48, N=40] (wide: [5, 1100]), and the float64 weight."""
+    k, n = (5, 1100) if kind.endswith("wide") else (48, 40)
+    kind = kind.removesuffix("-wide")
     signed = kind != "uint8-axis0"
     q = RNG.integers(-128 if signed else 0, 128 if signed else 256, (k, n))
     q.reshape(-1)[[5, 6]] = 0
@@ -199,11 +200,13 @@ CASES = {
     **{f"{kind} {op}": (lambda kind=kind, op=op: _float_case(kind, op))
        for kind in ("float32", "float16", "bfloat16") for op in ("MatMul", "Gemm")},
     **{f"float32 {op}": (lambda op=op: _float_case("float32", op))
-       for op in ("BatchedMatMul", "LSTM", "Conv", "ConvTranspose")},
+       for op in ("WideMatMul", "BatchedMatMul", "LSTM", "Conv", "ConvTranspose")},
+    "float16 WideMatMul": lambda: _float_case("float16", "WideMatMul"),
     "float16 LSTM": lambda: _float_case("float16", "LSTM"),
     "bfloat16 Conv": lambda: _float_case("bfloat16", "Conv"),
     **{f"DequantizeLinear {kind}": (lambda kind=kind: _dequant_case(kind))
-       for kind in ("int8-tensor", "int8-axis1", "int4-axis1", "uint8-axis0", "int8-blocked", "int8-blocked-odd")},
+       for kind in ("int8-tensor", "int8-axis1", "int8-axis1-wide", "int4-axis1", "uint8-axis0", "int8-blocked",
+                    "int8-blocked-odd")},
     "MatMulNBits 4 bits": lambda: _nbits_case(4, 64),
     "MatMulNBits 8 bits": lambda: _nbits_case(8, 64),
     "MatMulNBits 4 bits, padded": lambda: _nbits_case(4, 50),

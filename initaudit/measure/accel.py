@@ -348,8 +348,10 @@ def _units(kind: str, deq: str, ocol: bool, icol: bool, full: bool = False) -> s
         lost_sums: dict[str, str] = {}
         pre += _loop("lost", "0", "%n", "%checklost", [("s", "double", "0.0", "fadd", "%lterm")], lost, "%checkok",
                      lost_sums)
-        pre += ["checkok:", f"  %chunkls = phi double [0.0, %checklost], [{lost_sums['s']}, %lost]", "  br label %row"]
+        pre += ["checkok:", f"  %chunkls = phi double [0.0, %checklost], [{lost_sums['s']}, %lost]",
+                f"  br label {'%row' if deq == 'block' else '%tile'}"]
         counts = {"nz": "%cz", "nt": "%ct", "nl": "%cl", "ls": "%chunkls"}
+    start = "%checkok" if floats else "%entry"
     lines = [
         f"define void @{name}({elem}* noalias nocapture readonly %q, i64 %rows, i64 %stride, i64 %cfirst, i64 %cend,",
         "    i64 %nb, i64 %bw, double* noalias nocapture readonly %scale, double* noalias nocapture readonly %zero,",
@@ -358,73 +360,111 @@ def _units(kind: str, deq: str, ocol: bool, icol: bool, full: bool = False) -> s
         "    double* noalias nocapture %res) {",
         "entry:", "  %any = icmp sgt i64 %rows, 0", "  %last = sub nsw i64 %rows, 1",
         "  %orow = and i64 %flags, 1", "  %irow = and i64 %flags, 2",
-        f"  br i1 %any, label {'%prep' if floats else '%row'}, label %done",
+        f"  br i1 %any, label {'%prep' if floats else '%row' if deq == 'block' else '%tile'}, label %done",
         *pre,
-        "row:", f"  %r = phi i64 [0, {'%checkok' if floats else '%entry'}], [%rn, %rowlatch]",
-        *[f"  %g_{a} = phi {t} [{init}, {'%checkok' if floats else '%entry'}], [%gn_{a}, %rowlatch]"
-          for a, t, init, _ in row_sums],
-        "  %opp = getelementptr inbounds i64, i64* %oid, i64 %r", "  %o = load i64, i64* %opp",
-        "  %ipp = getelementptr inbounds i64, i64* %iid, i64 %r", "  %i = load i64, i64* %ipp",
-        "  %rs = mul nsw i64 %r, %stride", "  %pb0 = sub nsw i64 %rs, %cfirst",
-        "  %isfirst = icmp eq i64 %r, 0", "  %lo = select i1 %isfirst, i64 %cfirst, i64 0",
-        "  %islast = icmp eq i64 %r, %last", "  %hi = select i1 %islast, i64 %cend, i64 %bw",
-        "  %rnb = mul nsw i64 %r, %nb", "  %span = sub nsw i64 %hi, %lo", f"  %spanv = mul nsw i64 %span, {per}",
     ]
-    lines.append("  br label %blk")
-    enter = "%row"
-    lines += [
-        "blk:", f"  %j = phi i64 [0, {enter}], [%jn, %blkend]",
-        *[f"  %r_{a} = phi {t} [{init}, {enter}], [%rn_{a}, %blkend]" for a, t, init, _ in
-          [("cnt", "i64", "0", "add"), *sums]],
-        "  %jb = mul nsw i64 %j, %bw", "  %pb = add nsw i64 %pb0, %jb",
-    ]
-    if deq == "block":
-        lines += ["  %bi = add nsw i64 %rnb, %j", "  %sbp = getelementptr inbounds double, double* %scale, i64 %bi",
-                  "  %sb = load double, double* %sbp", "  %zbp = getelementptr inbounds double, double* %zero, i64 %bi",
-                  "  %zb = load double, double* %zbp"]
+    row_head = ["  %opp = getelementptr inbounds i64, i64* %oid, i64 %r", "  %o = load i64, i64* %opp",
+                "  %ipp = getelementptr inbounds i64, i64* %iid, i64 %r", "  %i = load i64, i64* %ipp",
+                "  %rs = mul nsw i64 %r, %stride", "  %pb0 = sub nsw i64 %rs, %cfirst",
+                "  %isfirst = icmp eq i64 %r, 0", "  %islast = icmp eq i64 %r, %last"]
     elem_sums: dict[str, str] = {}
-    lines += ["  br label %elem", *_loop("elem", "%lo", "%hi", "%blk", accumulators, body, "%blkend", elem_sums)]
-    lines += ["blkend:", "  %rn_cnt = add i64 %r_cnt, %spanv"]
-    for a, t, _, op in sums:
-        parts = [elem_sums[f"{a}{k}" if per > 1 else a] for k in range(per)]
-        value = f"%r_{a}"
-        for index, part in enumerate(parts):
-            out = f"%rn_{a}" if index == len(parts) - 1 else f"%rp_{a}{index}"
-            lines.append(_combine(op, out, value, part, t, fast=False))
-            value = out
-    lines += ["  %jn = add nsw i64 %j, 1", "  %jmore = icmp slt i64 %jn, %nb", "  br i1 %jmore, label %blk, label %rowend",
-              "rowend:"]
-    row_value = {a: f"%rn_{a}" for a, _, _, _ in [("cnt", "", "", ""), *sums]}
-    if floats:
-        row_value.update(nz="0", nt="0", nl="0", ls="0.0")
-    elif not full:
-        row_value.update(nt="%rn_nz", nl="%rn_nz", ls="0.0")
-    lines += [_combine(op, f"%gn_{a}", f"%g_{a}", row_value[a], t, fast=False) for a, t, _, op in row_sums]
-    lines += [
-        "  %doo = icmp ne i64 %orow, 0", "  br i1 %doo, label %ostore, label %icheck",
-        "ostore:",
-        "  %oqp = getelementptr inbounds double, double* %osq, i64 %o", "  %oqv = load double, double* %oqp",
-        "  %oqn = fadd double %oqv, %rn_s2", "  store double %oqn, double* %oqp",
-        "  %osp = getelementptr inbounds double, double* %osum, i64 %o", "  %osv = load double, double* %osp",
-        "  %osn = fadd double %osv, %rn_s1", "  store double %osn, double* %osp",
-        "  br label %icheck",
-        "icheck:", "  %doi = icmp ne i64 %irow, 0", "  br i1 %doi, label %istore, label %rowlatch",
-        "istore:",
-        "  %iqp = getelementptr inbounds double, double* %isq, i64 %i", "  %iqv = load double, double* %iqp",
-        "  %iqn = fadd double %iqv, %rn_s2", "  store double %iqn, double* %iqp",
-        "  br label %rowlatch",
-        "rowlatch:", "  %rn = add nsw i64 %r, 1", "  %rmore = icmp slt i64 %rn, %rows",
-        "  br i1 %rmore, label %row, label %done",
-        "done:",
-    ]
+
+    def fold(prefix: str, base: str | None) -> list[str]:
+        """``{prefix}_a`` = ``{base}_a`` (None: nothing yet) + the element loop's sums (each code position's,
+        when a byte holds two)."""
+        out = []
+        for a, t, init, op in sums:
+            value = f"{base}_{a}" if base is not None else init
+            for index in range(per):
+                result = f"{prefix}_{a}" if index == per - 1 else f"{prefix}p_{a}{index}"
+                out.append(_combine(op, result, value, elem_sums[f"{a}{index}" if per > 1 else a], t, fast=False))
+                value = result
+        return out
+
+    def row_stores(s1: str, s2: str, after: str) -> list[str]:
+        return [
+            "  %doo = icmp ne i64 %orow, 0", "  br i1 %doo, label %ostore, label %icheck",
+            "ostore:",
+            "  %oqp = getelementptr inbounds double, double* %osq, i64 %o", "  %oqv = load double, double* %oqp",
+            f"  %oqn = fadd double %oqv, {s2}", "  store double %oqn, double* %oqp",
+            "  %osp = getelementptr inbounds double, double* %osum, i64 %o", "  %osv = load double, double* %osp",
+            f"  %osn = fadd double %osv, {s1}", "  store double %osn, double* %osp",
+            "  br label %icheck",
+            "icheck:", "  %doi = icmp ne i64 %irow, 0", f"  br i1 %doi, label %istore, label {after}",
+            "istore:",
+            "  %iqp = getelementptr inbounds double, double* %isq, i64 %i", "  %iqv = load double, double* %iqp",
+            f"  %iqn = fadd double %iqv, {s2}", "  store double %iqn, double* %iqp",
+            f"  br label {after}"]
+
+    # what a row adds to the call's sums besides the element loop's: the count, and the counts the loop
+    # does not take (floats: the check took them; scales all ≥ 2^-14: the zero count)
+    extra = {"nz": "0", "nt": "0", "nl": "0", "ls": "0.0"} if floats else \
+        {} if full else {"nt": "%R_nz", "nl": "%R_nz", "ls": "0.0"}
+    if deq == "block":  # rows → blocks (a scale each) → elements; chunks of whole rows
+        lines += [
+            "row:", f"  %r = phi i64 [0, {start}], [%rn, %rowlatch]",
+            *[f"  %g_{a} = phi {t} [{init}, {start}], [%gn_{a}, %rowlatch]" for a, t, init, _ in row_sums],
+            *row_head, "  %lo = select i1 %isfirst, i64 %cfirst, i64 0", "  %hi = select i1 %islast, i64 %cend, i64 %bw",
+            "  %rnb = mul nsw i64 %r, %nb", "  %span = sub nsw i64 %hi, %lo", f"  %spanv = mul nsw i64 %span, {per}",
+            "  br label %blk",
+            "blk:", "  %j = phi i64 [0, %row], [%jn, %blkend]",
+            *[f"  %r_{a} = phi {t} [{init}, %row], [%R_{a}, %blkend]" for a, t, init, _ in
+              [("cnt", "i64", "0", "add"), *sums]],
+            "  %jb = mul nsw i64 %j, %bw", "  %pb = add nsw i64 %pb0, %jb",
+            "  %bi = add nsw i64 %rnb, %j", "  %sbp = getelementptr inbounds double, double* %scale, i64 %bi",
+            "  %sb = load double, double* %sbp", "  %zbp = getelementptr inbounds double, double* %zero, i64 %bi",
+            "  %zb = load double, double* %zbp", "  br label %elem",
+            *_loop("elem", "%lo", "%hi", "%blk", accumulators, body, "%blkend", elem_sums),
+            "blkend:", "  %R_cnt = add i64 %r_cnt, %spanv", *fold("%R", "%r"),
+            "  %jn = add nsw i64 %j, 1", "  %jmore = icmp slt i64 %jn, %nb", "  br i1 %jmore, label %blk, label %rowend",
+            "rowend:",
+            *[_combine(op, f"%gn_{a}", f"%g_{a}", extra.get(a, f"%R_{a}"), t, fast=False) for a, t, _, op in row_sums],
+            *row_stores("%R_s1", "%R_s2", "%rowlatch"),
+            "rowlatch:", "  %rn = add nsw i64 %r, 1", "  %rmore = icmp slt i64 %rn, %rows",
+            "  br i1 %rmore, label %row, label %done"]
+        final = ("%gn", "%rowlatch")
+    else:
+        # tiles of ``bw`` columns → rows → elements: a tile's unit columns stay in the first-level cache for
+        # all the chunk's rows (over whole rows of 4096 columns, 64 KiB of them, the pass cost 1.5 times as
+        # much in place: page faults evict them)
+        lines += [
+            "tile:", f"  %t = phi i64 [0, {start}], [%tn, %tilelatch]",
+            *[f"  %g_{a} = phi {t} [{init}, {start}], [%hl_{a}, %tilelatch]" for a, t, init, _ in row_sums],
+            "  %tlo = mul nsw i64 %t, %bw", "  %thi0 = add nsw i64 %tlo, %bw", "  %tin = icmp slt i64 %thi0, %stride",
+            "  %thi = select i1 %tin, i64 %thi0, i64 %stride", "  br label %row",
+            "row:", "  %r = phi i64 [0, %tile], [%rn, %rowlatch]",
+            *[f"  %h_{a} = phi {t} [%g_{a}, %tile], [%hl_{a}, %rowlatch]" for a, t, _, _ in row_sums],
+            *row_head, "  %lor = select i1 %isfirst, i64 %cfirst, i64 0",
+            "  %hir = select i1 %islast, i64 %cend, i64 %stride",
+            "  %lot = icmp sgt i64 %lor, %tlo", "  %lo = select i1 %lot, i64 %lor, i64 %tlo",
+            "  %hit = icmp slt i64 %hir, %thi", "  %hi = select i1 %hit, i64 %hir, i64 %thi",
+            "  %span = sub nsw i64 %hi, %lo", f"  %spanv = mul nsw i64 %span, {per}", "  %pb = add nsw i64 %pb0, 0",
+            "  %jb = add nsw i64 0, 0", "  %nonempty = icmp sgt i64 %span, 0",
+            "  br i1 %nonempty, label %elem, label %rowskip",
+            *_loop("elem", "%lo", "%hi", "%row", accumulators, body, "%rowend", elem_sums),
+            "rowend:", *fold("%R", None),
+            *[_combine(op, f"%hn_{a}", f"%h_{a}", "%spanv" if a == "cnt" else extra.get(a, f"%R_{a}"), t, fast=False)
+              for a, t, _, op in row_sums],
+            *row_stores("%R_s1", "%R_s2", "%rowdone"),
+            "rowdone:", "  br label %rowlatch",
+            "rowskip:", "  br label %rowlatch",
+            "rowlatch:",
+            *[f"  %hl_{a} = phi {t} [%hn_{a}, %rowdone], [%h_{a}, %rowskip]" for a, t, _, _ in row_sums],
+            "  %rn = add nsw i64 %r, 1", "  %rmore = icmp slt i64 %rn, %rows",
+            "  br i1 %rmore, label %row, label %tilelatch",
+            "tilelatch:", "  %tn = add nsw i64 %t, 1", "  %tmore = icmp slt i64 %tn, %nb",
+            "  br i1 %tmore, label %tile, label %done"]
+        final = ("%hl", "%tilelatch")
+    lines += ["done:"]
     stopped = ", [0, %checked]" if floats else ""
-    lines += [f"  %x_{a} = phi {t} [{init}, %entry], [%gn_{a}, %rowlatch]{f', [{init}, %checked]' if floats else ''}"
-              for a, t, init, _ in row_sums]
-    lines.append(f"  %x_stop = phi i64 [0, %entry], [%rows, %rowlatch]{stopped}")
+    value_of, exit_block = final
+    lines += [f"  %x_{a} = phi {t} [{init}, %entry], [{value_of}_{a}, {exit_block}]"
+              f"{f', [{init}, %checked]' if floats else ''}" for a, t, init, _ in row_sums]
+    lines.append(f"  %x_stop = phi i64 [0, %entry], [%rows, {exit_block}]{stopped}")
     if floats:  # the counts of the check, when the sums were taken
         for a in ("nz", "nt", "nl", "ls"):
             t, nothing = ("double", "0.0") if a == "ls" else ("i64", "0")
-            lines.append(f"  %y_{a} = phi {t} [{nothing}, %entry], [{counts[a]}, %rowlatch], [{nothing}, %checked]")
+            lines.append(f"  %y_{a} = phi {t} [{nothing}, %entry], [{counts[a]}, {exit_block}], [{nothing}, %checked]")
     types = {a: t for a, t, _, _ in row_sums}
     for index, a in enumerate((*_UNIT_RESULTS, "stop")):
         value = f"%y_{a}" if floats and a in ("nz", "nt", "nl", "ls") else f"%x_{a}"

@@ -41,6 +41,9 @@ FLOAT16_TINY = 2.0 ** -14
 MAX_UNITS = 1 << 22
 #: Row length of the kernel's grid when no unit axis sets one (any length gives the same sums).
 FREE_ROW = 4096
+#: Columns the kernel takes over all of a chunk's rows at a time: their units' sums (3 × 4 KiB) stay in the
+#: first-level cache.
+TILE = 512
 
 
 @dataclass(frozen=True)
@@ -502,7 +505,8 @@ class UnitSink:
         first, last = start // row, (start + n - 1) // row
         rows, c0, cend = last - first + 1, start - first * row, start + n - last * row
         none = np.zeros(1)
-        got = self._call(values, kind, grid, first, rows, row, c0, cend, 1, row, none, none, False)
+        got = self._call(values, kind, grid, first, rows, row, c0, cend, -(-row // TILE), min(row, TILE), none, none,
+                         False)
         if got.stop < rows:  # nothing was summed
             _numpy_add(self.part, values, start, self.plan.axes, self.plan.in_axes)
             return None
@@ -520,7 +524,8 @@ class UnitSink:
         rows, c0, cend = last - first + 1, at - first * row, at + n - last * row
         if grid.deq == "col":
             assert grid.scale is not None and grid.zero is not None
-            got = self._call(codes, kind, grid, first, rows, row, c0, cend, 1, row, grid.scale, grid.zero, grid.full)
+            got = self._call(codes, kind, grid, first, rows, row, c0, cend, -(-row // TILE), min(row, TILE), grid.scale,
+                             grid.zero, grid.full)
         else:
             assert grid.scale is not None and grid.zero is not None
             if c0 or cend != row:
