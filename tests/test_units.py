@@ -7,7 +7,7 @@ import pytest
 from modelkit import bfloat16, model, raw_tensor, save, to_external
 from onnx import TensorProto, helper, numpy_helper
 
-from initaudit.measure import accel, streaming
+from initaudit.measure import accel, streaming, units
 from initaudit.measure.units import aligned_chunk, measure_units, unit_axes, unit_sums
 from initaudit.read.graph import ModelGraph
 from initaudit.read.loader import load_model
@@ -234,6 +234,7 @@ def configuration(request, monkeypatch):
     if request.param.startswith("compiled"):
         pytest.importorskip("llvmlite")
         assert accel.prepare()
+    monkeypatch.setattr(units, "TILE", 512)  # rows of 1100 columns: three tiles
     monkeypatch.setattr(streaming, "CHUNK_ELEMS", 97)
     monkeypatch.setattr(streaming, "HISTOGRAM_CHUNK", 4 * 97)
     jobs = 1

@@ -424,9 +424,8 @@ def _units(kind: str, deq: str, ocol: bool, icol: bool, full: bool = False) -> s
             "  br i1 %rmore, label %row, label %done"]
         final = ("%gn", "%rowlatch")
     else:
-        # tiles of ``bw`` columns → rows → elements: a tile's unit columns stay in the first-level cache for
-        # all the chunk's rows (over whole rows of 4096 columns, 64 KiB of them, the pass cost 1.5 times as
-        # much in place: page faults evict them)
+        # tiles of ``bw`` columns → rows → elements: very wide rows are taken a tile of columns at a time
+        # over all the chunk's rows, so that the tile's unit sums stay in the cache (``units.TILE``)
         lines += [
             "tile:", f"  %t = phi i64 [0, {start}], [%tn, %tilelatch]",
             *[f"  %g_{a} = phi {t} [{init}, {start}], [%hl_{a}, %tilelatch]" for a, t, init, _ in row_sums],
