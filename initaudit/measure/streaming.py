@@ -46,6 +46,23 @@ def dequantize(values: np.ndarray, start: int, dq: Dequant, shape: Sequence[int]
     if dq.axis is None:
         offset = 0.0 if dq.zero_point is None else float(dq.zero_point)
         return (q - offset) * float(dq.scale)
+    if not dq.block_size:  # whole rows of channels, or whole runs of one channel: no index per value
+        inner, channels = math.prod(shape[dq.axis + 1:]), shape[dq.axis]
+        period = channels if inner == 1 else inner
+        if start % period == 0 and values.size % period == 0 and np.size(dq.scale) == channels:
+            where: slice | np.ndarray
+            if inner == 1:
+                grid, where = q.reshape(-1, channels), slice(None)
+            else:
+                grid = q.reshape(-1, inner)
+                first = start // inner
+                where = np.arange(first, first + grid.shape[0]) % channels
+            scale = np.ravel(dq.scale)[where].astype(np.float64)
+            zero = None if dq.zero_point is None else np.ravel(dq.zero_point)[where].astype(np.float64)
+            if inner > 1:
+                scale = scale[:, None]
+                zero = None if zero is None else zero[:, None]
+            return (grid * scale if zero is None else (grid - zero) * scale).reshape(-1)
     flat = np.arange(start, start + values.size, dtype=np.int64)
     index: tuple[np.ndarray, ...] | np.ndarray
     if dq.block_size:
