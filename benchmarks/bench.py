@@ -19,8 +19,8 @@ interleaved and repeated (medians; ratios of the medians of paired runs):
 Peak RSS is the largest of the process and its children (from wait4), measured from a small
 launcher process whose own ~9 MiB are the floor of every figure.
 
-    python benchmarks/bench.py                 # the full run (about 15 minutes on 2 cores)
-    python benchmarks/bench.py --only trained  # --profile trained against init (about 4 minutes)
+    python benchmarks/bench.py                 # the full run (sections 1-3 about 10 minutes on 2 cores, 4 about 10 more)
+    python benchmarks/bench.py --only trained  # --profile trained against init (10 minutes measured, --repeat 3)
     python benchmarks/bench.py --quick         # small sizes, 3 repeats: for development
     python benchmarks/bench.py --classic       # the earlier comparison with cat and the naive script
 """
