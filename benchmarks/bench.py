@@ -11,12 +11,16 @@ interleaved and repeated (medians; ratios of the medians of paired runs):
 2. float32 against the floor (``benchmarks/floor.py``: import onnx and numpy, parse the graph
    without data, one float32 sum-of-squares pass over the memory-mapped data) on a 4 GiB model;
 3. ``--jobs``: a folder of many small models and folders of a few large ones (4 × 256 MiB, 1 GiB, 2 GiB), default jobs
-   (the number of cores) against ``-j 1``.
+   (the number of cores) against ``-j 1``;
+4. ``--profile trained`` against ``--profile init`` on the models of 1 and the 4 GiB float32 one of 2: wall,
+   ratio of the medians, peak RSS, with the compiled kernel and without it (the review's unit sums are taken
+   in the statistics pass's own read: the target is ≤ 1.3× init's wall time and ≤ 128 MiB).
 
 Peak RSS is the largest of the process and its children (from wait4), measured from a small
 launcher process whose own ~9 MiB are the floor of every figure.
 
-    python benchmarks/bench.py                 # the full run (about 10 minutes on 2 cores)
+    python benchmarks/bench.py                 # the full run (sections 1-3 about 10 minutes on 2 cores, 4 about 10 more)
+    python benchmarks/bench.py --only trained  # --profile trained against init (10 minutes measured, --repeat 3)
     python benchmarks/bench.py --quick         # small sizes, 3 repeats: for development
     python benchmarks/bench.py --classic       # the earlier comparison with cat and the naive script
 """
@@ -337,6 +341,38 @@ def bench_jobs(folder: Path, small_models: int, large_models: int, large_gibs: l
             shutil.rmtree(target)
 
 
+#: What ``--profile trained`` may cost against ``--profile init`` (issue 19): wall-time ratio, peak RSS in MiB.
+TRAINED_RATIO, RSS_BOUND = 1.3, 128
+
+
+def bench_trained(folder: Path, values_mi: int, floor_gib: float, repeat: int) -> None:
+    count = max(1, values_mi * (1 << 20) // (SIDE * SIDE))
+    models = {kind: make_storage_model(folder, kind, count) for kind in STORAGE}
+    large = folder / "large"
+    large.mkdir()
+    models[f"float32, {floor_gib:g} GiB"] = make_external(large, floor_gib)
+    configurations = {"compiled": True, "numpy": False} if accelerator() else {"numpy": False}
+    got = interleaved({(kind, name, profile): initaudit_argv(path, "--profile", profile, compiled=on)
+                       for kind, (path, _) in models.items() for name, on in configurations.items()
+                       for profile in ("init", "trained")}, repeat)
+    print(f"\n4. --profile trained against --profile init: the models of 1 ({count * SIDE * SIDE / (1 << 20):.0f} Mi "
+          f"values each) and a {floor_gib:g} GiB float32 one, median of {repeat} interleaved runs")
+    for name in configurations:
+        print(f"\n{name}{' (initaudit[fast])' if name == 'compiled' else ' (INITAUDIT_ACCEL=0, or no llvmlite)'}")
+        print(f"{'model':<32} {'init s':>8} {'trained s':>10} {'× init':>7} {'init MiB':>9} {'trained MiB':>12} "
+              f"{'CPU × init':>11}")
+        for kind in models:
+            init, trained = got[kind, name, "init"], got[kind, name, "trained"]
+            ratio = trained.wall / init.wall
+            mark = "" if ratio <= TRAINED_RATIO and trained.rss <= RSS_BOUND else "  (over the target)"
+            print(f"{kind:<32} {init.wall:8.3f} {trained.wall:10.3f} {ratio:6.2f}× {init.rss:9.0f} {trained.rss:12.0f} "
+                  f"{trained.cpu / init.cpu:10.2f}×{mark}")
+    print(f"\ntarget: trained ≤ {TRAINED_RATIO}× init's wall time, peak RSS ≤ {RSS_BOUND} MiB")
+    for _, files in models.values():
+        for f in files:
+            f.unlink()
+
+
 def classic(folder: Path, args: argparse.Namespace) -> None:
     small, small_files = make_inline(folder, 5 / 1024, "small.onnx", side=512)
     bench("small inline model", small, small_files, args.repeat, naive=not args.no_naive)
@@ -356,7 +392,7 @@ def main() -> None:
     parser.add_argument("--values-mi", type=int, help="weight values per storage model, in Mi (default 256)")
     parser.add_argument("--floor-gib", type=float, help="size of the float32 model held to the floor (default 4)")
     parser.add_argument("--repeat", type=int, help="interleaved runs per command (default 5)")
-    parser.add_argument("--only", choices=["storage", "floor", "jobs"], action="append",
+    parser.add_argument("--only", choices=["storage", "floor", "jobs", "trained"], action="append",
                         help="run only these sections (repeatable)")
     parser.add_argument("--classic", action="store_true",
                         help="the earlier comparison with cat and the naive script instead")
@@ -369,7 +405,7 @@ def main() -> None:
     args.repeat = repeat
     values_mi = args.values_mi or (32 if args.quick else 256)
     floor_gib = args.floor_gib or (0.5 if args.quick else 4.0)
-    sections = args.only or ["storage", "floor", "jobs"]
+    sections = args.only or ["storage", "floor", "jobs", "trained"]
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         folder = Path(tmp)
         compiled = f"llvmlite {accelerator()}" if accelerator() else "not installed (numpy only)"
@@ -385,6 +421,8 @@ def main() -> None:
             bench_floor(folder, floor_gib, repeat)
         if "jobs" in sections:
             bench_jobs(folder, 46, 2 if args.quick else 4, [0.125] if args.quick else [0.25, 1.0, 2.0], repeat)
+        if "trained" in sections:
+            bench_trained(folder, values_mi, floor_gib, repeat)
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (figures from a busy machine are noisy)")
 
 

@@ -70,3 +70,24 @@ def test_workers_give_the_same_statistics(tmp_path, monkeypatch):
     for i, stats in enumerate(part_stats):
         expected = values[:, 50 * i:50 * (i + 1), :].astype(np.float64)
         assert stats.count == expected.size and stats.var == pytest.approx(expected.var(), rel=1e-9)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("zero_point", [True, False])
+def test_dequantize_whole_periods_and_ragged_ranges_match_numpy(axis, zero_point):
+    """Ranges of whole channel rows / runs take the path without an index per value: the same numbers."""
+    from initaudit.measure.streaming import dequantize
+    from initaudit.trace.follow import Dequant
+
+    shape = (6, 5, 4)
+    q = RNG.integers(-128, 128, shape).astype(np.int8)
+    s = RNG.uniform(0.001, 0.02, shape[axis]).astype(np.float32)
+    z = RNG.integers(-3, 3, shape[axis]).astype(np.int8)
+    view = [1, 1, 1]
+    view[axis] = shape[axis]
+    offset = z.astype(np.float64).reshape(view) if zero_point else 0.0
+    expected = ((q.astype(np.float64) - offset) * s.astype(np.float64).reshape(view)).ravel()
+    dq = Dequant(s, z if zero_point else None, axis)
+    flat = q.ravel()
+    for start, stop in [(0, flat.size), (20, 100), (40, 80), (3, 77)]:
+        np.testing.assert_array_equal(dequantize(flat[start:stop], start, dq, shape), expected[start:stop])

@@ -23,7 +23,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from onnx import TensorProto
@@ -264,6 +264,50 @@ def combine_groups(n: int, s: np.ndarray, s1: np.ndarray, s2: np.ndarray, s3: np
     m3 = float(m3g.sum() + 3 * (delta @ m2g) + n * (d2 @ delta))
     m4 = float(m4g.sum() + 4 * (delta @ m3g) + 6 * (d2 @ m2g) + n * (d2 @ d2))
     return Moments(n * groups, mean, m2, m3, m4, lo, hi, 0, zeros)
+
+
+# ---------------------------------------------------------------- the unit sums' share of the read
+
+
+class ChunkSink(Protocol):
+    """Takes each chunk the statistics pass reads (``measure.units.UnitSink``): its values as measured, or its
+    stored elements as the kernels read them.  Either returns the chunk's moments' power sums about 0 when
+    it computed them on the way (every value finite), so that the pass need not take them again."""
+
+    def add_values(self, values: np.ndarray, at: int) -> accel.PowerSums | None: ...
+
+    def add_codes(self, codes: np.ndarray, at: int) -> accel.PowerSums | None: ...
+
+
+def about_zero(n: int, sums: accel.PowerSums) -> Moments | None:
+    """The Moments of ``n`` values from their power sums about 0, or None when the accumulator would have
+    shifted them (mean far from zero: see ``MomentAccumulator.add_power_sums``)."""
+    mean, second = sums.s1 / n, sums.s2 / n
+    if mean * mean > second - mean * mean:
+        return None
+    acc = MomentAccumulator()
+    acc.add_power_sums(n, lambda shift: sums)
+    return acc.moments()
+
+
+def add_fused(acc: MomentAccumulator, fused: accel.PowerSums | None, values: np.ndarray,
+              kind: str | None = None) -> bool:
+    """Add a chunk to ``acc`` from the sums a sink took (about 0); about another shift (the first chunk's
+    mean was far from zero) the compiled kernel takes them again.  False, adding nothing, without sums."""
+    if fused is None:
+        return False
+    return acc.add_power_sums(values.size, lambda shift: fused if shift == 0.0 else
+                              accel.power_sums(values, shift, kind))
+
+
+def fed(chunks: Iterator[np.ndarray], sink: ChunkSink | None, start: int) -> Iterator[np.ndarray]:
+    """The chunks, each handed to ``sink`` first (the unit sums; their fused moments are not used)."""
+    at = start
+    for codes in chunks:
+        if sink is not None:
+            sink.add_codes(codes, at)
+        yield codes
+        at += codes.size
 
 
 # ---------------------------------------------------------------- reading raw codes
@@ -603,29 +647,39 @@ def _lcm(a: int, b: int) -> int:
     return a * b // math.gcd(a, b)
 
 
-def measure_with_kernel(kernel: Kernel, task: MeasureTask, chunk: int, start: int, stop: int) -> Moments:
-    """Moments of elements ``[start, stop)`` (whole multiples of the kernel's granularity)."""
+def measure_with_kernel(kernel: Kernel, task: MeasureTask, chunk: int, start: int, stop: int,
+                        sink: ChunkSink | None = None) -> Moments:
+    """Moments of elements ``[start, stop)`` (whole multiples of the kernel's granularity); each chunk
+    also goes to ``sink``, whose one-pass sums stand in for the kernel's where it took them."""
     source = task.source
     if isinstance(kernel, HistogramKernel):
         counts: np.ndarray | None = None
-        for codes in raw_chunks(source, chunk, start, stop):
+        for codes in fed(raw_chunks(source, chunk, start, stop), sink, start):
             hist = kernel.histogram(codes)
             counts = hist if counts is None else counts + hist
         return kernel.finish(counts) if counts is not None else Moments()
     if isinstance(kernel, CompiledHalfKernel):
         acc = MomentAccumulator()
+        kind = "bfloat16" if kernel.bfloat16 else None
         for codes in raw_chunks(source, chunk, start, stop, mapped=True):
-            kernel.add(acc, codes)
+            fused = sink.add_codes(codes, start) if sink is not None else None
+            start += codes.size
+            if not add_fused(acc, fused, codes if kernel.bfloat16 else codes.view(np.float16), kind):
+                kernel.add(acc, codes)
         return acc.moments()
     if isinstance(kernel, AxisKernel) and kernel.inner == 1 and not accel.ready():  # the same columns every chunk
         assert kernel.scale is not None and kernel.zero is not None
         total: GroupSums | None = None
-        for codes in raw_chunks(source, chunk, start, stop):
+        for codes in fed(raw_chunks(source, chunk, start, stop), sink, start):
             total = column_sums(codes.reshape(-1, kernel.scale.size), kernel.scale, kernel.zero, kernel.bits, total)
         return total.moments(kernel.scale) if total is not None else Moments()
     result = Moments()
     at = start
     for codes in raw_chunks(source, chunk, start, stop, mapped=accel.ready()):
-        result = result.merge(kernel.chunk_moments(codes, at))
+        fused = sink.add_codes(codes, at) if sink is not None else None
+        count = codes.size * (2 if isinstance(kernel, NBitsKernel) and kernel.decoder is not None
+                              and kernel.decoder.layout.bits == 4 else 1)
+        moments = about_zero(count, fused) if fused is not None and count else None
+        result = result.merge(moments if moments is not None else kernel.chunk_moments(codes, at))
         at += codes.size
     return result

@@ -113,8 +113,9 @@ def layer_spectrum(task: MeasureTask, shape: tuple[int, int], max_values: int = 
 
 
 def planned_spectrum(p: Planned) -> Spectrum | None:
-    """The spectrum test of a planned weight, as its primary use lays it out (None without one)."""
-    if p.primary is None:
+    """The spectrum test of a planned weight, as its primary use lays it out (None without one, and for
+    packed blocks, whose stored shape is not the matrix's)."""
+    if p.primary is None or p.task.decoder is not None:
         return None
     shape = matrix_shape(tuple(p.source.shape), p.primary.layout)
     return None if shape is None else layer_spectrum(p.task, shape)

@@ -5,13 +5,23 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from onnx import TensorProto
 from threadpoolctl import threadpool_limits
 
 from initaudit.measure import accel
-from initaudit.measure.kernels import HistogramKernel, Kernel, measure_with_kernel, plan_kernel, raw_chunks
+from initaudit.measure.kernels import (
+    ChunkSink,
+    HistogramKernel,
+    Kernel,
+    add_fused,
+    fed,
+    measure_with_kernel,
+    plan_kernel,
+    raw_chunks,
+)
 from initaudit.measure.stats import MomentAccumulator, Moments, TensorStats
 from initaudit.read.tensors import CHUNK_ELEMS, FilePayload
 from initaudit.trace.follow import Dequant
@@ -36,6 +46,23 @@ def dequantize(values: np.ndarray, start: int, dq: Dequant, shape: Sequence[int]
     if dq.axis is None:
         offset = 0.0 if dq.zero_point is None else float(dq.zero_point)
         return (q - offset) * float(dq.scale)
+    if not dq.block_size:  # whole rows of channels, or whole runs of one channel: no index per value
+        inner, channels = math.prod(shape[dq.axis + 1:]), shape[dq.axis]
+        period = channels if inner == 1 else inner
+        if start % period == 0 and values.size % period == 0 and np.size(dq.scale) == channels:
+            where: slice | np.ndarray
+            if inner == 1:
+                grid, where = q.reshape(-1, channels), slice(None)
+            else:
+                grid = q.reshape(-1, inner)
+                first = start // inner
+                where = np.arange(first, first + grid.shape[0]) % channels
+            scale = np.ravel(dq.scale)[where].astype(np.float64)
+            zero = None if dq.zero_point is None else np.ravel(dq.zero_point)[where].astype(np.float64)
+            if inner > 1:
+                scale = scale[:, None]
+                zero = None if zero is None else zero[:, None]
+            return (grid * scale if zero is None else (grid - zero) * scale).reshape(-1)
     flat = np.arange(start, start + values.size, dtype=np.int64)
     index: tuple[np.ndarray, ...] | np.ndarray
     if dq.block_size:
@@ -77,22 +104,36 @@ def _part_values(chunk: np.ndarray, start: int, part: Part) -> Iterable[np.ndarr
             yield chunk[lo - start:hi - start]
 
 
-def measure_range(task: MeasureTask, start: int = 0, stop: int | None = None) -> tuple[Moments, list[Moments]]:
-    """Moments of elements ``[start, stop)`` of the task's tensor, and of each part's share of them."""
+class UnitSource(Protocol):
+    """What the unit sums of one task take from the pass (``measure.units.UnitPlan``): a fresh ``sink``
+    per range read; its ``result()`` is picklable, and the results of a task's ranges ``merge``."""
+
+    def sink(self) -> Any: ...
+
+    def kernels(self) -> set[str]: ...
+
+
+def measure_range(task: MeasureTask, start: int = 0, stop: int | None = None,
+                  sink: ChunkSink | None = None) -> tuple[Moments, list[Moments]]:
+    """Moments of elements ``[start, stop)`` of the task's tensor, and of each part's share of them;
+    every chunk read also goes to ``sink`` (the unit sums), in the same read."""
     with np.errstate(all="ignore"):  # NaN and Inf are counted, not warned about
-        return _measure_range(task, start, stop)
+        return _measure_range(task, start, stop, sink)
 
 
-def _measure_range(task: MeasureTask, start: int, stop: int | None) -> tuple[Moments, list[Moments]]:
+def _measure_range(task: MeasureTask, start: int, stop: int | None,
+                   sink: ChunkSink | None = None) -> tuple[Moments, list[Moments]]:
     parts = task.parts
     stop = task.source.count if stop is None else stop
     kernel = plan_kernel(task)
     if kernel is not None:
-        return _kernel_range(kernel, task, start, stop)
+        return _kernel_range(kernel, task, start, stop, sink)
     whole = MomentAccumulator()
     per_part = [MomentAccumulator() for _ in parts]
     for at, chunk in task_values(task, chunk_size(task), start, stop):
-        whole.add(chunk)
+        fused = sink.add_values(chunk, at) if sink is not None else None
+        if not add_fused(whole, fused, chunk):
+            whole.add(chunk)
         for part, acc in zip(parts, per_part):
             for values in _part_values(chunk, at, part):
                 acc.add(values)
@@ -116,15 +157,16 @@ def task_values(task: MeasureTask, chunk: int, start: int = 0,
         at += size
 
 
-def _kernel_range(kernel: Kernel, task: MeasureTask, start: int, stop: int) -> tuple[Moments, list[Moments]]:
+def _kernel_range(kernel: Kernel, task: MeasureTask, start: int, stop: int,
+                  sink: ChunkSink | None = None) -> tuple[Moments, list[Moments]]:
     chunk = chunk_size(task, kernel)
     if not task.parts:
-        return measure_with_kernel(kernel, task, chunk, start, stop), []
+        return measure_with_kernel(kernel, task, chunk, start, stop, sink), []
     assert isinstance(kernel, HistogramKernel)  # only the raw-pattern histogram is cut into parts
     empty = np.zeros(0, np.int64)
     whole, counts = empty, [empty for _ in task.parts]
     at = start
-    for codes in raw_chunks(task.source, chunk, start, stop):
+    for codes in fed(raw_chunks(task.source, chunk, start, stop), sink, start):
         hist = kernel.histogram(codes)
         whole = hist if whole.size == 0 else whole + hist
         for i, part in enumerate(task.parts):
@@ -150,13 +192,16 @@ def _pieces(task: MeasureTask) -> list[tuple[int, int]]:
     return [(s, min(s + step, count)) for s in range(0, count, step)]
 
 
-def _run_piece(args: tuple[int, int, int]) -> tuple[int, Moments, list[Moments]]:
+def _run_piece(args: tuple[int, int, int]) -> tuple[int, Moments, list[Moments], Any]:
     index, start, stop = args
-    whole, parts = measure_range(_WORKER_TASKS[index], start, stop)
-    return index, whole, parts
+    source = _WORKER_UNITS[index] if _WORKER_UNITS else None
+    sink = source.sink() if source is not None else None
+    whole, parts = measure_range(_WORKER_TASKS[index], start, stop, sink)
+    return index, whole, parts, sink.result() if sink is not None else None
 
 
 _WORKER_TASKS: list[MeasureTask] = []
+_WORKER_UNITS: list[UnitSource | None] = []
 
 
 def single_blas_thread() -> threadpool_limits:
@@ -179,30 +224,49 @@ def default_jobs() -> int:
 
 def measure_all(tasks: Sequence[MeasureTask], jobs: int = 1) -> list[tuple[TensorStats, list[TensorStats]]]:
     """Statistics of every task; large file-backed models are spread over ``jobs`` forked processes."""
-    if sum(_file_values(t) for t in tasks) >= ACCEL_MIN_VALUES:
-        accel.prepare()  # before the workers fork: they inherit LLVM loaded
-    nbytes = sum(_nbytes(t) for t in tasks)
-    if jobs <= 1 or nbytes < PARALLEL_MIN_BYTES:
-        return [_stats(*measure_range(t)) for t in tasks]
-    import multiprocessing  # only for large models: start-up time counts for small ones
+    return measure_pass(tasks, jobs)[0]
+
+
+def measure_pass(tasks: Sequence[MeasureTask], jobs: int = 1, units: Sequence[UnitSource | None] | None = None
+                 ) -> tuple[list[tuple[TensorStats, list[TensorStats]]], list[Any]]:
+    """``measure_all``, and for each task with a unit source the merged result of its sinks (None for the
+    others, an empty list without ``units``): the unit sums come from the same read, in the same workers."""
+    sources: list[UnitSource | None] = list(units) if units is not None else [None] * len(tasks)
+    if sum(_file_values(t) for t in tasks) >= ACCEL_MIN_VALUES and accel.prepare():
+        # before the workers fork: they inherit LLVM loaded, and the unit kernels compiled once
+        accel.compile_now({name for source in sources if source is not None for name in source.kernels()})
+    parallel = jobs > 1 and sum(_nbytes(t) for t in tasks) >= PARALLEL_MIN_BYTES
+    if parallel:
+        import multiprocessing  # only for large models: start-up time counts for small ones
+
+        parallel = "fork" in multiprocessing.get_all_start_methods()
+    if not parallel:
+        measured, results = [], []
+        for task, source in zip(tasks, sources):
+            sink = source.sink() if source is not None else None
+            measured.append(_stats(*measure_range(task, sink=sink)))
+            results.append(sink.result() if sink is not None else None)
+        return measured, results if units is not None else []
     from concurrent.futures import ProcessPoolExecutor
 
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return [_stats(*measure_range(t)) for t in tasks]
-    global _WORKER_TASKS
+    global _WORKER_TASKS, _WORKER_UNITS
     _WORKER_TASKS = list(tasks)  # inherited by the forked workers: nothing is pickled but indices
+    _WORKER_UNITS = sources if units is not None else []
     work = [(i, s, e) for i, task in enumerate(tasks) for s, e in _pieces(task)]
     work.sort(key=lambda w: w[2] - w[1], reverse=True)  # largest first: even finish
     merged: list[tuple[Moments, list[Moments]]] = [(Moments(), [Moments() for _ in t.parts]) for t in tasks]
+    merged_units: list[Any] = [None] * len(tasks)
     try:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
                                  initializer=single_blas_thread) as pool:
-            for index, whole, parts in pool.map(_run_piece, work, chunksize=1):
+            for index, whole, parts, part in pool.map(_run_piece, work, chunksize=1):
                 acc_whole, acc_parts = merged[index]
                 merged[index] = (acc_whole.merge(whole), [a.merge(b) for a, b in zip(acc_parts, parts)])
+                if part is not None:
+                    merged_units[index] = part if merged_units[index] is None else merged_units[index].merge(part)
     finally:
-        _WORKER_TASKS = []
-    return [_stats(whole, parts) for whole, parts in merged]
+        _WORKER_TASKS, _WORKER_UNITS = [], []
+    return [_stats(whole, parts) for whole, parts in merged], merged_units if units is not None else []
 
 
 def _file_values(task: MeasureTask) -> int:

@@ -14,8 +14,8 @@ from initaudit.judge.profile import decide_profile, looks_trained
 from initaudit.measure.histogram import layer_histogram
 from initaudit.measure.spectrum import planned_spectrum
 from initaudit.measure.stats import Moments
-from initaudit.measure.streaming import PARALLEL_MIN_BYTES, default_jobs, measure_all, single_blas_thread
-from initaudit.measure.units import unit_pass
+from initaudit.measure.streaming import PARALLEL_MIN_BYTES, default_jobs, single_blas_thread
+from initaudit.measure.units import measure_units
 from initaudit.pipeline.layer import finish
 from initaudit.pipeline.layer_rules import dead_rules
 from initaudit.pipeline.options import FAIL_ON, AuditOptions
@@ -141,8 +141,7 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
         planned = [plan(model, graph, uses, opts.convention, opts.pool_aware) for uses in grouped.values()]
         skipped, unsupported = other_constants(model, graph, grouped)
         planned += unsupported
-        measured = measure_all([p.task for p in planned], jobs)
-        sums = unit_pass(planned) if opts.profile in ("trained", "auto") or opts.fp16 else []
+        measured, sums = measure_units(planned, jobs, opts.profile in ("trained", "auto") or opts.fp16)
         profile_reason = None
         if opts.profile == "auto":
             decided, profile_reason = decide_profile(sums, [stats for stats, _ in measured])
