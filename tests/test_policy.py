@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +120,48 @@ def test_tiny_layers_are_not_flagged_on_noise():
         assert policy is not None and policy.kind == "std"
         flagged += sum(breach(policy, s) is not None for s in layers)
     assert flagged <= 2  # 3,200 layers; the 3.5 σ test alone allows about 0.05 % (1.6)
+
+
+def he(rng, fan_in: int, fan_out: int, mode: str) -> np.ndarray:
+    """kaiming_normal_ with ReLU's gain: N(0, 2/fan) on the mode's fan."""
+    return normal(rng, fan_in, fan_out, math.sqrt(2.0 / (fan_in if mode == "fan_in" else fan_out)))
+
+
+def test_equal_stds_of_layers_fan_schemes_explain_are_no_fixed_std_policy():
+    """Consecutive layers: He fan_out on fans (75, 200) and He fan_in on (200, 400) both draw var 2/200;
+    Xavier on (144, 288) and He fan_out on (288, 432) both draw var 2/432.  Two groups of equal stds
+    (4 of 6 layers) that no fixed std produced; the two Xavier layers must not break a 'policy'."""
+    rng = np.random.default_rng(19)
+    layers = [sample(0, he(rng, 75, 200, "fan_out"), 75, 200), sample(1, he(rng, 200, 400, "fan_in"), 200, 400),
+              sample(2, normal(rng, 144, 288, math.sqrt(2.0 / 432)), 144, 288),
+              sample(3, he(rng, 288, 432, "fan_out"), 288, 432),
+              sample(4, xavier(rng, 768, 128), 768, 128), sample(5, xavier(rng, 128, 10), 128, 10)]
+    assert math.sqrt(2.0 / 200) == pytest.approx(0.1) and math.sqrt(2.0 / 432) == pytest.approx(0.068, abs=5e-4)
+    policy = infer_policy(layers)
+    # Xavier explains 3 of the 6 (layers 2, 4, 5): not more than half, so no policy at all
+    assert policy is None
+    assert not any(breach(policy, s) for s in layers)
+
+
+def test_the_mixed_scheme_cnn_fixture_has_no_policy_and_no_ia501():
+    """tests/fixtures/policy/mixed_schemes_cnn.onnx (scripts/make_policy_fixtures.py): six layers, each
+    drawn by a fan-based scheme (He fan_out, He fan_in, Xavier normal, He fan_out, Xavier uniform ×2)."""
+    import onnx
+    from onnx import numpy_helper
+
+    import initaudit
+
+    path = Path(__file__).resolve().parent / "fixtures" / "policy" / "mixed_schemes_cnn.onnx"
+    # the generator's formulas, checked on the stored values (numpy float64)
+    stds = {t.name: float(numpy_helper.to_array(t).astype(np.float64).std())
+            for t in onnx.load(str(path)).graph.initializer if t.name.endswith(".weight")}
+    expected = {"conv1.weight": math.sqrt(2 / 200), "conv2.weight": math.sqrt(2 / 200),
+                "conv3.weight": math.sqrt(2 / 432), "conv4.weight": math.sqrt(2 / 432),
+                "fc1.weight": math.sqrt(2 / 896), "fc2.weight": math.sqrt(2 / 138)}
+    assert stds == pytest.approx(expected, rel=0.05)
+    model = initaudit.audit(path, jobs=1).models[0]
+    assert model.policy is None
+    assert not any(f.code == "IA501" for layer in model.layers for f in layer.findings)
+    fc = {layer.name: layer for layer in model.layers if layer.name.startswith("fc")}
+    # the Xavier layers, held to the default Xavier target, pass it
+    assert {name: layer.status for name, layer in fc.items()} == {"fc1.weight": "ok", "fc2.weight": "ok"}
