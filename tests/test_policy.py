@@ -165,3 +165,17 @@ def test_the_mixed_scheme_cnn_fixture_has_no_policy_and_no_ia501():
     fc = {layer.name: layer for layer in model.layers if layer.name.startswith("fc")}
     # the Xavier layers, held to the default Xavier target, pass it
     assert {name: layer.status for name, layer in fc.items()} == {"fc1.weight": "ok", "fc2.weight": "ok"}
+
+
+def test_a_std_group_with_one_layer_no_scheme_explains_is_still_a_policy():
+    """N(0, 0.05) on four layers: on fans (400, 400) and (200, 600) Xavier's std is √(2/800) = 0.05 too,
+    on (64, 256) and (96, 128) no scheme gives 0.05; the group is a fixed std, all four follow it."""
+    assert math.sqrt(2.0 / 800) == pytest.approx(0.05)
+    rng = np.random.default_rng(20)
+    fans = [(400, 400), (200, 600), (64, 256), (96, 128)]
+    layers = [sample(i, normal(rng, fi, fo, 0.05), fi, fo) for i, (fi, fo) in enumerate(fans)]
+    assert [("xavier" in s.matches) for s in layers] == [True, True, False, False]
+    assert [s.matches for s in layers[2:]] == [("other",), ("other",)]
+    policy = infer_policy(layers)
+    assert policy is not None and policy.kind == "std"
+    assert [g.std for g in policy.groups] == [0.05] and len(policy.followers) == 4
