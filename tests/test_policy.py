@@ -179,3 +179,17 @@ def test_a_std_group_with_one_layer_no_scheme_explains_is_still_a_policy():
     policy = infer_policy(layers)
     assert policy is not None and policy.kind == "std"
     assert [g.std for g in policy.groups] == [0.05] and len(policy.followers) == 4
+
+
+def test_a_tie_between_a_fan_scheme_and_std_groups_goes_to_the_fan_scheme():
+    """Five layers: two Xavier only (fans (300, 100), (100, 500)), one N(0, 0.05) on (400, 400), where Xavier's
+    std √(2/800) is 0.05 too, and two N(0, 0.05) no scheme explains.  Xavier covers 3, std 0.05 covers 3."""
+    rng = np.random.default_rng(22)
+    layers = [sample(0, xavier(rng, 300, 100), 300, 100), sample(1, xavier(rng, 100, 500), 100, 500),
+              sample(2, normal(rng, 400, 400, 0.05), 400, 400),
+              sample(3, normal(rng, 64, 256, 0.05), 64, 256), sample(4, normal(rng, 96, 128, 0.05), 96, 128)]
+    assert [("xavier" in s.matches) for s in layers] == [True, True, True, False, False]
+    policy = infer_policy(layers)
+    assert policy is not None and (policy.kind, policy.scheme) == ("scheme", "xavier")
+    assert policy.followers == {0, 1, 2} and policy.groups == ()
+    assert [s.key for s in layers if breach(policy, s)] == [3, 4]
