@@ -41,8 +41,7 @@ def compact(report: Report) -> str:
 def test_hundreds_of_models_are_cut_with_a_note_and_never_exceed_the_limit(lenet):
     """500 models × 40 layers (16,000 flagged): even one line per model is longer than a comment."""
     report = many(lenet, 500, copies=10)
-    full = render(report, "markdown", limit=10**9)
-    assert len(full) > 30 * GITHUB_COMMENT and len(compact(report)) > 2 * GITHUB_COMMENT
+    assert len(compact(report)) > 2 * GITHUB_COMMENT
     start = time.perf_counter()
     text = render(report, "markdown")
     assert time.perf_counter() - start < 5.0  # 0.2 s measured (19 s when every form rendered every model)
