@@ -111,3 +111,24 @@ def test_bad_baseline_file_is_one_line_exit_2(project, capsys, content):
     _export(path, {"w1": GOOD["w1"], "w2": GOOD["w2"], "w3": GOOD["w1"]}, {"w1": "a", "w2": "b", "w3": "c"}, "n")
     code, out, err = run(capsys, path, "--baseline", "base.json")
     assert code == 2 and out == "" and err.count("\n") == 1 and "base.json" in err
+
+
+def test_a_finding_still_matches_when_an_earlier_finding_of_its_layer_is_fixed(project, capsys):
+    """w2 today: N(0.3, 1) on 64×64, a mean shift (IA204, listed first) and 8× Xavier's std (IA101, second).
+    Its mean is then fixed (N(0, 1), new values): IA101 moves to the first place of the layer's list and its
+    content changed, so only a fingerprint independent of the finding's position can still match it."""
+    path = project / "models" / "net.onnx"
+    names = {"w1": "w1", "w2": "w2", "w3": "w3"}
+    rng = np.random.default_rng(8)
+    shifted = rng.normal(0.3, 1.0, (64, 64)).astype(np.float32)
+    _export(path, {"w1": GOOD["w1"], "w2": shifted, "w3": GOOD["w2"]}, names, "n")
+    run(capsys, path, "--write-baseline", "base.json")
+    recorded = json.loads((project / "base.json").read_text())["findings"]
+    assert [(e["layer"], e["code"]) for e in recorded] == [("w2", "IA204"), ("w2", "IA101")]
+    centred = rng.normal(0.0, 1.0, (64, 64)).astype(np.float32)
+    _export(path, {"w1": GOOD["w1"], "w2": centred, "w3": GOOD["w2"]}, names, "n")
+    code, out, _ = run(capsys, path, "--baseline", "base.json", "--format", "json")
+    data = json.loads(out)
+    states = {(layer["name"], f["code"]): f["baseline"] for layer in data["layers"] for f in layer["findings"]}
+    assert states == {("w2", "IA101"): "unchanged"}
+    assert code == 0 and [(g["layer"], g["code"]) for g in data["baseline"]["gone"]] == [("w2", "IA204")]

@@ -299,3 +299,24 @@ def test_keras_depthwise_kernel_behind_a_computed_reshape():
     expected_ratio = kernel.astype(np.float64).var() / (2 / (9 + 18))
     assert layer.ratio == pytest.approx(expected_ratio, rel=1e-6)
     assert (layer.status, layer.ratio) == (reference.status, reference.ratio)
+
+
+# --- Gather with a negative index (issue 19) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index,expected", [(-1, 2), (-2, 8), (-4, 3), (3, 2), (0, 3)])
+def test_gather_of_a_shape_with_a_negative_index_counts_from_the_end(index, expected):
+    """ONNX Gather: an index i < 0 means i + dim; Shape of a [3, 5, 8, 2] weight is [3, 5, 8, 2]."""
+    nodes = [helper.make_node("Shape", ["k"], ["s"]), const("i", np.int64(index)),
+             helper.make_node("Gather", ["s", "i"], ["d"], axis=0)]
+    value = fold(model(nodes, [tensor("k", np.zeros((3, 5, 8, 2), np.float32))]), "d")
+    assert value.tolist() == expected and value.ndim == 0
+
+
+def test_gather_of_a_shape_with_negative_indices_in_a_list_and_out_of_range():
+    nodes = [helper.make_node("Shape", ["k"], ["s"]), const("i", np.array([-1, -3, 0], np.int64)),
+             helper.make_node("Gather", ["s", "i"], ["d"]), const("bad", np.int64(-5)),
+             helper.make_node("Gather", ["s", "bad"], ["e"])]
+    m = model(nodes, [tensor("k", np.zeros((3, 5, 8, 2), np.float32))])
+    assert fold(m, "d").tolist() == [2, 5, 3]
+    assert fold(m, "e") is None  # -5 is outside [-4, 3]: not valid ONNX, not folded

@@ -7,9 +7,11 @@ import re
 
 import numpy as np
 import pytest
-from onnx import helper
+from onnx import StringStringEntryProto, helper
 
 from initaudit.cli.main import main
+from initaudit.errors import InitauditError
+from initaudit.pipeline.layer_rules import LayerRule, RuleChoice, choose, module_path, parse_rule, parse_rules
 from tests.modelkit import model, save, tensor
 from tests.test_transformers import FIXTURES, missed_tensors
 
@@ -255,3 +257,73 @@ ignore = "scaled on purpose"
     assert {f["code"] for f in wrong["findings"]} == {"IA502"}
     assert wrong.get("suggestion") is None                                   # nothing left to fix
     assert by_name["h.1.mlp.c_proj.weight"]["findings"] == []               # matched, nothing dropped: no note
+
+
+# --- parse_rule / choose / module_path as functions (from mutation testing) ---------------------------------------
+
+HEAD = "pyproject.toml: [[tool.initaudit.layers]] rule 3: "
+
+
+@pytest.mark.parametrize("raw,message", [
+    (["*"], "expected a table, got list"),
+    ({"match": "*", "tar-get": 1, "zz": 2}, "unknown key(s) tar_get, zz; known: match, op, target, gain, profile, ignore, codes"),
+    ({"match": []}, '`match` must be a glob or a list of globs on layer names, e.g. "*.c_proj.weight"'),
+    ({"match": 5}, '`match` must be a glob or a list of globs on layer names, e.g. "*.c_proj.weight"'),
+    ({"match": ["*", ""]}, '`match` must be a glob or a list of globs on layer names, e.g. "*.c_proj.weight"'),
+    ({"match": "*", "op": 5}, '`op` must be an op type such as "MatMul"'),
+    ({"match": "*", "op": ""}, '`op` must be an op type such as "MatMul"'),
+    ({"match": "*", "target": 5}, '`target` must be a string such as "xavier" or "std:0.02"'),
+    ({"match": "*", "target": "glorot"}, "unknown target 'glorot'; choose one of xavier, he, lecun, auto or std:VALUE"),
+    ({"match": "*", "gain": "2"}, "`gain` must be a positive number, got '2'"),
+    ({"match": "*", "gain": True}, "`gain` must be a positive number, got True"),
+    ({"match": "*", "gain": 0}, "`gain` must be a positive number, got 0"),
+    ({"match": "*", "gain": math.inf}, "`gain` must be a positive number, got inf"),
+    ({"match": "*", "profile": "fresh"}, "unknown profile 'fresh'; choose one of init, trained"),
+    ({"match": "*", "ignore": "  "}, '`ignore` takes the reason the reports show, e.g. ignore = "tied to wte"'),
+])
+def test_each_bad_rule_has_its_exact_message(raw, message):
+    with pytest.raises(InitauditError) as caught:
+        parse_rule(raw, 3, "pyproject.toml")
+    assert str(caught.value) == HEAD + message
+
+
+def test_rules_are_numbered_from_one_and_named_by_where_they_come_from():
+    with pytest.raises(InitauditError) as caught:
+        parse_rules([{"match": "*"}, {"match": "*", "op": 5}], "x.toml")
+    assert str(caught.value) == 'x.toml: [[tool.initaudit.layers]] rule 2: `op` must be an op type such as "MatMul"'
+    with pytest.raises(InitauditError) as caught:
+        parse_rules([{"match": 1}])
+    assert str(caught.value).startswith("config: [[tool.initaudit.layers]] rule 1: `match`")
+    with pytest.raises(InitauditError) as caught:
+        parse_rule("x", 1)
+    assert str(caught.value) == "config: [[tool.initaudit.layers]] rule 1: expected a table, got str"
+
+
+def test_a_single_table_is_one_rule_and_values_are_normalized():
+    [rule] = parse_rules({"match": "*.c_proj.weight", "target": "std:2e-2", "gain": 0.5, "ignore": " tied "})
+    assert rule == LayerRule(("*.c_proj.weight",), None, "std:0.02", 0.5, None, "tied", 1)
+    assert parse_rule({"match": ["a*", "b*"], "op": "Gemm", "gain": 3}, 2).gain == 3.0
+
+
+def test_an_op_rule_applies_to_its_op_only_and_a_gain_names_its_rule():
+    gain = LayerRule(("*",), op="MatMul", gain=2.0, index=1)
+    assert choose([gain], ["w"], "MatMul") == RuleChoice(None, 2.0, None, None, "set by layers rule 1 (match '*', op 'MatMul')", (1,))
+    assert choose([gain], ["w"], "Gemm") == RuleChoice()
+    later = LayerRule(("w",), target="lecun", profile="trained", index=2)
+    assert choose([gain, later], ["x", "w"], "MatMul") == RuleChoice(
+        "lecun", 2.0, "trained", None, "set by layers rule 2 (match 'w')", (1, 2))
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("['', 'layers.0.mlp.down_proj', 'linear_6']", "layers.0.mlp.down_proj"),
+    ("['model.fc', 'addmm']", "model.fc"),
+    ("['linear']", None),          # only the aten call
+    ("'ab'", None),                # not a list
+    ("[5, 'linear']", None),       # the module is not a name
+    ("['', 'linear']", None),
+    ("not python", None),
+])
+def test_module_path_is_the_scope_before_the_aten_call(value, expected):
+    node = helper.make_node("MatMul", ["x", "w"], ["y"])
+    node.metadata_props.append(StringStringEntryProto(key="pkg.torch.onnx.name_scopes", value=value))
+    assert module_path(node) == expected

@@ -14,9 +14,12 @@ it within sampling noise (``bands.consistent``, the noise-aware test behind
   it (a depthwise conv drawn by ``xavier_uniform_`` matches Xavier on PyTorch's
   fans only, so every convention is tried, the one in use first);
 * fixed-std groups: layers clustered by variance alone.  A group counts only if
-  it holds at least ``max(2, 10 %)`` of the layers and is not simply one fan
-  scheme seen on layers of equal fans; up to ``MAX_GROUPS`` groups make one policy
-  (GPT-2: 0.02, and 0.02/√(2·n_layer) for the residual projections).
+  it holds at least ``max(2, 10 %)`` of the layers and at least one layer that no
+  fan-based scheme explains under any fan convention: equal stds among layers the
+  fan schemes explain are coincidences of their fans (He fan_out on one conv and
+  He fan_in on the next draw the same std; so do Xavier on fans (a, b) and He
+  fan_out on a fan_out of a + b), not a fixed std.  Up to ``MAX_GROUPS`` groups
+  make one policy (GPT-2: 0.02, and 0.02/√(2·n_layer) for the residual projections).
 
 The explanation that covers more layers is the policy if it covers more than
 half of them (and at least ``MIN_LAYERS``); a tie goes to the fan scheme.  Every
@@ -147,9 +150,11 @@ def infer_policy(samples: list[Sample]) -> Policy | None:
              for c, scheme in pairs}
     convention, scheme = max(pairs, key=lambda pair: len(cover[pair]))  # first of the largest
 
+    # a layer some fan scheme explains is no evidence of a fixed std: equal stds among such layers are
+    # coincidences of their fans (He fan_out on one conv, He fan_in on the next)
+    explained = frozenset().union(*cover.values())
     least = max(2, math.ceil(GROUP_SHARE * n))
-    groups = [g for g in std_groups(usable) if len(g.members) >= least
-              and not any(cover[pair] >= set(g.members) for pair in pairs)]
+    groups = [g for g in std_groups(usable) if len(g.members) >= least and not explained >= set(g.members)]
     groups = sorted(groups, key=lambda g: (-len(g.members), g.std))[:MAX_GROUPS]
     std_cover = frozenset(s.key for s in usable if any(_fits(s, g.std * g.std) for g in groups))
 

@@ -4,7 +4,9 @@ A GitHub comment holds at most 65,536 characters, so the report always fits: the
 summary first, then the failing and warning layers, the ok layers folded in a
 ``<details>`` block, the findings grouped by rule.  When that is still too long,
 the ok layers are counted instead of listed, then the flagged rows and findings
-are cut to what fits, each cut saying how much was left out.
+are cut to what fits, each cut saying how much was left out; if even one line per
+model is too long (hundreds of models), the report keeps the whole lines that fit
+and ends with a note.
 """
 from __future__ import annotations
 
@@ -87,15 +89,22 @@ def _model(model: ModelReport, fold_ok: bool, cap: int | None) -> list[str]:
     return out
 
 
-def _render(report: Report, fold_ok: bool, cap: int | None) -> str:
+def _render(report: Report, fold_ok: bool, cap: int | None, stop: int | None = None) -> tuple[str, bool]:
+    """(the report, whether it is complete): with ``stop``, the models after the first ``stop``
+    characters are not rendered (such a text cannot fit; only its beginning may be kept)."""
     out = []
     baseline = baseline_line(report)
     if baseline:
         out.append("```text\n" + baseline + "\n```\n")
     out.extend(markdown_run(report))
-    for model in report.models:
-        out.extend(_model(model, fold_ok, cap))
-    return "\n".join(out).rstrip() + "\n"
+    size = sum(len(line) + 1 for line in out)
+    for i, model in enumerate(report.models):
+        lines = _model(model, fold_ok, cap)
+        out.extend(lines)
+        size += sum(len(line) + 1 for line in lines)
+        if stop is not None and size > stop and i + 1 < len(report.models):
+            return "\n".join(out), False
+    return "\n".join(out).rstrip() + "\n", True
 
 
 def render(report: Report, limit: int = LIMIT) -> str:
@@ -103,8 +112,12 @@ def render(report: Report, limit: int = LIMIT) -> str:
     text = ""
     for fold_ok in (True, False):
         for cap in CAPS if not fold_ok else (None,):
-            text = _render(report, fold_ok, cap)
-            if len(text) <= limit:
+            text, complete = _render(report, fold_ok, cap, stop=limit)
+            if complete and len(text) <= limit:
                 return text
+    # even the most compact form is too long (hundreds of models): keep the whole lines that fit, then the note
     note = "\n\n… cut to fit a comment; the JSON and HTML reports have everything.\n"
-    return text[:limit - len(note)] + note
+    room = limit - len(note)
+    end = text.rfind("\n", 0, room + 1) if room > 0 else -1
+    kept = text[:end].rstrip("\n") if end > 0 else ""
+    return (kept + note if kept else note.lstrip("\n"))[:max(0, limit)]
