@@ -217,6 +217,13 @@ def _numpy_add(part: UnitPartial, values: np.ndarray, start: int, axes: UnitAxes
         part.in_sq += _per_unit_aligned(x2, start, in_axes)
 
 
+def _row_span(start: int, n: int, row: int) -> tuple[int, int, int, int]:
+    """Elements ``[start, start + n)`` of a grid of ``row``-long rows: (first row, rows touched, column the
+    first starts at, column the last ends at)."""
+    first, last = start // row, (start + n - 1) // row
+    return first, last - first + 1, start - first * row, start + n - last * row
+
+
 def _per_unit_aligned(w: np.ndarray, start: int, axes: UnitAxes) -> np.ndarray:
     """``_per_unit`` over the whole runs of the range, value by value only at its two ragged ends."""
     period = aligned_chunk(1, axes)
@@ -511,8 +518,7 @@ class UnitSink:
         if n == 0:
             return None
         values = np.ascontiguousarray(values)
-        first, last = start // row, (start + n - 1) // row
-        rows, c0, cend = last - first + 1, start - first * row, start + n - last * row
+        first, rows, c0, cend = _row_span(start, n, row)
         none = np.zeros(1)
         got = self._call(values, kind, grid, first, rows, row, c0, cend, -(-row // TILE), min(row, TILE), none, none,
                          False)
@@ -529,8 +535,7 @@ class UnitSink:
         if n == 0:
             return None
         codes = np.ascontiguousarray(codes)
-        first, last = at // row, (at + n - 1) // row
-        rows, c0, cend = last - first + 1, at - first * row, at + n - last * row
+        first, rows, c0, cend = _row_span(at, n, row)
         if grid.deq == "col":
             assert grid.scale is not None and grid.zero is not None
             got = self._call(codes, kind, grid, first, rows, row, c0, cend, -(-row // TILE), min(row, TILE), grid.scale,
@@ -642,9 +647,3 @@ def measure_units(planned: Sequence[Planned], jobs: int = 1, review: bool = True
     if plans is None:
         return measured, []
     return measured, [plan.finish(part) if plan is not None else None for plan, part in zip(plans, partials)]
-
-
-def unit_pass(planned: Sequence[Planned], jobs: int = 1) -> list[UnitSums | None]:
-    """Per-unit sums of every reviewable weight (None for the others); ``measure_units`` gives the
-    statistics of the same read too."""
-    return measure_units(planned, jobs)[1]

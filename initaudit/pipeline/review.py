@@ -1,7 +1,7 @@
 """The trained-model review applied to a model's layers: evidence per layer, scale across layers, findings.
 
 Runs after the moments pass and the per-layer verdicts (``pipeline.layer.finish``), on the
-per-unit sums of ``measure.units.unit_pass`` (only with ``--profile trained|auto`` or
+per-unit sums of ``measure.units.measure_units`` (only with ``--profile trained|auto`` or
 ``--fp16``): ``apply_review`` walks ``judge.review.REVIEW_CHECKS`` over each layer's evidence.
 In the trained profile the Xavier ratio stays in the report but no longer raises IA101/IA102.
 """
