@@ -13,6 +13,7 @@ import onnx
 import pytest
 from modelkit import model, save, tensor, xavier_uniform
 from onnx import helper, numpy_helper
+from terminal import read_terminal
 
 from initaudit.cli.main import main
 
@@ -296,13 +297,7 @@ def _on_a_terminal(args: list[str]) -> tuple[int, str]:
     child = subprocess.Popen([sys.executable, "-m", "initaudit", *args], stdout=child_fd,
                              stderr=subprocess.DEVNULL, env=env)
     os.close(child_fd)
-    seen = b""
-    try:  # read while it writes: a terminal buffers a few KiB only
-        while chunk := os.read(main_fd, 4096):
-            seen += chunk
-    except OSError:  # EIO: the child closed the terminal
-        pass
-    os.close(main_fd)
+    seen = read_terminal(main_fd)
     return child.wait(timeout=120), seen.decode().replace("\r\n", "\n")
 
 

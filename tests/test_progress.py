@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from signoffkit import signoff_model
+from terminal import read_terminal
 
 from initaudit.cli.progress import Progress
 
@@ -82,13 +83,7 @@ def _through_a_terminal(args: list[str], delay: float, cwd: Path | None = None) 
     out = tempfile.TemporaryFile()
     child = subprocess.Popen([sys.executable, "-c", code, str(delay), *args], stdout=out, stderr=child_fd, cwd=cwd)
     os.close(child_fd)
-    seen = b""
-    try:  # read while it writes: a terminal buffers a few KiB only
-        while chunk := os.read(main_fd, 4096):
-            seen += chunk
-    except OSError:  # EIO: the child closed the terminal
-        pass
-    os.close(main_fd)
+    seen = read_terminal(main_fd)
     code_ = child.wait(timeout=120)
     out.seek(0)
     return subprocess.CompletedProcess(child.args, code_, out.read().decode()), seen
