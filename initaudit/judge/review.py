@@ -73,6 +73,26 @@ SCALE_MIN_GROUP = 5
 #: Variances of fixed-std inits (Hugging Face's `initializer_range` default 0.02).
 FIXED_STDS = (0.02,)
 
+#: IA204 in the trained profile, on the whole layer: |mean|/σ of a layer of several output units beyond
+#: which its values are shifted as a whole (a constant added by a conversion, a wrong zero point).  The
+#: healthy published models (docs/trained-review.md, 47 models, 2,153 weights) keep within 0.95 σ
+#: (learned upsamplers, classifier heads whose units all lean one way): the bar is twice that.  A layer
+#: of one output unit is one vector, whose mean is its direction (detection heads at 1.66 σ, a fixed
+#: 3-tap kernel at 6.4 σ): not judged.
+SHIFT_UNITS = 2.0
+#: IA204 on the units: a unit is shifted when its mean is beyond this many of its own σ ...
+SHIFT_UNIT_SIGMAS = 2.0
+#: ... and the layer is, when this share of its output units (at least SHIFT_MIN_UNITS) is shifted to the
+#: same side.  A wrong zero point on every channel of a per-channel int8 weight moves each channel by about
+#: its own max|w|, while the channels' different scales keep the whole layer's |mean|/σ small.  Healthy
+#: published layers hold at most 53 % of their units there (wired-table-rec's `reg.0`, half of whose
+#: units were pruned to a common −0.0075; 36 % on the 15 models of the first survey).  Units of fewer
+#: values than SHIFT_UNIT_VALUES (3×3 depthwise kernels: the 25th percentile of their |mean|/σ reaches
+#: 2.3 on healthy layers, against 0.92 from 16 values on) are too noisy to count.
+SHIFT_UNIT_SHARE = 0.75
+SHIFT_UNIT_VALUES = 16
+SHIFT_MIN_UNITS = 8
+
 
 @dataclass(frozen=True)
 class Dispersion:
@@ -351,13 +371,6 @@ def scale_finding(review: Review, stats: TensorStats) -> Finding | None:
                    f"{SCALE_OUTLIER_FACTOR:g}×)")
 
 
-#: The trained review's per-layer checks, in the order their findings are reported: each is a pure
-#: function of the layer's review evidence and statistics, returning a finding or None.  A new
-#: check is one function here and its entry in this list (and its code in ``codes.RULES``).
-REVIEW_CHECKS: tuple[Callable[[Review, TensorStats], Finding | None], ...] = (
-    fresh_finding, dead_finding, scale_finding, outlier_finding)
-
-
 def check_notes(review: Review) -> dict[str, str]:
     """What each check of the review found, in words, for the reports."""
     notes: dict[str, str] = {}
@@ -395,28 +408,6 @@ def check_notes(review: Review) -> dict[str, str]:
     return notes
 
 
-
-#: IA204 in the trained profile, on the whole layer: |mean|/σ of a layer of several output units beyond
-#: which its values are shifted as a whole (a constant added by a conversion, a wrong zero point).  The
-#: healthy published models (docs/trained-review.md, 47 models, 2,153 weights) keep within 0.95 σ
-#: (learned upsamplers, classifier heads whose units all lean one way): the bar is twice that.  A layer
-#: of one output unit is one vector, whose mean is its direction (detection heads at 1.66 σ, a fixed
-#: 3-tap kernel at 6.4 σ): not judged.
-SHIFT_UNITS = 2.0
-#: IA204 on the units: a unit is shifted when its mean is beyond this many of its own σ ...
-SHIFT_UNIT_SIGMAS = 2.0
-#: ... and the layer is, when this share of its output units (at least SHIFT_MIN_UNITS) is shifted to the
-#: same side.  A wrong zero point on every channel of a per-channel int8 weight moves each channel by about
-#: its own max|w|, while the channels' different scales keep the whole layer's |mean|/σ small.  Healthy
-#: published layers hold at most 53 % of their units there (wired-table-rec's `reg.0`, half of whose
-#: units were pruned to a common −0.0075; 36 % on the 15 models of the first survey).  Units of fewer
-#: values than SHIFT_UNIT_VALUES (3×3 depthwise kernels: the 25th percentile of their |mean|/σ reaches
-#: 2.3 on healthy layers, against 0.92 from 16 values on) are too noisy to count.
-SHIFT_UNIT_SHARE = 0.75
-SHIFT_UNIT_VALUES = 16
-SHIFT_MIN_UNITS = 8
-
-
 def shifted_units(sums: UnitSums) -> int:
     """Output units whose mean is beyond SHIFT_UNIT_SIGMAS × their own σ, on the side more of them lean to
     (0 when units are too few or too small to count)."""
@@ -448,5 +439,8 @@ def shift_finding(review: Review, stats: TensorStats) -> Finding | None:
     return None
 
 
-#: The mean-shift check runs after the others (its finding is listed last).
-REVIEW_CHECKS = (*REVIEW_CHECKS, shift_finding)
+#: The trained review's per-layer checks, in the order their findings are reported: each is a pure
+#: function of the layer's review evidence and statistics, returning a finding or None.  A new
+#: check is one function here and its entry in this list (and its code in ``codes.RULES``).
+REVIEW_CHECKS: tuple[Callable[[Review, TensorStats], Finding | None], ...] = (
+    fresh_finding, dead_finding, scale_finding, outlier_finding, shift_finding)
