@@ -162,7 +162,8 @@ def run_audit(argv: Sequence[str]) -> int:
     parser = audit_parser()
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    files = _model_files(parser, args, config)
+    root = _project_root(args)
+    files = _model_files(parser, args, config, root)
     options = {key: value for key, value in config.items() if key not in ("format", "jobs", *PATH_KEYS)}
     for key in ("target", "convention", "profile", "pool_aware", "fail_on", "select", "ignore", "fp16", "drift_limit"):
         value = getattr(args, key)
@@ -190,7 +191,7 @@ def run_audit(argv: Sequence[str]) -> int:
     finally:
         if progress is not None:
             progress.close()
-    report = apply_per_file_ignores(report, config.get("per_file_ignores", ()), _project_root(args))
+    report = apply_per_file_ignores(report, config.get("per_file_ignores", ()), root)
     for warning in report.warnings:
         print(f"initaudit: warning: {one_line(warning)}", file=sys.stderr)
     for model in report.unreadable:
@@ -270,8 +271,10 @@ def _project_root(args: argparse.Namespace) -> str | None:
     return str(found.resolve().parent) if found is not None else None
 
 
-def _model_files(parser: argparse.ArgumentParser, args: argparse.Namespace, config: dict) -> list[Path]:
-    """The models of the command line and of ``--models-from``, folders walked less the excluded paths."""
+def _model_files(parser: argparse.ArgumentParser, args: argparse.Namespace, config: dict,
+                 root: str | None) -> list[Path]:
+    """The models of the command line and of ``--models-from``, folders walked less the excluded paths
+    (relative patterns anchored at ``root``)."""
     models = list(args.models)
     if args.models_from:
         models += _read_models_from(args.models_from)
@@ -279,7 +282,7 @@ def _model_files(parser: argparse.ArgumentParser, args: argparse.Namespace, conf
         parser.error("the following arguments are required: MODEL (or --models-from FILE)")
     exclude = args.exclude if args.exclude is not None else config.get("exclude")
     extend = [*config.get("extend_exclude", ()), *(args.extend_exclude or ())]
-    return expand(models, Exclude.of(exclude, extend, _project_root(args)))
+    return expand(models, Exclude.of(exclude, extend, root))
 
 
 def _use_color(choice: str, terminal: bool, environ: Mapping[str, str], to_file: bool = False) -> bool:
