@@ -99,10 +99,11 @@ def test_cli_progress_goes_to_a_terminal_stderr_only(tmp_path):
 
 
 def test_cli_progress_within_one_model(tmp_path):
-    """One model of 60 layers (the trained review: about half a second here): the timer redraws the line
-    while it is audited, with the model's name and size, before any model has finished."""
-    path = signoff_model(tmp_path, 60)
-    done, seen = _through_a_terminal([path.name, "--profile", "trained", "-j", "1"], delay=0.05, cwd=tmp_path)
+    """One model of 200 layers (the trained review: about 0.09 s on an idle machine, 60 layers took under
+    the 0.05 s this test once waited): the timer redraws the line while it is audited, with the model's
+    name and size, before any model has finished."""
+    path = signoff_model(tmp_path, 200)
+    done, seen = _through_a_terminal([path.name, "--profile", "trained", "-j", "1"], delay=0.01, cwd=tmp_path)
     assert done.returncode == 1
     text = seen.decode()
     lines = re.findall(r"initaudit: auditing (\S+) \((\d+\.\d MiB)\)… (\d+\.\d) s", text)
