@@ -1,7 +1,8 @@
 """Rule codes: stable identifiers, each with a page (``initaudit rules CODE``).
 
 Families: IA0xx the model file itself, IA1xx variance against the target, IA2xx pathologies,
-IA3xx structure, IA4xx trained-model review, IA5xx the model's own init policy, IA9xx information.
+IA3xx structure, IA4xx trained-model review, IA5xx the model's own init policy, IA6xx what changed
+between two models (``initaudit diff``), IA9xx information.
 Codes are never renumbered or reused.
 """
 from __future__ import annotations
@@ -221,6 +222,64 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "auto: trained, 46 of 46 testable layers show structure (unit-norm dispersion |z| > 5, or values that "
          "fit no init family).",
          "Nothing to fix: pass `--profile init` or `--profile trained` explicitly to override."),
+    Rule("IA601", "quantization-damage", "fail",
+         "`initaudit diff`: B holds a layer at lower precision than A (int8, 4-bit, float16…) and its values, as "
+         "the consumer sees them (dequantized), are further from A's than that precision allows: the SQNR of B "
+         "against A, of the whole layer or of its worst output unit, is below 6.02 dB × the storage's bits − "
+         "26 dB (int8: 22.2 dB, 4-bit: 6 dB, float16: 40.2 dB; never below 6 dB), or B holds NaN/Inf where A "
+         "holds numbers.",
+         "A healthy int8 per-channel weight keeps about 40 dB, 4-bit blocks of 32 about 20 dB. A wrong scale, a "
+         "swapped zero point or one outlier channel that stretches a per-tensor scale until the other channels "
+         "round to a few codes costs accuracy that only an evaluation run would show, and the per-layer figure "
+         "points at the layer. The worst unit counts on its own: a crushed channel is averaged away in the "
+         "layer's figure.",
+         "fc1.weight → fc1.weight_quantized [120, 400] int8 per tensor: SQNR 37.1 dB, but output unit 17 at "
+         "4.3 dB (its values round to 3 codes: unit 5 is 50× larger).",
+         "Quantize that layer per channel, exclude it (`nodes_to_exclude`), clip the outlier channel, or check "
+         "the scale and zero point the quantizer wrote."),
+    Rule("IA602", "unchanged-layer", "warn",
+         "`initaudit diff`: a layer is bit-identical in A and B while most of its peers (the matched layers stored "
+         "at the same precision on both sides, at least 3 of them) changed.",
+         "After a fine-tune or a LoRA merge, a layer left exactly as it was is frozen, was never merged, or was "
+         "loaded from the base checkpoint by mistake. Layers a quantizer leaves in float are compared with each "
+         "other, not with the quantized ones.",
+         "encoder.layers.3.fc2.weight: identical in both models, while 11 of 12 peers changed (median relative "
+         "change 3.1 %).",
+         "Check that the layer was trainable, that the adapter was merged into it, and that the fine-tuned "
+         "checkpoint was the one exported."),
+    Rule("IA603", "outlier-change", "warn",
+         "`initaudit diff`: a layer changed far more than its peers: its relative change ‖B − A‖ / ‖A‖ is more "
+         "than 10× the median of the peers that changed (at least 4 of them) and above 5 %.",
+         "A fine-tune moves layers by similar relative amounts; one that moved ten times more was re-initialized, "
+         "got another learning rate, or was overwritten by another checkpoint's tensor. Between two exports, it "
+         "is a different layer.",
+         "head.weight: relative change 2.4 (240 %), 38× the median of 15 peers (6.3 %).",
+         "Check the fine-tune's parameter groups and the checkpoint loading of that layer."),
+    Rule("IA604", "only-in-a", "warn",
+         "`initaudit diff`: a weight of A has no counterpart in B (by name, by place in the graph or by value).",
+         "A layer removed between two exports or versions changes the model; a quantizer or optimizer that "
+         "dropped a layer changes it too.",
+         "classifier.1.weight [1000, 1280] read by Gemm: not found in B.",
+         "If the removal is meant, nothing; otherwise compare the export settings of the two models."),
+    Rule("IA605", "only-in-b", "warn",
+         "`initaudit diff`: a weight of B has no counterpart in A.",
+         "A layer added between two exports or versions changes the model: a new head, an adapter left unmerged.",
+         "lora_B.weight [768, 8] read by MatMul: not found in A.",
+         "If the addition is meant, nothing; otherwise check what added it."),
+    Rule("IA606", "not-compared", "warn",
+         "`initaudit diff`: a matched layer whose values could not be compared: its shape changed, its two "
+         "layouts cannot be put in one axis order, it is stored in a different axis order and larger than 4M "
+         "values, its weights are not in the file, or B holds integer codes whose scale was not found.",
+         "A pair that is matched but not compared would otherwise read as \"no change\".",
+         "embed.weight [32000, 512] → [32008, 512]: shape changed, values not compared.",
+         "Compare that layer by hand, or audit each model on its own."),
+    Rule("IA607", "batchnorm-folded", "info",
+         "`initaudit diff`: the layer is followed by a BatchNormalization on one side only: the other side holds "
+         "it folded in, so the side with the BatchNorm is compared with γ/√(var + ε) applied per output unit.",
+         "Exporters and optimizers fold BatchNorm into the preceding Conv; the raw weights then differ by the "
+         "BatchNorm's scale, and a plain comparison would call every such layer changed.",
+         "conv1.weight [64, 3, 7, 7]: A's BatchNorm 'bn1' is folded into B's weight; compared with it applied.",
+         "Nothing: this says how the layer was compared."),
     Rule("IA901", "embedding-table", "info",
          "A table read by Gather (an embedding): by convention not initialized from fans.",
          "PyTorch draws N(0, 1), Keras U(±0.05), Flax N(0, 1/dim): no Xavier target applies.",

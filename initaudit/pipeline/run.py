@@ -25,7 +25,7 @@ from initaudit.pipeline.specs import layer_specs
 from initaudit.read.graph import ModelGraph
 from initaudit.read.loader import load_model
 from initaudit.report.model import LayerReport, ModelReport, Report
-from initaudit.trace.follow import WeightUse, find_uses
+from initaudit.trace.follow import uses_by_weight
 from initaudit.trace.plan import MeasureTask, other_constants, plan, plan_absent
 from initaudit.version import __version__
 
@@ -134,10 +134,7 @@ def audit_model(path: str | os.PathLike[str], opts: AuditOptions | None = None, 
     opts = opts or AuditOptions()
     with single_blas_thread(), load_model(path) as model:
         graph = ModelGraph(model.proto)
-        grouped: dict[tuple[str, str], list[WeightUse]] = {}
-        absent: dict[tuple[str, str], list[WeightUse]] = {}  # graph inputs read as weights: no values
-        for use in find_uses(graph, model.load_array):
-            (grouped if use.source.has_values else absent).setdefault(use.source.key, []).append(use)
+        grouped, absent = uses_by_weight(graph, model.load_array)
         planned = [plan(model, graph, uses, opts.convention, opts.pool_aware) for uses in grouped.values()]
         skipped, unsupported = other_constants(model, graph, grouped)
         planned += unsupported

@@ -141,3 +141,10 @@ def int32_field_bytes(values: np.ndarray, data_type: int) -> bytes:
     one byte of packed elements per int32."""
     width = max(ELEMENT_TYPES[data_type].bits, 8) // 8
     return np.asarray(values, np.int64).astype(f"<u{width}").tobytes()
+
+
+#: Significant bits a value keeps in each narrow type (a float's significand with its implicit bit, an
+#: integer code's width): what a copy of a float32 weight in that type can keep of it.  float32 and wider
+#: are absent (full precision).
+PRECISION_BITS: dict[int, int] = {2: 8, 3: 8, 4: 16, 5: 16, 10: 11, 16: 8, 17: 4, 18: 4, 19: 3, 20: 3, 21: 4, 22: 4,
+                                  23: 2, 25: 2, 26: 2}

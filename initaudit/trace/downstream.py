@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 from onnx import NodeProto
 
 from initaudit.read.graph import ModelGraph, Scope, attribute
@@ -168,3 +169,56 @@ def packed_parts(graph: ModelGraph, scope: Scope, node: NodeProto, n_out: int, l
     return 1
 
 
+
+
+def _single_user(scope: Scope, name: str) -> NodeProto | None:
+    users = [u for u in scope.consumers.get(name, []) if u[0].op_type not in SHAPE_ONLY]
+    return users[0][0] if len(users) == 1 else None
+
+
+def batchnorm_scale(graph: ModelGraph, scope: Scope, node: NodeProto, load) -> np.ndarray | None:
+    """γ/√(var + ε) per channel of a BatchNormalization that ``node``'s output meets next (after a bias
+    Add at most): what a BatchNorm folded into the layer multiplies its output units by."""
+    current = node
+    for _ in range(2):
+        nxt = _single_user(scope, current.output[0]) if current.output else None
+        if nxt is None:
+            return None
+        if nxt.op_type == "Add":
+            current = nxt
+            continue
+        if nxt.op_type != "BatchNormalization" or len(nxt.input) < 5:
+            return None
+        gamma, var = (constant_value(graph, scope, nxt.input[i], load) for i in (1, 4))
+        if gamma is None or var is None or gamma.shape != var.shape:
+            return None
+        epsilon = float(attribute(nxt, "epsilon", 1e-5))
+        return gamma.astype(np.float64).ravel() / np.sqrt(var.astype(np.float64).ravel() + epsilon)
+    return None
+
+
+def integer_weight_scale(graph: ModelGraph, scope: Scope, node: NodeProto, load) -> np.ndarray | None:
+    """The weight scale an integer op's output is multiplied by after the product (ConvInteger and
+    MatMulInteger as onnxruntime's dynamic quantization writes them: ``Cast → Mul(·, x_scale · w_scale)``,
+    the product of the activation's run-time scale and the stored weight scale): the stored factor."""
+    current = node
+    for _ in range(3):
+        nxt = _single_user(scope, current.output[0]) if current.output else None
+        if nxt is None:
+            return None
+        if nxt.op_type == "Cast":
+            current = nxt
+            continue
+        if nxt.op_type != "Mul" or len(nxt.input) != 2:
+            return None
+        other = nxt.input[1] if nxt.input[0] == current.output[0] else nxt.input[0]
+        value = constant_value(graph, scope, other, load)
+        if value is not None:
+            return value.astype(np.float64).ravel()
+        producer = scope.producers.get(other)
+        if producer is None or producer[0].op_type != "Mul":
+            return None
+        stored = [constant_value(graph, scope, name, load) for name in producer[0].input]
+        found = [v for v in stored if v is not None]
+        return found[0].astype(np.float64).ravel() if len(found) == 1 else None
+    return None

@@ -259,6 +259,19 @@ def find_uses(graph: ModelGraph, load: LoadArray | None = None) -> list[WeightUs
     return uses
 
 
+UseGroups = dict[tuple[str, str], list[WeightUse]]
+
+
+def uses_by_weight(graph: ModelGraph, load: LoadArray | None = None) -> tuple[UseGroups, UseGroups]:
+    """``find_uses`` grouped by the weight read, in graph order: the weights whose values the file holds,
+    and the graph inputs read as weights (no values: a model exported without its parameters)."""
+    stored: UseGroups = {}
+    absent: UseGroups = {}
+    for use in find_uses(graph, load):
+        (stored if use.source.has_values else absent).setdefault(use.source.key, []).append(use)
+    return stored, absent
+
+
 def _input_is_weight(operands: bool, slot: int, found: dict[int, list[tuple[SourceRef, tuple[Step, ...]]]]) -> str:
     """Whether a graph input read in weight slot ``slot`` is a weight the file does not hold: yes, no,
     or maybe (yes when the model holds other such weights).
