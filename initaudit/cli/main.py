@@ -45,7 +45,8 @@ def _patterns(text: str) -> list[str]:
 
 def audit_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="initaudit", description="Audit the initialization scale of every weight in ONNX models.",
-                epilog="Other commands: `initaudit fans SHAPE --layout LAYOUT`, `initaudit rules [CODE]`, "
+                epilog="Other commands: `initaudit diff A B` (what changed between two models), "
+                       "`initaudit fans SHAPE --layout LAYOUT`, `initaudit rules [CODE]`, "
                        "`initaudit schema` (the JSON report's schema). "
                        "Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or unreadable model.")
     p.add_argument("models", nargs="*", metavar="MODEL", help="ONNX files, or folders (every *.onnx below)")
@@ -151,11 +152,47 @@ def run_rules(argv: Sequence[str]) -> int:
 
 
 def run_schema(argv: Sequence[str]) -> int:
-    _Parser(prog="initaudit schema", description="Print the JSON Schema of the --format json report.").parse_args(argv)
+    p = _Parser(prog="initaudit schema", description="Print the JSON Schema of the --format json report.")
+    p.add_argument("--diff", action="store_true", help="the schema of `initaudit diff --format json` instead")
+    args = p.parse_args(argv)
     from initaudit.report.schema import schema_text
 
-    sys.stdout.write(schema_text())
+    sys.stdout.write(schema_text("diff-schema.json" if args.diff else "schema.json"))
     return 0
+
+
+def diff_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="initaudit diff", description="Compare two models layer by layer: quantization damage, layers "
+                                                   "a fine-tune left unchanged, layers that changed far more than "
+                                                   "their peers, layers on one side only.",
+                epilog="Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or unreadable model.")
+    p.add_argument("a", metavar="A", help="the reference model (the float export, the base, the last release)")
+    p.add_argument("b", metavar="B", help="the model compared with it (quantized, fine-tuned, this release)")
+    p.add_argument("-f", "--format", choices=sorted(REPORTERS), default="table", help="output format (default: table)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    p.add_argument("--fail-on", choices=FAIL_ON, default="fail",
+                   help="lowest status that makes the exit code 1 (default: fail)")
+    p.add_argument("--select", type=_codes, default=[], metavar="CODES", help="rule codes (or prefixes) to keep")
+    p.add_argument("--ignore", type=_codes, default=[], metavar="CODES", help="rule codes (or prefixes) to drop")
+    p.add_argument("-j", "--jobs", type=int, metavar="N", help="worker processes (default: the number of cores)")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the table")
+    p.add_argument("-q", "--quiet", action="store_true", help="table: only the flagged layers and the summary")
+    return p
+
+
+def run_diff(argv: Sequence[str]) -> int:
+    args = diff_parser().parse_args(argv)
+    from initaudit.pipeline.diff import diff
+
+    report = diff(args.a, args.b, jobs=args.jobs, fail_on=args.fail_on, select=tuple(args.select),
+                  ignore=tuple(args.ignore))
+    color = _use_color(args.color, sys.stdout.isatty(), os.environ, to_file=args.output is not None)
+    text = render(report, args.format, color=color, **({"quiet": True} if args.quiet and args.format == "table" else {}))
+    if args.output:
+        _write(args.output, text)
+    else:
+        _stdout(text)
+    return report.exit_code
 
 
 def run_audit(argv: Sequence[str]) -> int:
@@ -369,7 +406,7 @@ def _closed_pipe() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"fans": run_fans, "rules": run_rules, "schema": run_schema}
+    commands = {"fans": run_fans, "rules": run_rules, "schema": run_schema, "diff": run_diff}
     try:
         if argv and argv[0] in commands and not os.path.exists(argv[0]):
             return commands[argv[0]](argv[1:])

@@ -132,8 +132,9 @@ def _pair(wa: Weight, wb: Weight) -> tuple[Pair | None, str | None]:
     if not wa.stored or not wb.stored:
         missing = wa.name if not wa.stored else wb.name
         return None, f"the weights of {missing!r} are not stored in its file"
+    orders: tuple[tuple[int, ...] | None, tuple[int, ...] | None] = (None, None)
     if wa.shape == wb.shape and wa.layout == wb.layout:
-        shape, layout, orders = wa.shape, wa.layout, (None, None)
+        shape, layout = wa.shape, wa.layout
     elif wa.order is not None and wb.order is not None and wa.count == wb.count \
             and [(wa.layout[i], wa.shape[i]) for i in wa.order] == [(wb.layout[i], wb.shape[i]) for i in wb.order]:
         if wa.count > TRANSPOSE_MAX_ELEMS:
@@ -195,7 +196,7 @@ def diff(a: str | os.PathLike[str], b: str | os.PathLike[str], jobs: int | None 
                                               f"weight; compared with it applied"))
             layers.append(LayerPair(wa.name, wb.name, wa.op, wb.op, wa.node, wb.node, wa.planned.source.shape,
                                     wb.planned.source.shape, wa.planned.source.dtype, wb.planned.source.dtype, how,
-                                    change, opts.selected([*found, *extra]), folded))
+                                    change, opts.selected([*found, *extra]), wa.bits, wb.bits, folded))
         unmatched = [_unmatched("a", side_a[i], opts) for i in matching.only_a]
         unmatched += [_unmatched("b", side_b[j], opts) for j in matching.only_b]
         return DiffReport(_side(a, model_a, side_a), _side(b, model_b, side_b), tuple(layers), tuple(unmatched),

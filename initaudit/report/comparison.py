@@ -35,6 +35,8 @@ class LayerPair:
     matched_by: str              # name | position | values
     change: Change | None        # None: not compared (IA606 says why)
     findings: tuple[Finding, ...] = ()
+    bits_a: int | None = None    # significant bits of each side's storage (None: float32 or wider)
+    bits_b: int | None = None
     folded: str = ""             # "a" | "b": the side whose BatchNorm was applied (IA607)
 
     @property
@@ -69,8 +71,13 @@ class DiffReport:
     options: dict[str, object] | None = None
 
     @property
+    def items(self) -> tuple[LayerPair | Unmatched, ...]:
+        """The matched layers, then the unmatched ones."""
+        return (*self.layers, *self.unmatched)
+
+    @property
     def findings(self) -> tuple[Finding, ...]:
-        return tuple(f for item in (*self.layers, *self.unmatched) for f in item.findings)
+        return tuple(f for item in self.items for f in item.findings)
 
     @property
     def status(self) -> str:
@@ -84,7 +91,7 @@ class DiffReport:
         for pair in self.layers:
             kind = "not_compared" if pair.change is None else "identical" if pair.change.identical else "changed"
             counts[kind] += 1
-        for item in (*self.layers, *self.unmatched):
+        for item in self.items:
             counts[item.status] += 1
         return counts
 

@@ -1,7 +1,8 @@
 """One reporter per output format, all reading the same ``Report``.
 
 The contract: a format is one module here, named as the format, with
-``render(report: Report) -> str`` (plus ``color: bool`` when the format takes colour), and one
+``render(report: Report) -> str`` and ``render_diff(report: DiffReport) -> str`` for ``initaudit diff``
+(plus ``color: bool`` when the format takes colour), and one
 entry in ``FORMATS`` that says what the rest of the tool needs to know of it: the extension of a
 file written in it, and what it needs the audit to collect beyond the default report (histograms
 of flagged layers' values: a second pass over those layers).  Adding a format is that module and
@@ -14,6 +15,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from initaudit.report.comparison import DiffReport
 from initaudit.report.model import Report
 
 
@@ -40,13 +42,16 @@ FORMAT: dict[str, Format] = {f.name: f for f in FORMATS}
 REPORTERS: tuple[str, ...] = tuple(FORMAT)
 
 
-def render(report: Report, fmt: str, color: bool = False, **kwargs: object) -> str:
-    """The report in format ``fmt``; ``color`` is passed only to a format that takes it."""
+def render(report: Report | DiffReport, fmt: str, color: bool = False, **kwargs: object) -> str:
+    """The report in format ``fmt`` (a ``DiffReport`` by the module's ``render_diff``); ``color`` is passed
+    only to a format that takes it."""
     if fmt not in FORMAT:
         raise ValueError(f"unknown format {fmt!r}; choose one of {sorted(REPORTERS)}")
     module = importlib.import_module(f".{fmt}", __name__)
     if FORMAT[fmt].color:
         kwargs["color"] = color
+    if isinstance(report, DiffReport):
+        return module.render_diff(report, **kwargs)
     return module.render(report, **kwargs)
 
 

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from initaudit.measure.stats import TensorStats
+from initaudit.report.comparison import DiffReport, LayerPair
 from initaudit.report.fingerprint import located_findings
 from initaudit.report.formats._review import review_dict
 from initaudit.report.model import LayerReport, ModelReport, Provenance, Report
@@ -164,3 +165,39 @@ def _mark_baseline(report: Report, models: list[dict[str, Any]]) -> None:
 
 def render(report: Report) -> str:
     return json.dumps(report_dict(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _findings(findings) -> list[dict[str, str]]:
+    return [{"code": f.code, "severity": f.severity, "message": f.message} for f in findings]
+
+
+def pair_dict(pair: LayerPair) -> dict[str, Any]:
+    change = pair.change
+    figures: dict[str, Any] = {"sqnr_db": None, "rel_change": None, "correlation": None, "identical": None,
+                               "max_abs_diff": None, "worst_unit": None, "worst_unit_sqnr_db": None, "units": None,
+                               "count": None, "nonfinite": None}
+    if change is not None:
+        figures = {"sqnr_db": _clean(change.sqnr_db), "rel_change": _clean(change.rel_change),
+                   "correlation": _clean(change.correlation), "identical": change.identical,
+                   "max_abs_diff": _clean(change.max_abs_diff), "worst_unit": change.worst_unit,
+                   "worst_unit_sqnr_db": _clean(change.worst_unit_sqnr_db), "units": change.units or None,
+                   "count": change.count, "nonfinite": change.nonfinite}
+    return {"a": pair.a, "b": pair.b, "op": pair.op_a, "op_b": pair.op_b, "node_a": pair.node_a,
+            "node_b": pair.node_b, "shape_a": list(pair.shape_a), "shape_b": list(pair.shape_b),
+            "dtype_a": pair.dtype_a, "dtype_b": pair.dtype_b, "bits_a": pair.bits_a, "bits_b": pair.bits_b,
+            "matched_by": pair.matched_by, "compared": change is not None, **figures,
+            "batchnorm_folded": pair.folded or None, "status": pair.status, "findings": _findings(pair.findings)}
+
+
+def diff_dict(report: DiffReport) -> dict[str, Any]:
+    side = lambda s: {"path": s.path, "producer": s.producer, "opset": s.opset, "weights": s.weights}  # noqa: E731
+    return {"initaudit": __version__, "schema": SCHEMA, "kind": "diff", "a": side(report.a), "b": side(report.b),
+            "layers": [pair_dict(p) for p in report.layers],
+            "unmatched": [{"side": u.side, "name": u.name, "op": u.op, "node": u.node, "shape": list(u.shape),
+                           "dtype": u.dtype, "status": u.status, "findings": _findings(u.findings)}
+                          for u in report.unmatched],
+            "summary": report.summary, "status": report.status, "exit_code": report.exit_code}
+
+
+def render_diff(report: DiffReport) -> str:
+    return json.dumps(diff_dict(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"

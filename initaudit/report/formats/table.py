@@ -10,6 +10,7 @@ from tabulate import tabulate
 
 from initaudit.codes import RULES
 from initaudit.findings import SEVERITY_STATUS, STATUS_ORDER, Finding, finding
+from initaudit.report.comparison import DiffReport, LayerPair, Unmatched
 from initaudit.report.formats._common import (
     baseline_line,
     chosen_target,
@@ -20,6 +21,9 @@ from initaudit.report.formats._common import (
     summary_line,
     target_std,
 )
+from initaudit.report.formats._diff import HEADERS as DIFF_HEADERS
+from initaudit.report.formats._diff import row as diff_row
+from initaudit.report.formats._diff import summary_line as diff_summary
 from initaudit.report.model import ModelReport, Report
 
 HEADERS = ["layer", "op", "shape", "layout", "fan_in", "fan_out", "std", "target std", "ratio", "status"]
@@ -112,3 +116,28 @@ def statistics(report: Report) -> str:
         rows.append([str(sum(counts[code].values())), code, RULES[code].name if code in RULES else code,
                      ", ".join(f"{n} {severity}" for severity, n in by_severity)])
     return tabulate(rows, tablefmt="plain", colalign=("right", "left", "left", "left"), disable_numparse=True) + "\n"
+
+
+def render_diff(report: DiffReport, color: bool = False, quiet: bool = False) -> str:
+    """The matched layers worst first, then the layers found on one side only, the findings, the summary."""
+    rows = []
+    for pair in report.worst_first():
+        if quiet and pair.status == "ok":
+            continue
+        cells = diff_row(pair)
+        if color:
+            cells[-1] = f"{COLORS[pair.status]}{pair.status}{RESET}"
+        rows.append(cells)
+    lines = []
+    if rows:
+        lines.append(tabulate(rows, headers=DIFF_HEADERS, tablefmt="simple", disable_numparse=True))
+    if report.unmatched:
+        lines += ["", tabulate([[u.side.upper(), u.name, u.op or "-", shape(u.shape), u.dtype] for u in report.unmatched],
+                               headers=["only in", "weight", "op", "shape", "stored"], tablefmt="simple",
+                               disable_numparse=True)]
+    items: list[LayerPair | Unmatched] = [*report.worst_first(), *report.unmatched]
+    notes = [f"  {f.code} {f.severity}: {f.message}" for item in items for f in item.findings if f.severity != "info"]
+    if notes:
+        lines += ["", *notes]
+    lines += ["" if lines else "", diff_summary(report)]
+    return "\n".join(lines).lstrip("\n") + "\n"
