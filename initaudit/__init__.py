@@ -15,18 +15,21 @@ _EXPORTS = {
     "audit": "pipeline.run", "audit_model": "pipeline.run", "AuditOptions": "pipeline.options",
     "InitauditError": "errors", "Fans": "trace.fans", "layout_fans": "trace.fans", "Finding": "findings",
     "LayerReport": "report.model", "ModelReport": "report.model", "Report": "report.model",
+    "diff": "pipeline.diff", "DiffReport": "report.comparison",
 }
 
 __all__ = [
     "__version__", "audit", "audit_model", "AuditOptions", "InitauditError", "Fans", "layout_fans",
-    "Finding", "LayerReport", "ModelReport", "Report",
+    "Finding", "LayerReport", "ModelReport", "Report", "diff", "DiffReport",
 ]
 
 if TYPE_CHECKING:
     from initaudit.errors import InitauditError
     from initaudit.findings import Finding
+    from initaudit.pipeline.diff import diff
     from initaudit.pipeline.options import AuditOptions
     from initaudit.pipeline.run import audit, audit_model
+    from initaudit.report.comparison import DiffReport
     from initaudit.report.model import LayerReport, ModelReport, Report
     from initaudit.trace.fans import Fans, layout_fans
 

@@ -4,7 +4,8 @@ Three passes, each over what the earlier ones left: the tensor name (also with a
 taken off: ``conv1.weight_quantized`` is ``conv1.weight``); the place in the graph, aligning the two
 sequences of layers by what each is (its role and its shape in the consumer's axis order), so an
 exporter's renaming (``onnx::MatMul_93`` → ``val_86``) and reordered initializers do not matter; and,
-among same-shaped layers still unpaired, the correlation of their values.  A name left on both
+among same-shaped layers still unpaired (or paired by place with values that do not correlate), the
+correlation of their values.  A name left on both
 sides with different shapes is paired last: one layer, resized.
 """
 from __future__ import annotations
@@ -73,11 +74,24 @@ def match_layers(a: Sequence[LayerKey], b: Sequence[LayerKey],
         for k in range(block.size):
             take(rest_a[block.a + k], rest_b[block.b + k], "position")
     if correlate is not None:
+        # a positional pair whose values do not correlate may be two same-shaped layers in another order:
+        # its members compete in the value pass, and are paired back by place if nothing better is found
+        weak = []
+        for i, j, how in list(pairs):
+            c = correlate(i, j) if how == "position" else None
+            if c is not None and c < MIN_CORRELATION:
+                weak.append((i, j))
+                pairs.remove((i, j, how))
+                free_a.add(i)
+                free_b.add(j)
         candidates = [(i, j) for i in sorted(free_a) for j in sorted(free_b)
                       if (a[i].kind, a[i].shape) == (b[j].kind, b[j].shape)][:MAX_CANDIDATES]
         scored = [(c, i, j) for i, j in candidates if (c := correlate(i, j)) is not None and c >= MIN_CORRELATION]
         for _, i, j in sorted(scored, reverse=True):
             if i in free_a and j in free_b:
                 take(i, j, "values")
+        for i, j in weak:
+            if i in free_a and j in free_b:
+                take(i, j, "position")
     by_name(lambda k: k.name, False)  # the same tensor name with another shape: a layer that was resized
     return Matching(tuple(sorted(pairs)), tuple(sorted(free_a)), tuple(sorted(free_b)))
