@@ -14,13 +14,16 @@ interleaved and repeated (medians; ratios of the medians of paired runs):
    (the number of cores) against ``-j 1``;
 4. ``--profile trained`` against ``--profile init`` on the models of 1 and the 4 GiB float32 one of 2: wall,
    ratio of the medians, peak RSS, with the compiled kernel and without it (the review's unit sums are taken
-   in the statistics pass's own read: the target is ≤ 1.3× init's wall time and ≤ 128 MiB).
+   in the statistics pass's own read: the target is ≤ 1.3× init's wall time and ≤ 128 MiB);
+5. ``initaudit diff A B`` against ``initaudit A``: a 4 GiB float32 model and its fine-tune, and the float32
+   storage model of 1 against its float16, int8 and 4-bit copies (target ≤ 2.5× and ≤ 128 MiB).
 
 Peak RSS is the largest of the process and its children (from wait4), measured from a small
 launcher process whose own ~9 MiB are the floor of every figure.
 
     python benchmarks/bench.py                 # the full run (sections 1-3 about 10 minutes on 2 cores, 4 about 10 more)
     python benchmarks/bench.py --only trained  # --profile trained against init (10 minutes measured, --repeat 3)
+    python benchmarks/bench.py --only diff     # initaudit diff against one audit
     python benchmarks/bench.py --quick         # small sizes, 3 repeats: for development
     python benchmarks/bench.py --classic       # the earlier comparison with cat and the naive script
 """
@@ -66,12 +69,18 @@ def _chain(names: list[str], side: int, initializers: list[TensorProto]) -> onnx
     return model
 
 
-def make_external(folder: Path, gib: float, side: int = SIDE) -> tuple[Path, list[Path]]:
+def make_external(folder: Path, gib: float, side: int = SIDE, tuned: float = 0.0) -> tuple[Path, list[Path]]:
+    """A chain of float32 MatMul weights in one external data file; ``tuned`` > 0: the same weights each
+    moved by N(0, (tuned·std)²) noise, as a fine-tune moves them (the other side of a diff)."""
     count = max(1, round(gib * (1 << 30) / (side * side * 4)))
     rng = np.random.default_rng(0)
+    noise = np.random.default_rng(7)
     initializers, names, offset = [], [], 0
     with open(folder / "external.onnx.data", "wb") as data:
         for name, values in _weights(rng, count, side):
+            if tuned:
+                values = values + (noise.standard_normal(values.shape, dtype=np.float32)
+                                   * np.float32(tuned * values.std()))
             data.write(values.tobytes())
             tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=values.shape)
             tensor.data_location = TensorProto.EXTERNAL
@@ -373,6 +382,49 @@ def bench_trained(folder: Path, values_mi: int, floor_gib: float, repeat: int) -
             f.unlink()
 
 
+#: What ``initaudit diff`` may cost (issue 22): its wall time against auditing one of the two models, peak RSS.
+DIFF_RATIO = 2.5
+
+
+def diff_argv(a: Path, b: Path, compiled: bool = True) -> list[str]:
+    off = [] if compiled else ["env", "INITAUDIT_ACCEL=0"]
+    return [*off, sys.executable, "-m", "initaudit", "diff", str(a), str(b), "--format", "json", "-o", os.devnull]
+
+
+def bench_diff(folder: Path, values_mi: int, floor_gib: float, repeat: int) -> None:
+    """``initaudit diff A B`` against ``initaudit A``: a float32 model and its fine-tune of ``floor_gib`` each,
+    and the float32 storage model against its float16, int8 and 4-bit copies (the same values, stored
+    lower)."""
+    count = max(1, values_mi * (1 << 20) // (SIDE * SIDE))
+    pairs: dict[str, tuple[Path, Path]] = {}
+    for kind in STORAGE:
+        own = folder / kind.split()[0].lower()
+        own.mkdir()
+        pairs[kind] = (make_storage_model(own, kind, count)[0], Path())
+    base = pairs.pop("float32")[0]
+    pairs = {f"float32 → {kind}": (base, path) for kind, (path, _) in pairs.items()}
+    for side, tuned in (("a", 0.0), ("b", 0.05)):
+        (folder / side).mkdir()
+        make_external(folder / side, floor_gib, tuned=tuned)
+    pairs[f"float32 {floor_gib:g} GiB → its fine-tune"] = (folder / "a" / "external.onnx", folder / "b" / "external.onnx")
+    commands: dict[tuple[str, str], list[str]] = {}
+    for label, (a, b) in pairs.items():
+        commands[label, "audit A"] = initaudit_argv(a)
+        commands[label, "diff"] = diff_argv(a, b)
+    got = interleaved(commands, repeat)
+    print(f"\n5. initaudit diff A B against initaudit A ({count * SIDE * SIDE / (1 << 20):.0f} Mi values a storage "
+          f"model; a {floor_gib:g} GiB float32 pair), median of {repeat} interleaved runs")
+    print(f"{'pair':<44} {'audit A s':>10} {'diff s':>8} {'× audit':>8} {'diff MiB':>9}")
+    for label in pairs:
+        audit, compared = got[label, "audit A"], got[label, "diff"]
+        ratio = compared.wall / audit.wall
+        mark = "" if ratio <= DIFF_RATIO and compared.rss <= RSS_BOUND else "  (over the target)"
+        print(f"{label:<44} {audit.wall:10.3f} {compared.wall:8.3f} {ratio:7.2f}× {compared.rss:9.0f}{mark}")
+    print(f"\ntarget: diff ≤ {DIFF_RATIO}× the audit of one model, peak RSS ≤ {RSS_BOUND} MiB")
+    shutil.rmtree(folder / "a")
+    shutil.rmtree(folder / "b")
+
+
 def classic(folder: Path, args: argparse.Namespace) -> None:
     small, small_files = make_inline(folder, 5 / 1024, "small.onnx", side=512)
     bench("small inline model", small, small_files, args.repeat, naive=not args.no_naive)
@@ -392,7 +444,7 @@ def main() -> None:
     parser.add_argument("--values-mi", type=int, help="weight values per storage model, in Mi (default 256)")
     parser.add_argument("--floor-gib", type=float, help="size of the float32 model held to the floor (default 4)")
     parser.add_argument("--repeat", type=int, help="interleaved runs per command (default 5)")
-    parser.add_argument("--only", choices=["storage", "floor", "jobs", "trained"], action="append",
+    parser.add_argument("--only", choices=["storage", "floor", "jobs", "trained", "diff"], action="append",
                         help="run only these sections (repeatable)")
     parser.add_argument("--classic", action="store_true",
                         help="the earlier comparison with cat and the naive script instead")
@@ -405,7 +457,7 @@ def main() -> None:
     args.repeat = repeat
     values_mi = args.values_mi or (32 if args.quick else 256)
     floor_gib = args.floor_gib or (0.5 if args.quick else 4.0)
-    sections = args.only or ["storage", "floor", "jobs", "trained"]
+    sections = args.only or ["storage", "floor", "jobs", "trained", "diff"]
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         folder = Path(tmp)
         compiled = f"llvmlite {accelerator()}" if accelerator() else "not installed (numpy only)"
@@ -423,6 +475,8 @@ def main() -> None:
             bench_jobs(folder, 46, 2 if args.quick else 4, [0.125] if args.quick else [0.25, 1.0, 2.0], repeat)
         if "trained" in sections:
             bench_trained(folder, values_mi, floor_gib, repeat)
+        if "diff" in sections:
+            bench_diff(folder, values_mi, floor_gib, repeat)
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (figures from a busy machine are noisy)")
 
 

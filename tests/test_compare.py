@@ -124,7 +124,7 @@ def test_a_multiplier_scales_each_output_unit_before_comparing():
     assert folded.sqnr_db > 120 or folded.identical
 
 
-def test_unit_totals_fast_paths_agree_with_bincount():
+def test_unit_totals_and_squares_fast_paths_agree_with_bincount():
     for shape, layout in (((8, 6, 5), "OIH"), ((6, 8), "IO"), ((2, 4, 6), "BIO"), ((3, 4, 5), "OIH")):
         units = unit_axes(shape, layout)
         x = RNG.random(math.prod(shape))
@@ -135,6 +135,8 @@ def test_unit_totals_fast_paths_agree_with_bincount():
             got = compare.unit_totals(x[at:stop], at, units)
             part = np.bincount(units.unit_of(flat[at:stop]), x[at:stop], minlength=units.units)
             assert np.allclose(got, part)
+            squares = np.bincount(units.unit_of(flat[at:stop]), x[at:stop] ** 2, minlength=units.units)
+            assert np.allclose(compare.unit_squares(x[at:stop], at, units), squares)
         assert np.allclose(compare.unit_totals(x, 0, units), want)
 
 
@@ -151,3 +153,34 @@ def test_pair_sums_of_zero_reference_and_changed_b():
     sums.add(np.zeros(5), np.ones(5), 0, None)
     c = change_of(sums)
     assert c.rel_change is None and c.sqnr_db == -math.inf and not c.identical
+
+
+@pytest.mark.parametrize("flip", ["a", "b"])
+def test_a_large_transposed_pair_is_compared_stripe_by_stripe_as_in_memory(monkeypatch, flip):
+    """Above the in-memory bound, the 2-D transpose is read one stripe at a time: the same figures."""
+    w = RNG.normal(0, 0.1, (48, 40)).astype(np.float32)   # stored [in, out] on the flipped side
+    other = (w.T + RNG.normal(0, 0.01, (40, 48))).astype(np.float32)  # [out, in]
+    units = unit_axes((40, 48), "OI")
+    flipped, straight = Side(task(w), w.shape, (1, 0)), Side(task(other), other.shape, (0, 1))
+    pair = Pair(flipped, straight, units) if flip == "a" else Pair(straight, flipped, units)
+    in_memory = change_of(compare_range(pair))
+    monkeypatch.setattr(compare, "TRANSPOSE_MAX_ELEMS", 100)
+    monkeypatch.setattr(compare, "STRIPE_BYTES", 8 * 48 * 7)  # stripes of 7 output rows
+    assert pair.striped is not None and compare.comparable(pair)
+    pieces = compare._pieces(pair)
+    assert len(pieces) == 6 and pieces[0] == (0, 7 * 48)
+    merged = PairSums()
+    for start, stop in pieces:
+        merged = merged.merge(compare_range(pair, start, stop))
+    for c in (change_of(compare_range(pair)), change_of(merged)):
+        assert c.sqnr_db == pytest.approx(in_memory.sqnr_db, rel=1e-9)
+        assert c.correlation == pytest.approx(in_memory.correlation, rel=1e-9)
+        assert c.worst_unit == in_memory.worst_unit and c.units == 40
+
+
+def test_a_large_permutation_that_is_no_2d_transpose_is_not_comparable(monkeypatch):
+    monkeypatch.setattr(compare, "TRANSPOSE_MAX_ELEMS", 10)
+    a = RNG.normal(0, 1, (3, 4, 5)).astype(np.float32)
+    pair = Pair(Side(task(a), a.shape, (1, 0, 2)), Side(task(a.transpose(1, 0, 2).copy()), (4, 3, 5), (0, 1, 2)))
+    assert pair.striped is None and not compare.comparable(pair)
+    assert compare.swap_split((2, 0, 1), 3) == 2 and compare.swap_split((1, 2, 0), 3) == 1

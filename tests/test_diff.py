@@ -247,3 +247,20 @@ def test_nothing_is_written_next_to_either_model(tmp_path):
     before = sorted(p.name for p in folder.iterdir())
     diff(folder / "lenet_default.legacy.onnx", folder / "q.onnx", jobs=1)
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_a_4bit_layer_compared_stripe_by_stripe_gives_the_figures_of_the_in_memory_comparison(monkeypatch):
+    """MatMul W[in, out] against MatMulNBits' [out, in] blocks above the in-memory bound: stripes of 5 output
+    rows, the 4-bit side read from the stored bytes of those rows."""
+    from initaudit.measure import compare
+
+    pair = (TORCH / "encoder_default.legacy.onnx", QUANTIZED / "encoder_default.nbits.onnx")
+    whole = {p.a: p.change for p in diff(*pair, jobs=1).layers}
+    monkeypatch.setattr(compare, "TRANSPOSE_MAX_ELEMS", 64)
+    monkeypatch.setattr(compare, "STRIPE_BYTES", 8 * 16 * 5)
+    striped = {p.a: p.change for p in diff(*pair, jobs=1).layers}
+    assert striped.keys() == whole.keys()
+    for name, change in whole.items():
+        if not change.identical:
+            assert striped[name].sqnr_db == pytest.approx(change.sqnr_db, rel=1e-9), name
+            assert striped[name].worst_unit == change.worst_unit

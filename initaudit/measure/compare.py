@@ -4,7 +4,9 @@ averaged away.
 
 Both weights are read as their consumer sees them (dequantized, decoded, fp16/bf16 as values), in the
 same element order: the stored order when both store the same layout, otherwise each is put in its
-consumer's canonical axis order (small enough tensors only: ``TRANSPOSE_MAX_ELEMS``).  A per-unit
+consumer's canonical axis order: in memory up to ``TRANSPOSE_MAX_ELEMS`` values, and beyond that, when one
+side is the other's 2-D transpose (MatMul's W[in, out] against Gemm's or MatMulNBits' [out, in]), one
+stripe of ``STRIPE_BYTES`` at a time (the transposed side is read once per stripe).  A per-unit
 multiplier applies a BatchNorm one side has folded and the other has not, or the weight scale an
 integer op (ConvInteger, MatMulInteger) applies after the product.
 """
@@ -24,6 +26,8 @@ from initaudit.trace.plan import MeasureTask
 #: A weight stored in a different axis order on each side is transposed in memory: up to this many values
 #: a side (two float64 copies: 64 MiB in all).
 TRANSPOSE_MAX_ELEMS = 1 << 22
+#: Bytes of the transposed side held at a time (float64) when a large pair is compared stripe by stripe.
+STRIPE_BYTES = 16 << 20
 #: Values of each side read to tell apart the candidates of a positional match (``sample_correlation``).
 SAMPLE_ELEMS = 1 << 16
 
@@ -53,8 +57,36 @@ class Pair:
 
     @property
     def lockstep(self) -> bool:
-        """Read side by side as stored (any length); otherwise both are transposed in memory."""
+        """Read side by side as stored (any length)."""
         return self.a.order is None and self.b.order is None
+
+    @property
+    def striped(self) -> tuple[Side, Side, int, int] | None:
+        """(the side stored as a [rows, cols] transpose of the shared order, the side stored in it, rows, cols)
+        when the pair is compared stripe by stripe; None when it is read side by side or in memory."""
+        if self.lockstep or self.a.values <= TRANSPOSE_MAX_ELEMS:
+            return None
+        for flipped, straight in ((self.a, self.b), (self.b, self.a)):
+            if straight.order is not None and list(straight.order) != sorted(straight.order):
+                continue
+            split = swap_split(flipped.order or (), len(flipped.shape))
+            if split is not None:
+                rows = math.prod(flipped.shape[:split])
+                return flipped, straight, rows, flipped.values // rows
+        return None
+
+
+def swap_split(order: Sequence[int], ndim: int) -> int | None:
+    """k when ``order`` puts the last ndim − k axes before the first k (a 2-D transpose of grouped axes)."""
+    for k in range(1, ndim):
+        if list(order) == [*range(k, ndim), *range(k)]:
+            return k
+    return None
+
+
+def comparable(pair: Pair) -> bool:
+    """Whether the pass can compare it within the memory bound."""
+    return pair.lockstep or pair.a.values <= TRANSPOSE_MAX_ELEMS or pair.striped is not None
 
 
 @dataclass
@@ -77,38 +109,38 @@ class PairSums:
     unit_dd: np.ndarray | None = field(default=None, repr=False)
 
     def add(self, a: np.ndarray, b: np.ndarray, at: int, units: UnitAxes | None) -> None:
-        """Add the values ``a``, ``b`` of elements ``[at, at + len)`` (same length, same order)."""
+        """Add the values ``a``, ``b`` of elements ``[at, at + len)`` (same length, same order).
+
+        Dot products, not temporaries, wherever a sum allows (a chunk's co-moments from its raw sums,
+        exact enough in float64 over one chunk; Chan's merge across chunks)."""
         a = np.asarray(a, np.float64)
         b = np.asarray(b, np.float64)
-        finite = np.isfinite(a) & np.isfinite(b)
-        if not finite.all():
+        if a.size == 0:
+            return
+        sum_a, sum_b = float(a.sum()), float(b.sum())
+        if not math.isfinite(sum_a + sum_b):  # a NaN or ±Inf somewhere (or an overflowing sum): mask
+            finite = np.isfinite(a) & np.isfinite(b)
             self.nonfinite += int(a.size - np.count_nonzero(finite))
-            a, b = np.where(finite, a, 0.0), np.where(finite, b, 0.0)  # zero: adds nothing to a difference
+            a, b = np.where(finite, a, 0.0), np.where(finite, b, 0.0)  # zero: adds nothing to any sum
+            sum_a, sum_b = float(a.sum()), float(b.sum())
             n = int(np.count_nonzero(finite))
         else:
             n = a.size
-        if a.size == 0:
-            return
         d = b - a
-        dd = d * d
-        self.sum_dd += float(dd.sum())
-        aa = a * a
-        self.sum_aa += float(aa.sum())
-        self.max_abs = max(self.max_abs, float(np.abs(d).max()))
+        sum_aa, sum_dd = float(a @ a), float(d @ d)
+        self.sum_aa += sum_aa
+        self.sum_dd += sum_dd
+        self.max_abs = max(self.max_abs, float(d.max()), -float(d.min()))
         self.differing += int(np.count_nonzero(d))
         if units is not None:
             if self.unit_aa is None or self.unit_dd is None:
                 self.unit_aa, self.unit_dd = np.zeros(units.units), np.zeros(units.units)
-            self.unit_aa += unit_totals(aa, at, units)
-            self.unit_dd += unit_totals(dd, at, units)
+            self.unit_aa += unit_squares(a, at, units)
+            self.unit_dd += unit_squares(d, at, units)
         if n:
-            mask = finite if n != a.size else None
-            ma = float(a.sum()) / n
-            mb = float(b.sum()) / n
-            ca, cb = a - ma, b - mb
-            if mask is not None:
-                ca, cb = np.where(mask, ca, 0.0), np.where(mask, cb, 0.0)
-            self._merge_moments(n, ma, mb, float(ca @ ca), float(cb @ cb), float(ca @ cb))
+            ma, mb = sum_a / n, sum_b / n
+            self._merge_moments(n, ma, mb, max(0.0, sum_aa - sum_a * ma), max(0.0, float(b @ b) - sum_b * mb),
+                                float(a @ b) - sum_a * mb)
 
     def _merge_moments(self, n: int, ma: float, mb: float, m2a: float, m2b: float, cab: float) -> None:
         total = self.n + n
@@ -149,6 +181,20 @@ def unit_totals(x: np.ndarray, at: int, units: UnitAxes) -> np.ndarray:
     return np.bincount(units.unit_of(np.arange(at, at + x.size)), x, minlength=units.units)
 
 
+def unit_squares(x: np.ndarray, at: int, units: UnitAxes) -> np.ndarray:
+    """Σ x² per output unit (``unit_totals`` of x², without the temporary where a run or row layout allows)."""
+    period = units.period
+    if period is not None and at % period[1] == 0 and x.size % period[1] == 0:
+        kind, n = period
+        grid = x.reshape(-1, n)
+        if kind == "row":
+            starts = at + n * np.arange(grid.shape[0])
+            return np.bincount(units.unit_of(starts), np.einsum("ij,ij->i", grid, grid), minlength=units.units)
+        if len(units.terms) == 1:
+            return np.einsum("ij,ij->j", grid, grid)
+    return unit_totals(x * x, at, units)
+
+
 def unit_scaled(x: np.ndarray, at: int, units: UnitAxes, multiplier: np.ndarray) -> np.ndarray:
     """``x`` with each value multiplied by its output unit's entry of ``multiplier``."""
     period = units.period
@@ -168,6 +214,7 @@ def _windows(chunks: Iterator[tuple[int, np.ndarray]], size: int) -> Iterator[np
     held: list[np.ndarray] = []
     count = 0
     for _, values in chunks:
+        values = values.reshape(-1)  # a decoder yields whole rows as a grid
         if not held and values.size == size:
             yield values
             continue
@@ -188,9 +235,14 @@ def _chunk(pair: Pair) -> int:
 
 
 def compare_range(pair: Pair, start: int = 0, stop: int | None = None) -> PairSums:
-    """The sums of elements ``[start, stop)`` of a lockstep pair, or of the whole of a transposed one."""
+    """The sums of elements ``[start, stop)`` (shared order) of a lockstep or striped pair, or of the whole of
+    one transposed in memory."""
     sums = PairSums()
     with np.errstate(all="ignore"):
+        striped = pair.striped
+        if striped is not None:
+            _compare_stripes(pair, striped, sums, start, pair.a.values if stop is None else stop)
+            return sums
         if not pair.lockstep:
             a, b = _ordered(pair.a), _ordered(pair.b)
             a, b = _scaled(a, 0, pair.a, pair.units), _scaled(b, 0, pair.b, pair.units)
@@ -199,11 +251,53 @@ def compare_range(pair: Pair, start: int = 0, stop: int | None = None) -> PairSu
         stop = pair.a.values if stop is None else stop
         chunk = _chunk(pair)
         at = start
-        for a, b in zip(_windows(task_values(pair.a.task, chunk, start, stop), chunk),
-                        _windows(task_values(pair.b.task, chunk, start, stop), chunk)):
+        for a, b in zip(_windows(_read(pair.a, chunk, start, stop), chunk),
+                        _windows(_read(pair.b, chunk, start, stop), chunk)):
             sums.add(_scaled(a, at, pair.a, pair.units), _scaled(b, at, pair.b, pair.units), at, pair.units)
             at += a.size
     return sums
+
+
+def _read(side: Side, chunk: int, start: int, stop: int, row: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Values ``[start, stop)`` of a side; a decoder's (MatMulNBits) from the stored bytes of the same rows
+    of ``row`` values (whole, when no row is given: its pieces are never cut)."""
+    if side.task.decoder is None:
+        return task_values(side.task, chunk, start, stop)
+    if row is None:
+        return task_values(side.task, chunk)
+    stored_row = side.task.source.count * row // side.values
+    return task_values(side.task, chunk, start // row * stored_row, stop // row * stored_row)
+
+
+def stripe_width(rows: int) -> int:
+    """Shared-order rows (transposed columns) in one stripe."""
+    return max(1, STRIPE_BYTES // (8 * rows))
+
+
+def _compare_stripes(pair: Pair, striped: tuple[Side, Side, int, int], sums: PairSums, start: int, stop: int) -> None:
+    """Shared-order rows ``[start // rows, stop // rows)`` (the shared order is the flipped side's [cols, rows]),
+    one stripe at a time: the flipped side's columns of the stripe gathered in one read of it, the straight side
+    read where the stripe lies."""
+    flipped, straight, rows, cols = striped
+    width = stripe_width(rows)
+    chunk = max(cols, (_chunk(pair) // cols) * cols)
+    for c0 in range(start // rows, -(-stop // rows), width):
+        c1 = min(c0 + width, stop // rows if stop % rows == 0 else -(-stop // rows))
+        stripe = np.empty((rows, c1 - c0))
+        row = 0
+        for values in _windows(task_values(flipped.task, chunk), chunk):
+            grid = np.asarray(values, np.float64).reshape(-1, cols)
+            stripe[row:row + grid.shape[0]] = grid[:, c0:c1]
+            row += grid.shape[0]
+        flat = stripe.T.reshape(-1)  # the stripe in the shared order: rows c0..c1 of [cols, rows]
+        at = c0 * rows
+        offset = 0
+        for other in _windows(_read(straight, _chunk(pair), at, c1 * rows, rows), _chunk(pair)):
+            mine = flat[offset:offset + other.size]
+            a, b = (mine, other) if flipped is pair.a else (other, mine)
+            sums.add(_scaled(a, at + offset, pair.a, pair.units), _scaled(b, at + offset, pair.b, pair.units),
+                     at + offset, pair.units)
+            offset += other.size
 
 
 def _scaled(values: np.ndarray, at: int, side: Side, units: UnitAxes | None) -> np.ndarray:
@@ -242,8 +336,14 @@ def _first(task: MeasureTask, size: int) -> np.ndarray:
 
 
 def _pieces(pair: Pair) -> list[tuple[int, int]]:
-    """Ranges a lockstep pair is cut into for the worker processes (whole: transposed or in memory)."""
+    """Ranges a pair is cut into for the worker processes: whole stripes of a striped pair, chunks of a
+    lockstep one (whole: transposed in memory, or in memory)."""
     count = pair.a.values
+    striped = pair.striped
+    if striped is not None:
+        rows = striped[2]
+        step = stripe_width(rows) * rows
+        return [(s, min(s + step, count)) for s in range(0, count, step)]
     big = [s.task for s in (pair.a, pair.b) if isinstance(s.task.source.payload, FilePayload)]
     if not pair.lockstep or not big or count <= PIECE_ELEMS or any(
             s.task.decoder is not None or s.task.source.per_byte > 1 for s in (pair.a, pair.b)):

@@ -9,7 +9,15 @@ import numpy as np
 
 from initaudit.findings import Finding, finding
 from initaudit.judge.change import Compared, judge_pairs
-from initaudit.measure.compare import TRANSPOSE_MAX_ELEMS, Pair, Side, change_of, compare_all, sample_correlation
+from initaudit.measure.compare import (
+    TRANSPOSE_MAX_ELEMS,
+    Pair,
+    Side,
+    change_of,
+    comparable,
+    compare_all,
+    sample_correlation,
+)
 from initaudit.measure.streaming import default_jobs, single_blas_thread
 from initaudit.measure.units import UnitAxes, unit_axes
 from initaudit.pipeline.options import AuditOptions
@@ -137,9 +145,6 @@ def _pair(wa: Weight, wb: Weight) -> tuple[Pair | None, str | None]:
         shape, layout = wa.shape, wa.layout
     elif wa.order is not None and wb.order is not None and wa.count == wb.count \
             and [(wa.layout[i], wa.shape[i]) for i in wa.order] == [(wb.layout[i], wb.shape[i]) for i in wb.order]:
-        if wa.count > TRANSPOSE_MAX_ELEMS:
-            return None, (f"stored in another axis order on each side ({wa.layout} {list(wa.shape)}, {wb.layout} "
-                          f"{list(wb.shape)}) and larger than {TRANSPOSE_MAX_ELEMS:,} values")
         orders = (wa.order, wb.order)
         shape = tuple(wa.shape[i] for i in wa.order)
         layout = "".join(wa.layout[i] for i in wa.order)
@@ -152,8 +157,12 @@ def _pair(wa: Weight, wb: Weight) -> tuple[Pair | None, str | None]:
     mult_b, why_b = _multiplier(wb, wa, units)
     if why_a or why_b:
         return None, why_a or why_b
-    return Pair(Side(wa.planned.task, wa.shape, orders[0], mult_a, wa.count),
-                Side(wb.planned.task, wb.shape, orders[1], mult_b, wb.count), units), None
+    pair = Pair(Side(wa.planned.task, wa.shape, orders[0], mult_a, wa.count),
+                Side(wb.planned.task, wb.shape, orders[1], mult_b, wb.count), units)
+    if not comparable(pair):
+        return None, (f"stored in another axis order on each side ({wa.layout} {list(wa.shape)}, {wb.layout} "
+                      f"{list(wb.shape)}), larger than {TRANSPOSE_MAX_ELEMS:,} values and not a 2-D transpose")
+    return pair, None
 
 
 def diff(a: str | os.PathLike[str], b: str | os.PathLike[str], jobs: int | None = None, fail_on: str = "fail",
