@@ -249,7 +249,7 @@ RULES: dict[str, Rule] = {r.code: r for r in (
          "checkpoint was the one exported."),
     Rule("IA603", "outlier-change", "warn",
          "`initaudit diff`: a layer changed far more than its peers: its relative change ‖B − A‖ / ‖A‖ is more "
-         "than 10× the median of the peers that changed (at least 4 of them) and above 5 %.",
+         "than 10× the median of the peers that changed (at least 3 of them) and above 5 %.",
          "A fine-tune moves layers by similar relative amounts; one that moved ten times more was re-initialized, "
          "got another learning rate, or was overwritten by another checkpoint's tensor. Between two exports, it "
          "is a different layer.",

@@ -71,10 +71,13 @@ def test_a_layer_changed_more_than_ten_times_its_peers_median(rel, flagged):
     assert ([f.code for f in found] == ["IA603"]) == flagged
 
 
-def test_an_outlier_change_needs_four_changed_peers_and_more_than_5_percent():
+def test_an_outlier_change_needs_three_changed_peers_and_more_than_5_percent():
+    two = [Compared(f"l{i}", change(rel=0.001), None, None) for i in range(2)] + [
+        Compared("x", change(rel=0.5), None, None)]
+    assert not judge_pairs(two)[2]
     three = [Compared(f"l{i}", change(rel=0.001), None, None) for i in range(3)] + [
         Compared("x", change(rel=0.5), None, None)]
-    assert not judge_pairs(three)[3]
+    assert [f.code for f in judge_pairs(three)[3]] == ["IA603"]
     small = [Compared(f"l{i}", change(rel=0.001), None, None) for i in range(4)] + [
         Compared("x", change(rel=0.04), None, None)]
     assert not judge_pairs(small)[4]

@@ -151,10 +151,14 @@ def run_rules(argv: Sequence[str]) -> int:
     return 0
 
 
-def run_schema(argv: Sequence[str]) -> int:
+def schema_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="initaudit schema", description="Print the JSON Schema of the --format json report.")
     p.add_argument("--diff", action="store_true", help="the schema of `initaudit diff --format json` instead")
-    args = p.parse_args(argv)
+    return p
+
+
+def run_schema(argv: Sequence[str]) -> int:
+    args = schema_parser().parse_args(argv)
     from initaudit.report.schema import schema_text
 
     sys.stdout.write(schema_text("diff-schema.json" if args.diff else "schema.json"))

@@ -20,7 +20,7 @@ UNCHANGED_MIN_PEERS = 3
 #: IA603: a layer changed more than this many times the median of its changed peers (at least
 #: OUTLIER_MIN_PEERS of them), and by more than OUTLIER_MIN_CHANGE, changed far more than they did.
 OUTLIER_FACTOR = 10.0
-OUTLIER_MIN_PEERS = 4
+OUTLIER_MIN_PEERS = 3
 OUTLIER_MIN_CHANGE = 0.05
 
 
@@ -58,11 +58,11 @@ def quantization_damage(pair: Compared) -> Finding | None:
                                 f"the other ({pair.bits_b}-bit storage)")
     whole, worst = change.sqnr_db, change.worst_unit_sqnr_db
     if whole is not None and whole < limit:
-        return finding("IA601", f"{pair.label}: SQNR {_db(whole)} against A, below the {limit:.1f} dB a "
+        return finding("IA601", f"{pair.label}: SQNR {_db(whole)} against A, below the {limit:.1f} dB "
                                 f"{pair.bits_b}-bit storage keeps (relative change {_pct(change.rel_change)})")
     if worst is not None and worst < limit:
         return finding("IA601", f"{pair.label}: output unit {change.worst_unit} of {change.units} at SQNR "
-                                f"{_db(worst)}, below the {limit:.1f} dB a {pair.bits_b}-bit storage keeps "
+                                f"{_db(worst)}, below the {limit:.1f} dB {pair.bits_b}-bit storage keeps "
                                 f"(the whole layer: {_db(whole)})")
     return None
 
