@@ -10,7 +10,9 @@ import json
 from typing import Any
 
 from initaudit.codes import RULES
+from initaudit.report.comparison import DiffReport
 from initaudit.report.fingerprint import located_findings, relative_path, unreadable_fingerprint
+from initaudit.report.formats._diff import diff_findings
 from initaudit.report.model import Report
 
 SEVERITY = {"fail": "major", "warn": "minor", "info": "info"}
@@ -29,4 +31,17 @@ def render(report: Report) -> str:
         issues.append({"description": f"{where}: {f.message}", "check_name": f"{f.code} {name}",
                        "fingerprint": item.fingerprint(), "severity": SEVERITY[f.severity],
                        "location": {"path": relative_path(item.model.path), "lines": {"begin": 1}}})
+    return json.dumps(issues, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_diff(report: DiffReport) -> str:
+    """One issue per finding of the diff, located in model B's file, with the fingerprint SARIF uses."""
+    issues = []
+    path = relative_path(report.b.path)
+    for item in diff_findings(report):
+        f = item.finding
+        name = RULES[f.code].name if f.code in RULES else f.code
+        issues.append({"description": f.message, "check_name": f"{f.code} {name}",
+                       "fingerprint": item.fingerprint(report), "severity": SEVERITY[f.severity],
+                       "location": {"path": path, "lines": {"begin": 1}}})
     return json.dumps(issues, indent=2, ensure_ascii=False) + "\n"

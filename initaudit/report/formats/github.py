@@ -15,8 +15,11 @@ broken up; names inside a command are escaped data or properties.
 from __future__ import annotations
 
 from initaudit.codes import RULES
+from initaudit.report.comparison import DiffReport
 from initaudit.report.fingerprint import located_findings, relative_path
 from initaudit.report.formats._common import summary_line
+from initaudit.report.formats._diff import flagged_items, label
+from initaudit.report.formats._diff import summary_line as diff_summary
 from initaudit.report.model import Report
 
 COMMAND = {"fail": "error", "warn": "warning", "info": "notice"}
@@ -68,6 +71,15 @@ def render(report: Report) -> str:
         where = item.layer.name if item.layer else "model"
         annotations.append((COMMAND[f.severity], relative_path(item.model.path), f"{f.code} {name}: {where}",
                             f"{where}: {f.message}"))
+    lines = _annotated(annotations)
+    if known:
+        lines.append(plain(f"{known} finding{'s' if known != 1 else ''} already in the baseline, not annotated"))
+    lines += [plain(summary_line(m)) for m in report.models]
+    return "\n".join(lines) + "\n"
+
+
+def _annotated(annotations: list[tuple[str, str, str, str]]) -> list[str]:
+    """The commands, most severe first, ``PER_LEVEL`` of each level, and a plain line counting the rest."""
     lines = []
     rest: dict[str, int] = {}
     for level in ORDER:
@@ -79,7 +91,16 @@ def render(report: Report) -> str:
         counts = ", ".join(f"{n} more {level}{'s' if n != 1 else ''}" for level, n in rest.items())
         lines.append(plain(f"{counts} not annotated (GitHub shows {PER_LEVEL} per level and step); "
                            "the step summary and the other formats list them all"))
-    if known:
-        lines.append(plain(f"{known} finding{'s' if known != 1 else ''} already in the baseline, not annotated"))
-    lines += [plain(summary_line(m)) for m in report.models]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def render_diff(report: DiffReport) -> str:
+    """One annotation per finding of the diff, on model B's file (worst layers first within a level), then
+    the summary as a plain line."""
+    file = relative_path(report.b.path)
+    annotations = []
+    for item in flagged_items(report):
+        for f in item.findings:
+            name = RULES[f.code].name if f.code in RULES else f.code
+            annotations.append((COMMAND[f.severity], file, f"{f.code} {name}: {label(item)}", f.message))
+    return "\n".join([*_annotated(annotations), plain(diff_summary(report))]) + "\n"

@@ -23,6 +23,7 @@ from initaudit.codes import RULES
 from initaudit.findings import SEVERITY_STATUS, STATUS_ORDER, Finding
 from initaudit.judge.bands import FIXED_BANDS
 from initaudit.measure.histogram import Histogram
+from initaudit.report.comparison import DiffReport, LayerPair, Unmatched
 from initaudit.report.formats._common import (
     baseline_line,
     chosen_target,
@@ -33,6 +34,10 @@ from initaudit.report.formats._common import (
     summary_line,
     target_std,
 )
+from initaudit.report.formats._diff import flagged_items
+from initaudit.report.formats._diff import row as diff_row
+from initaudit.report.formats._diff import summary_line as diff_summary
+from initaudit.report.formats._html_diff import chart as diff_chart
 from initaudit.report.formats._html_review import CHECKS, review_chart, x_labels
 from initaudit.report.formats._html_review import cells as review_cells
 from initaudit.report.formats._provenance import html_rows, model_rows, run_rows
@@ -225,7 +230,11 @@ def _by_severity(findings: tuple[Finding, ...] | list[Finding]) -> list[Finding]
 
 def _reason(layer: LayerReport) -> tuple[str, str]:
     """(cell html, sort key): each finding's code and rule name, worst first; its message on hover."""
-    found = _by_severity(layer.findings)
+    return _reason_of(layer.findings)
+
+
+def _reason_of(findings: tuple[Finding, ...]) -> tuple[str, str]:
+    found = _by_severity(findings)
     html = "; ".join(f'<span class="{_sev(f.severity)}" title="{escape(f.message)}">{f.code} '
                      f'{escape(RULES[f.code].name if f.code in RULES else "")}</span>' for f in found)
     return html, " ".join(f.code for f in found)
@@ -527,3 +536,120 @@ def render(report: Report) -> str:
             f"<h1>initaudit {__version__} — {title}</h1>\n{_provenance(report)}\n{body}\n"
             f'<p class="muted">Rule pages: <code>initaudit rules CODE</code>. Exit code of this run: '
             f"{report.exit_code} (fail-on {escape(report.fail_on)}).</p><script>{SCRIPT}</script></body></html>\n")
+
+
+#: The diff's table: (label, sort key, css class of its cells).
+DIFF_COLUMNS = [("#", "n", "v"), ("A", "a", "l name"), ("B", "b", "l name"), ("op", "op", "l"), ("shape", "shape", "v"),
+                ("B stored", "stored", "v"), ("SQNR", "sqnr", "v"), ("worst unit", "worst", "v"),
+                ("rel change", "rel", "v"), ("corr", "corr", "v"), ("max |B − A|", "max_abs", "v"),
+                ("matched by", "matched_by", "l"), ("status", "status", "v"), ("reason", "reason", "l")]
+
+
+def _diff_sort_values(pair: LayerPair) -> tuple[str, str, str, str]:
+    """data-v of SQNR, worst unit, rel change, corr: numbers the script sorts (identical: +∞ dB)."""
+    c = pair.change
+    if c is None:
+        return "", "", "", ""
+    if c.identical:
+        return "1e309", "1e309", "0", "1"
+    sqnr = "1e309" if c.sqnr_db is None else "-1e309" if c.sqnr_db == -math.inf else repr(c.sqnr_db)
+    return sqnr, _data(c.worst_unit_sqnr_db), _data(c.rel_change), _data(c.correlation)
+
+
+def _diff_row(number: int, pair: LayerPair) -> str:
+    cells = diff_row(pair)                       # A, B, op, shape, stored, SQNR, worst, rel, corr, status
+    sqnr, worst, rel, corr = _diff_sort_values(pair)
+    reason, key = _reason_of(pair.findings)
+    c = pair.change
+    max_abs = "-" if c is None else num(c.max_abs_diff)
+    tds = [_td(str(number), "v", str(number)), _td(name_html(pair.a), "l name", pair.a),
+           _td("=" if pair.b == pair.a else name_html(pair.b), "l name", pair.b), _td(escape(cells[2]), "l"),
+           _td(escape(cells[3]), "v"), _td(escape(cells[4]), "v"), _td(escape(cells[5]), "v", sqnr),
+           _td(escape(cells[6]), "v", worst), _td(escape(cells[7]), "v", rel), _td(escape(cells[8]), "v", corr),
+           _td(max_abs, "v", "" if c is None else _data(c.max_abs_diff)),
+           _td(escape(pair.matched_by + (f", BatchNorm of {pair.folded.upper()} folded" if pair.folded else "")), "l"),
+           _td(pair.status, f"v {pair.status}", str(STATUS_ORDER[pair.status])), _td(reason, "l reason", key)]
+    return f'<tr id="d-{number}" data-status="{pair.status}">{"".join(tds)}</tr>'
+
+
+def _diff_table(report: DiffReport) -> str:
+    numbers = {id(pair): n for n, pair in enumerate(report.layers, 1)}
+    head = "".join(f'<th data-key="{key}"{" class=l" if "l" in cls.split() else ""}>{escape(text)}</th>'
+                   for text, key, cls in DIFF_COLUMNS)
+    rows = "\n".join(_diff_row(numbers[id(pair)], pair) for pair in report.worst_first())
+    options = "".join(f'<option value="{value}">{text}</option>' for value, text in
+                      (("", "any status"), ("flagged", "flagged (fail, warn)"), ("fail", "fail"), ("warn", "warn"),
+                       ("ok", "ok")))
+    count = len(report.layers)
+    return (f'<div class="controls"><input id="filterd" type="search" placeholder="filter layers by any text"> '
+            f'<select id="statusd">{options}</select> <span class="muted"><span id="shownd">{count}</span> of '
+            f"{count} matched layers shown, worst first; click a column to sort</span></div>"
+            f'<div class="box rows"><table class="layers" data-filter="filterd" data-status="statusd" '
+            f'data-shown="shownd" data-unfold="unfoldd"><thead><tr>{head}</tr></thead><tbody>\n{rows}\n'
+            "</tbody></table></div>")
+
+
+def _unmatched_table(report: DiffReport) -> str:
+    if not report.unmatched:
+        return ""
+    rows = "".join(f'<tr data-status="{u.status}">{_td(u.side.upper(), "v")}{_td(name_html(u.name), "l name")}'
+                   f'{_td(escape(u.op or "-"), "l")}{_td(shape(u.shape), "v")}{_td(escape(u.dtype), "v")}'
+                   f'{_td(u.status, f"v {u.status}")}{_td(_reason_of(u.findings)[0], "l reason")}</tr>'
+                   for u in report.unmatched)
+    head = "".join(f"<th{' class=l' if text in ('weight', 'op', 'reason') else ''}>{text}</th>"
+                   for text in ("only in", "weight", "op", "shape", "stored", "status", "reason"))
+    return (f'<section class="unmatched"><h3>Found in one model only</h3><div class="box"><table>'
+            f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div></section>")
+
+
+def _diff_findings(report: DiffReport) -> str:
+    """Fail, then warn, then info; under each, one entry per rule (what it means, its fix) and every finding."""
+    numbers = {id(pair): n for n, pair in enumerate(report.layers, 1)}
+    groups: dict[tuple[str, str], list[tuple[LayerPair | Unmatched, Finding]]] = {}
+    for item in flagged_items(report):
+        for f in item.findings:
+            groups.setdefault((f.severity, f.code), []).append((item, f))
+    if not groups:
+        return ""
+    out = ['<section class="findings"><h3>Findings by rule</h3>']
+    for severity in SEVERITIES:
+        for code in sorted(code for sev, code in groups if sev == severity):
+            rule = RULES.get(code)
+            items = "".join(
+                (f'<li><a href="#d-{numbers[id(item)]}">#{numbers[id(item)]}</a> ' if id(item) in numbers else "<li>")
+                + f"{escape(f.message)}</li>" for item, f in groups[(severity, code)])
+            out.append(f'<div class="rule"><b><code>{code}</code> {escape(rule.name if rule else code)}</b> '
+                       f'<span class="{_sev(severity)}">{severity}</span> — {len(groups[(severity, code)])}<br>'
+                       f'<span class="muted">{escape(rule.summary if rule else "")} Fix: '
+                       f'{escape(rule.fix if rule else "")}</span><ul>{items}</ul></div>')
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _diff_facts(report: DiffReport) -> str:
+    rows = "".join(f"<tr><th>{side}</th><td>{escape(s.path)}</td><td>{escape(s.producer or '-')}</td>"
+                   f"<td>opset {s.opset}</td><td>{s.weights} weights</td></tr>"
+                   for side, s in (("A", report.a), ("B", report.b)))
+    return f'<div class="box"><table class="facts">{rows}</table></div>'
+
+
+def render_diff(report: DiffReport) -> str:
+    """The diff as a page like the audit's: the two models, the verdict, the chart of every matched layer in
+    graph order, the table worst first, the layers found on one side only, the findings by rule."""
+    s = report.summary
+    body = [f'<section class="model"><h2>{name_html(report.a.path)} → {name_html(report.b.path)}</h2>',
+            f'<p><span class="badge" style="background:{COLOR["ok"]}">{s["ok"]} ok</span>'
+            f'<span class="badge" style="background:{COLOR["warn"]}">{s["warn"]} warn</span>'
+            f'<span class="badge" style="background:{COLOR["fail"]}">{s["fail"]} fail</span> '
+            f'<span class="muted">{escape(diff_summary(report))}</span></p>', _diff_facts(report),
+            diff_chart(list(report.layers), COLOR)]
+    if report.layers:
+        body.append(f'<section class="layers"><h3>Matched layers, worst first</h3>{_diff_table(report)}</section>')
+    body += [_unmatched_table(report), _diff_findings(report), "</section>"]
+    script = f"<script>{SCRIPT}</script>" if report.layers else ""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>initaudit diff</title><style>{STYLE}</style></head><body>"
+            f"<h1>initaudit {__version__} — model diff</h1>\n" + "\n".join(part for part in body if part) + "\n"
+            f'<p class="muted">Rule pages: <code>initaudit rules CODE</code>. Exit code of this run: '
+            f"{report.exit_code} (fail-on {escape(report.fail_on)}).</p>{script}</body></html>\n")

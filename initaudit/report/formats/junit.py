@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from initaudit.findings import SEVERITY_STATUS, STATUS_ORDER, Finding
+from initaudit.report.comparison import DiffReport
+from initaudit.report.formats._diff import failing, label
 from initaudit.report.model import ModelReport, Report
 from initaudit.version import __version__
 
@@ -106,9 +108,55 @@ def render(report: Report, timestamp: datetime | None = None, durations: Sequenc
         suite.set("failures", str(n_fail))
         suite.set("errors", str(n_error))
         suite.set("time", f"{max(seconds, 0.0):.3f}")
+    return _document(suites)
+
+
+def _document(suites: ET.Element) -> str:
+    """The XML text, every attribute and text made legal XML 1.0."""
     for element in suites.iter():
         element.attrib = {key: _legal(value) for key, value in element.attrib.items()}
         if element.text:
             element.text = _legal(element.text)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def render_diff(report: DiffReport, timestamp: datetime | None = None, duration: float = 0.0,
+                host: str | None = None) -> str:
+    """The diff as one test suite (named by B, the model under review): one test case per matched layer
+    and per layer found on one side only, failing as the exit code counts it (``--fail-on``); the
+    findings that do not fail the run in ``<system-out>``."""
+    started = (timestamp or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    suites = ET.Element("testsuites")
+    suite = ET.SubElement(suites, "testsuite", name=report.b.path, package=_package(report.b.path), id="0",
+                          timestamp=started, hostname=host or hostname())
+    quiet: list[Finding] = []
+    lines: list[str] = []
+    cases: list[ET.Element] = []
+    n_fail = 0
+    for item in report.items:
+        name = label(item)
+        case = ET.Element("testcase", name=name, classname=report.b.path, time="0")
+        if failing(report, item):
+            n_fail += 1
+            first = max(item.findings, key=lambda f: STATUS_ORDER[SEVERITY_STATUS[f.severity]])
+            failure = ET.SubElement(case, "failure", message=f"{first.code}: {first.message}", type=first.code)
+            failure.text = "\n".join(f"{f.code} {f.severity}: {f.message}" for f in item.findings)
+        else:
+            quiet.extend(item.findings)
+            lines += [f"{name}: {f.code} {f.severity}: {f.message}" for f in item.findings]
+        cases.append(case)
+    props = ET.SubElement(suite, "properties")
+    values = [("initaudit.version", __version__), ("initaudit.fail-on", report.fail_on),
+              ("initaudit.diff.a", report.a.path), ("initaudit.diff.b", report.b.path)]
+    values += [(f"initaudit.{severity}", str(sum(f.severity == severity for f in quiet))) for severity in ("warn", "info")]
+    for key, value in values:
+        ET.SubElement(props, "property", name=key, value=value)
+    suite.extend(cases)
+    ET.SubElement(suite, "system-out").text = "\n".join(lines) + "\n" if lines else ""
+    ET.SubElement(suite, "system-err").text = ""
+    suite.set("tests", str(len(cases)))
+    suite.set("failures", str(n_fail))
+    suite.set("errors", "0")
+    suite.set("time", f"{max(duration, 0.0):.3f}")
+    return _document(suites)

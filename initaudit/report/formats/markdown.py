@@ -10,11 +10,18 @@ and ends with a note.
 """
 from __future__ import annotations
 
+from typing import TypeVar
+
 from tabulate import tabulate
 
 from initaudit.codes import RULES
 from initaudit.findings import STATUS_ORDER
+from initaudit.report.comparison import DiffReport, LayerPair
 from initaudit.report.formats._common import baseline_line, num, shape, std, summary_line, target_std
+from initaudit.report.formats._diff import HEADERS as DIFF_HEADERS
+from initaudit.report.formats._diff import flagged_items
+from initaudit.report.formats._diff import row as diff_row
+from initaudit.report.formats._diff import summary_line as diff_summary
 from initaudit.report.formats._provenance import markdown_model, markdown_run
 from initaudit.report.formats._review import review_markdown
 from initaudit.report.model import LayerReport, ModelReport, Report
@@ -23,6 +30,7 @@ HEADERS = ["layer", "op", "shape", "layout", "fan_in", "fan_out", "std", "target
 ICON = {"ok": "ok", "warn": "**warn**", "fail": "**FAIL**"}
 LIMIT = 65_536       # characters in a GitHub comment
 CAPS = (None, 400, 150, 60, 20, 5, 0)
+T = TypeVar("T")
 
 
 def _cell(text: str) -> str:
@@ -116,6 +124,78 @@ def render(report: Report, limit: int = LIMIT) -> str:
             if complete and len(text) <= limit:
                 return text
     # even the most compact form is too long (hundreds of models): keep the whole lines that fit, then the note
+    note = "\n\n… cut to fit a comment; the JSON and HTML reports have everything.\n"
+    room = limit - len(note)
+    end = text.rfind("\n", 0, room + 1) if room > 0 else -1
+    kept = text[:end].rstrip("\n") if end > 0 else ""
+    return (kept + note if kept else note.lstrip("\n"))[:max(0, limit)]
+
+
+def _diff_table(pairs: list[LayerPair]) -> str:
+    rows = []
+    for pair in pairs:
+        cells = [_cell(text) for text in diff_row(pair)]
+        cells[-1] = ICON[pair.status]
+        rows.append(cells)
+    return tabulate(rows, headers=DIFF_HEADERS, tablefmt="github", disable_numparse=True) + "\n"
+
+
+def _left_out(count: int, what: str) -> str:
+    return f"… and {count} more {what} (the JSON and HTML reports list all).\n"
+
+
+def _render_diff(report: DiffReport, cap: int | None) -> str:
+    """The report with at most ``cap`` rows in each list (None: all)."""
+    def capped(items: list[T]) -> list[T]:
+        return items if cap is None else items[:cap]
+
+    out = [f"## initaudit diff: `{_cell(report.a.path)}` → `{_cell(report.b.path)}`\n",
+           _cell(diff_summary(report)) + "\n",
+           tabulate([[side, f"`{_cell(s.path)}`", _cell(s.producer or "-"), str(s.opset), str(s.weights)]
+                     for side, s in (("A", report.a), ("B", report.b))],
+                    headers=["", "model", "producer", "opset", "weights"], tablefmt="github",
+                    disable_numparse=True) + "\n"]
+    pairs = report.worst_first()
+    if pairs:
+        out.append("### Matched layers, worst first\n")
+        shown = capped(pairs)
+        out.append(_diff_table(shown))
+        if len(shown) < len(pairs):
+            out.append(_left_out(len(pairs) - len(shown), "matched layers"))
+    if report.unmatched:
+        out.append("### Found in one model only\n")
+        shown_u = capped(list(report.unmatched))
+        out.append(tabulate([[u.side.upper(), _cell(u.name), _cell(u.op or "-"), shape(u.shape), u.dtype,
+                              ICON[u.status]] for u in shown_u],
+                            headers=["only in", "weight", "op", "shape", "stored", "status"], tablefmt="github",
+                            disable_numparse=True) + "\n")
+        if len(shown_u) < len(report.unmatched):
+            out.append(_left_out(len(report.unmatched) - len(shown_u), "unmatched layers"))
+    flagged = flagged_items(report)
+    if flagged:
+        out.append("### Findings\n")
+        shown_f = capped(flagged)
+        for item in shown_f:
+            out += [f"- `{f.code}` {f.severity}: {_cell(f.message)}" for f in item.findings]
+        if len(shown_f) < len(flagged):
+            counts: dict[str, int] = {}
+            for item in flagged[len(shown_f):]:
+                for f in item.findings:
+                    counts[f.code] = counts.get(f.code, 0) + 1
+            by_rule = ", ".join(f"{n} {code} ({RULES[code].name if code in RULES else code})"
+                                for code, n in sorted(counts.items()))
+            out.append(f"- … and the findings of {len(flagged) - len(shown_f)} more layers: {by_rule} "
+                       "(the JSON and HTML reports list all)")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_diff(report: DiffReport, limit: int = LIMIT) -> str:
+    """The diff as the audit's Markdown is: the most complete form that fits in ``limit`` characters."""
+    text = ""
+    for cap in CAPS:
+        text = _render_diff(report, cap)
+        if len(text) <= limit:
+            return text
     note = "\n\n… cut to fit a comment; the JSON and HTML reports have everything.\n"
     room = limit - len(note)
     end = text.rfind("\n", 0, room + 1) if room > 0 else -1

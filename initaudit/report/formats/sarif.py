@@ -25,7 +25,9 @@ from typing import Any
 from urllib.parse import quote
 
 from initaudit.codes import RULES, Rule
+from initaudit.report.comparison import DiffReport, LayerPair, Unmatched
 from initaudit.report.fingerprint import file_uri, is_inside, located_findings, relative_path, unreadable_fingerprint
+from initaudit.report.formats._diff import diff_findings
 from initaudit.report.model import Report
 from initaudit.version import __version__
 
@@ -41,6 +43,8 @@ OUTSIDE = "MODELDIR"            # base ids of the folders of models outside the 
 #: GitHub's precision levels (very-high, high, medium, low): how often a rule's findings are true.
 #: IA104 is an estimate (residual sums, attention and pooling ignored); IA403 and IA501 compare a
 #: layer with the rest of its model, whose majority can itself be the odd one out.
+#: The rule codes of ``initaudit diff`` (tagged ``model-diff`` rather than ``weight-initialization``).
+DIFF_FAMILY = "IA6"
 PRECISION = {"IA104": "medium", "IA403": "medium", "IA501": "medium"}
 
 
@@ -56,7 +60,7 @@ def _rule(code: str) -> dict[str, Any]:
         "help": {"text": f"{r.summary}\n\nHow to fix: {r.fix}\n\nExample: {r.example}", "markdown": markdown},
         **({"helpUri": f"{HOMEPAGE}/blob/main/docs/rules.md"} if HOMEPAGE else {}),
         "defaultConfiguration": {"level": LEVEL[r.severity]},
-        "properties": {"tags": ["onnx", "weight-initialization"], "precision": PRECISION.get(code, "high"),
+        "properties": {"tags": ["onnx", "model-diff" if code.startswith(DIFF_FAMILY) else "weight-initialization"], "precision": PRECISION.get(code, "high"),
                        "problem.severity": {"fail": "error", "warn": "warning", "info": "recommendation"}[r.severity]},
     }
 
@@ -133,6 +137,11 @@ def render(report: Report, category: str | None = None) -> str:
             result["baselineState"] = "new" if report.counts(*item.position) else "unchanged"
         results.append(result)
 
+    return _log(results, artifacts, category)
+
+
+def _log(results: list[dict[str, Any]], artifacts: _Artifacts, category: str | None) -> str:
+    """The log of these results: most severe first, capped, each with its rule's index and metadata."""
     results.sort(key=lambda r: SEVERITY_RANK[r["level"]])  # stable: most severe first, report order within
     invocation: dict[str, Any] = {"executionSuccessful": True}
     if len(results) > MAX_RESULTS:
@@ -165,3 +174,30 @@ def render(report: Report, category: str | None = None) -> str:
     if len(results) > 1000:  # keep large logs small (code scanning takes at most 10 MB, gzipped)
         return json.dumps(log, ensure_ascii=False, separators=(",", ":")) + "\n"
     return json.dumps(log, indent=2, ensure_ascii=False) + "\n"
+
+
+def _diff_logical(item: LayerPair | Unmatched) -> list[dict[str, Any]]:
+    """The tensors a diff finding is about: B's (and A's, when its name differs), or the one side's."""
+    if isinstance(item, Unmatched):
+        side = item.side.upper()
+        return [{"name": item.name, "fullyQualifiedName": f"{side}::{item.name}", "kind": "variable"}]
+    out = [{"name": item.b, "fullyQualifiedName": f"B::{item.b}", "kind": "variable"}]
+    if item.a != item.b:
+        out.append({"name": item.a, "fullyQualifiedName": f"A::{item.a}", "kind": "variable"})
+    return out
+
+
+def render_diff(report: DiffReport, category: str | None = None) -> str:
+    """The diff's findings as a SARIF log: each located in model B's file (what the change under review
+    produced), named by its tensors; rules, levels and fingerprints as the audit writes them."""
+    artifacts = _Artifacts()
+    results: list[dict[str, Any]] = []
+    for item in diff_findings(report):
+        f = item.finding
+        results.append({
+            "ruleId": f.code, "level": LEVEL[f.severity], "message": {"text": f.message},
+            "locations": [{"physicalLocation": artifacts.location(report.b.path),
+                           "logicalLocations": _diff_logical(item.item)}],
+            "partialFingerprints": {FINGERPRINT_KEY: item.fingerprint(report)},
+        })
+    return _log(results, artifacts, category)
