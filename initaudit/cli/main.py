@@ -181,6 +181,7 @@ def diff_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobs", type=int, metavar="N", help="worker processes (default: the number of cores)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the table")
     p.add_argument("-q", "--quiet", action="store_true", help="table: only the flagged layers and the summary")
+    p.add_argument("--sarif-category", metavar="NAME", help="SARIF automationDetails.id (the code-scanning category)")
     return p
 
 
@@ -188,10 +189,16 @@ def run_diff(argv: Sequence[str]) -> int:
     args = diff_parser().parse_args(argv)
     from initaudit.pipeline.diff import diff
 
+    started = time.monotonic()
     report = diff(args.a, args.b, jobs=args.jobs, fail_on=args.fail_on, select=tuple(args.select),
                   ignore=tuple(args.ignore))
     color = _use_color(args.color, sys.stdout.isatty(), os.environ, to_file=args.output is not None)
-    text = render(report, args.format, color=color, **({"quiet": True} if args.quiet and args.format == "table" else {}))
+    extra: dict[str, Any] = {
+        "table": {"quiet": True} if args.quiet else {},
+        "sarif": {"category": args.sarif_category},
+        "junit": {"timestamp": datetime.now(UTC), "duration": time.monotonic() - started},
+    }.get(args.format, {})
+    text = render(report, args.format, color=color, **extra)
     if args.output:
         _write(args.output, text)
     else:
