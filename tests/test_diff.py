@@ -264,3 +264,25 @@ def test_a_4bit_layer_compared_stripe_by_stripe_gives_the_figures_of_the_in_memo
         if not change.identical:
             assert striped[name].sqnr_db == pytest.approx(change.sqnr_db, rel=1e-9), name
             assert striped[name].worst_unit == change.worst_unit
+
+
+PAIRS = json.loads((FIXTURES / "diff" / "pairs.json").read_text(encoding="utf-8"))["pairs"]
+PROBLEM_CODES = {"quantization_damage": "IA601", "unchanged": "IA602", "changed_far_more": "IA603",
+                 "only_in_a": "IA604", "only_in_b": "IA605"}
+
+
+@pytest.mark.parametrize("entry", PAIRS, ids=[p["name"] for p in PAIRS])
+def test_every_planted_problem_of_the_diff_pairs_is_found_on_its_layer_and_nowhere_else(entry):
+    """tests/fixtures/diff (scripts/make_diff_pairs.py: onnxruntime's quantizers, both exporters, fine-tunes,
+    folded BatchNorm, removed and added layers): the manifest says, from what the script did, which weight of
+    A is which of B and what was planted where."""
+    folder = FIXTURES / "diff"
+    report = diff(folder / entry["a"], folder / entry["b"], jobs=1)
+    matched = {(p.a, p.b) for p in report.layers}
+    assert {(layer["a"], layer["b"]) for layer in entry["layers"]} <= matched
+    expected = {(q["a"], q["b"]): PROBLEM_CODES[q["problem"]] for q in entry["planted"]}
+    found = {(p.a, p.b): [f.code for f in p.findings if f.severity != "info"] for p in report.layers}
+    found.update({((u.name, None) if u.side == "a" else (None, u.name)): [f.code for f in u.findings]
+                  for u in report.unmatched})
+    assert {key: codes for key, codes in found.items() if codes} == {key: [code] for key, code in expected.items()}
+    assert (report.status == "fail") == ("IA601" in expected.values())

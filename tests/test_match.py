@@ -17,6 +17,7 @@ def test_names_that_agree_match_whatever_their_order():
 
 def test_a_quantizers_suffix_does_not_hide_the_name():
     assert base_name("conv1.weight_quantized") == "conv1.weight" and base_name("onnx::MatMul_7_Q4") == "onnx::MatMul_7"
+    assert base_name("fc1.weight_Transposed_quantized") == "fc1.weight"
     a = keys(("fc.weight", (4, 4)), ("fc2.weight", (4, 4)))
     b = keys(("fc2.weight_quantized", (4, 4)), ("fc.weight_quantized", (4, 4)))
     assert match_layers(a, b).pairs == ((0, 1, "name"), (1, 0, "name"))

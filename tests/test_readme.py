@@ -55,6 +55,8 @@ SESSIONS = {
     "docs/conventions.md": ["initaudit sample_models/lenet_torch_default.onnx --target auto",
                             "initaudit tests/fixtures/transformers/gpt2_missed.legacy.onnx --target auto"],
     "docs/trained-review.md": ["initaudit sample_models/lenet_torch_default.onnx --profile trained"],
+    "docs/diff.md": ["initaudit diff tests/fixtures/diff/lenet_xavier.outlier.onnx "
+                     "tests/fixtures/diff/lenet_xavier.outlier.qdq_per_tensor.onnx"],
 }
 
 
