@@ -184,3 +184,16 @@ def test_a_large_permutation_that_is_no_2d_transpose_is_not_comparable(monkeypat
     pair = Pair(Side(task(a), a.shape, (1, 0, 2)), Side(task(a.transpose(1, 0, 2).copy()), (4, 3, 5), (0, 1, 2)))
     assert pair.striped is None and not compare.comparable(pair)
     assert compare.swap_split((2, 0, 1), 3) == 2 and compare.swap_split((1, 2, 0), 3) == 1
+
+
+def test_a_near_dead_unit_rounded_to_zero_is_not_the_worst_unit():
+    """A unit at 0.05× the median norm that quantization zeroes: not what the worst unit reports; one at
+    0.2× the median norm is."""
+    a = RNG.normal(0, 0.05, (8, 64))
+    b = a + RNG.normal(0, 0.0005, a.shape)
+    for norm, counted in ((0.05, False), (0.2, True)):
+        a2, b2 = a.copy(), b.copy()
+        a2[3] *= norm
+        b2[3] = 0.0
+        c = change_of(compare_range(Pair(Side(task(a2), a2.shape), Side(task(b2), b2.shape), unit_axes(a2.shape, "OI"))))
+        assert (c.worst_unit == 3) == counted, norm

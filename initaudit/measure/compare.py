@@ -28,6 +28,9 @@ from initaudit.trace.plan import MeasureTask
 TRANSPOSE_MAX_ELEMS = 1 << 22
 #: Bytes of the transposed side held at a time (float64) when a large pair is compared stripe by stripe.
 STRIPE_BYTES = 16 << 20
+#: The worst unit is sought among units holding at least this share of the median unit's ‖A‖² (a norm of
+#: 0.1× the median): a near-dead unit rounded to zero changes little of what the layer computes.
+LIVE_UNIT_ENERGY = 0.01
 #: Values of each side read to tell apart the candidates of a positional match (``sample_correlation``).
 SAMPLE_ELEMS = 1 << 16
 
@@ -401,7 +404,8 @@ class Change:
     correlation: float | None       # Pearson (None: either side constant)
     sqnr_db: float | None           # 10·log10(‖A‖² / ‖B − A‖²); None when identical (infinite)
     max_abs_diff: float
-    worst_unit: int | None = None   # the output unit of lowest SQNR (None: no unit axis, or none changed)
+    worst_unit: int | None = None   # the output unit of lowest SQNR among the live ones (LIVE_UNIT_ENERGY; None:
+    #                                 no unit axis, or none changed)
     worst_unit_sqnr_db: float | None = None
     units: int = 0
     nonfinite: int = 0
@@ -420,7 +424,8 @@ def change_of(sums: PairSums) -> Change:
     units = 0
     if sums.unit_aa is not None and sums.unit_dd is not None:
         units = sums.unit_aa.size
-        changed = (sums.unit_dd > 0) & (sums.unit_aa > 0)
+        live = sums.unit_aa >= LIVE_UNIT_ENERGY * float(np.median(sums.unit_aa))
+        changed = (sums.unit_dd > 0) & (sums.unit_aa > 0) & live
         if changed.any():
             ratio = np.where(changed, sums.unit_aa / np.where(changed, sums.unit_dd, 1.0), np.inf)
             worst = int(np.argmin(ratio))
