@@ -225,7 +225,7 @@ RULES: dict[str, Rule] = {r.code: r for r in (
     Rule("IA601", "quantization-damage", "fail",
          "`initaudit diff`: B holds a layer at lower precision than A (int8, 4-bit, float16…) and its values, as "
          "the consumer sees them (dequantized), are further from A's than that precision allows: the SQNR of B "
-         "against A, of the whole layer or of its worst output unit (among those of at least 0.1× the median unit "
+         "against A, of the whole layer or of its worst output unit (among those of at least 0.01× the median unit "
          "norm), is below 6.02 dB × the storage's bits − "
          "26 dB (int8: 22.2 dB, 4-bit: 6 dB, float16: 40.2 dB; never below 6 dB), or B holds NaN/Inf where A "
          "holds numbers.",

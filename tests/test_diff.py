@@ -286,3 +286,19 @@ def test_every_planted_problem_of_the_diff_pairs_is_found_on_its_layer_and_nowhe
                   for u in report.unmatched})
     assert {key: codes for key, codes in found.items() if codes} == {key: [code] for key, code in expected.items()}
     assert (report.status == "fail") == ("IA601" in expected.values())
+
+
+def test_a_batchnorm_behind_an_activation_quantization_is_seen_on_both_sides(tmp_path):
+    """A static QDQ quantization puts QuantizeLinear → DequantizeLinear between a Conv and its BatchNorm: the
+    BatchNorm is still there, so nothing is folded and nothing is applied (the survey of published models
+    once saw 27 healthy Convs fail so)."""
+    plain = _conv_bn(False)
+    quantized = _conv_bn(False)
+    graph = quantized.graph
+    bn = next(n for n in graph.node if n.op_type == "BatchNormalization")
+    bn.input[0] = "c_dq"
+    graph.initializer.extend([tensor("c_scale", np.array(0.05, np.float32)), tensor("c_zero", np.array(0, np.uint8))])
+    graph.node.insert(1, helper.make_node("QuantizeLinear", ["c", "c_scale", "c_zero"], ["c_q"]))
+    graph.node.insert(2, helper.make_node("DequantizeLinear", ["c_q", "c_scale", "c_zero"], ["c_dq"]))
+    (pair,) = diff(save(plain, tmp_path, "a.onnx"), save(quantized, tmp_path, "b.onnx"), jobs=1).layers
+    assert pair.folded == "" and not pair.findings and pair.change.identical

@@ -176,15 +176,23 @@ def _single_user(scope: Scope, name: str) -> NodeProto | None:
     return users[0][0] if len(users) == 1 else None
 
 
+#: What stands between a layer and its BatchNorm without changing what the BatchNorm scales: a bias, an
+#: activation quantization (QDQ), casts.
+BATCHNORM_TRANSPARENT = {"Add", "QuantizeLinear", "DequantizeLinear", "Cast", "Identity"}
+
+
 def batchnorm_scale(graph: ModelGraph, scope: Scope, node: NodeProto, load) -> np.ndarray | None:
-    """γ/√(var + ε) per channel of a BatchNormalization that ``node``'s output meets next (after a bias
-    Add at most): what a BatchNorm folded into the layer multiplies its output units by."""
+    """γ/√(var + ε) per channel of a BatchNormalization that ``node``'s output meets next (through a bias
+    Add, an activation's QuantizeLinear → DequantizeLinear, and after ConvInteger / MatMulInteger the Cast
+    and the Mul by the scales): what a BatchNorm folded into the layer multiplies its output units by."""
     current = node
-    for _ in range(2):
+    scaled = node.op_type not in ("ConvInteger", "MatMulInteger")  # an integer op's output meets its scale Mul
+    for _ in range(6):
         nxt = _single_user(scope, current.output[0]) if current.output else None
         if nxt is None:
             return None
-        if nxt.op_type == "Add":
+        if nxt.op_type in BATCHNORM_TRANSPARENT or (nxt.op_type == "Mul" and not scaled):
+            scaled = scaled or nxt.op_type == "Mul"
             current = nxt
             continue
         if nxt.op_type != "BatchNormalization" or len(nxt.input) < 5:

@@ -16,8 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 #: Suffixes quantizers add to a weight's name (onnxruntime: ``_quantized``, ``_Transposed_quantized`` for a
-#: Gemm weight its dynamic quantization stores transposed; MatMulNBits: ``_Q4``).
-QUANTIZER_SUFFIX = re.compile(r"((_Transposed)?_quantized|_q[248]|_u?int[248]|_fp16|_bf16)$", re.IGNORECASE)
+#: Gemm weight its dynamic quantization stores transposed, ``_Transposed`` for a recurrent weight it leaves in
+#: float; MatMulNBits: ``_Q4``).
+QUANTIZER_SUFFIX = re.compile(r"((_Transposed)?_quantized|_Transposed|_q[248]|_u?int[248]|_fp16|_bf16)$",
+                             re.IGNORECASE)
 #: A value-based match needs at least this correlation between the candidates' first values.
 MIN_CORRELATION = 0.5
 #: Candidate pairs whose values are compared, at most (each reads a sample of both).
