@@ -302,3 +302,22 @@ def test_a_batchnorm_behind_an_activation_quantization_is_seen_on_both_sides(tmp
     graph.node.insert(2, helper.make_node("DequantizeLinear", ["c_q", "c_scale", "c_zero"], ["c_dq"]))
     (pair,) = diff(save(plain, tmp_path, "a.onnx"), save(quantized, tmp_path, "b.onnx"), jobs=1).layers
     assert pair.folded == "" and not pair.findings and pair.change.identical
+
+
+def test_a_batchnorm_whose_gamma_is_quantized_is_read_through_its_dequantizelinear(tmp_path):
+    """onnxruntime's static quantization stores a BatchNorm's γ as int8 behind a DequantizeLinear: A's plain
+    BatchNorm and B's quantized one are both BatchNorms, nothing is folded."""
+    quantized = _conv_bn(False)
+    graph = quantized.graph
+    bn = next(n for n in graph.node if n.op_type == "BatchNormalization")
+    gamma = next(i for i in graph.initializer if i.name == "bn.scale")
+    values = numpy_helper.to_array(gamma)
+    scale = np.float32(np.abs(values).max() / 127)
+    graph.initializer.extend([tensor("bn.scale_q", np.round(values / scale).astype(np.int8)),
+                              tensor("bn.scale_s", np.array(scale, np.float32))])
+    graph.node.insert(0, helper.make_node("DequantizeLinear", ["bn.scale_q", "bn.scale_s"], ["bn.scale_dq"]))
+    bn.input[1] = "bn.scale_dq"
+    (pair,) = diff(save(_conv_bn(False), tmp_path, "a.onnx"), save(quantized, tmp_path, "b.onnx"), jobs=1).layers
+    assert pair.folded == "" and not pair.findings and pair.change.identical
+    folded = diff(save(quantized, tmp_path, "b.onnx"), save(_conv_bn(True), tmp_path, "c.onnx"), jobs=1).layers[0]
+    assert folded.folded == "a" and folded.change.sqnr_db > 35  # γ rounded to int8, then applied

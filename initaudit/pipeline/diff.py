@@ -129,6 +129,8 @@ def _multiplier(w: Weight, other: Weight, units: UnitAxes | None) -> tuple[np.nd
                          f"after the product was not found"
         factor = factor * w.scale
     if w.batchnorm is not None and other.batchnorm is None:
+        if not np.isfinite(w.batchnorm).all():
+            return None, f"a BatchNorm follows {w.name!r} on one side only, and its scale is not stored"
         factor = factor * w.batchnorm
     if factor.size > 1 and (units is None or units.units != factor.size):
         return None, f"a per-channel factor of {factor.size} values does not fit the output units of {w.name!r}"

@@ -184,7 +184,8 @@ BATCHNORM_TRANSPARENT = {"Add", "QuantizeLinear", "DequantizeLinear", "Cast", "I
 def batchnorm_scale(graph: ModelGraph, scope: Scope, node: NodeProto, load) -> np.ndarray | None:
     """γ/√(var + ε) per channel of a BatchNormalization that ``node``'s output meets next (through a bias
     Add, an activation's QuantizeLinear → DequantizeLinear, and after ConvInteger / MatMulInteger the Cast
-    and the Mul by the scales): what a BatchNorm folded into the layer multiplies its output units by."""
+    and the Mul by the scales): what a BatchNorm folded into the layer multiplies its output units by; NaN
+    when there is one whose γ or variance is not stored."""
     current = node
     scaled = node.op_type not in ("ConvInteger", "MatMulInteger")  # an integer op's output meets its scale Mul
     for _ in range(6):
@@ -197,12 +198,30 @@ def batchnorm_scale(graph: ModelGraph, scope: Scope, node: NodeProto, load) -> n
             continue
         if nxt.op_type != "BatchNormalization" or len(nxt.input) < 5:
             return None
-        gamma, var = (constant_value(graph, scope, nxt.input[i], load) for i in (1, 4))
+        gamma, var = (_stored_value(graph, scope, nxt.input[i], load) for i in (1, 4))
         if gamma is None or var is None or gamma.shape != var.shape:
-            return None
+            return np.full(1, np.nan)  # a BatchNorm whose scale is not stored: there, but not applicable
         epsilon = float(attribute(nxt, "epsilon", 1e-5))
-        return gamma.astype(np.float64).ravel() / np.sqrt(var.astype(np.float64).ravel() + epsilon)
+        return gamma.ravel() / np.sqrt(var.ravel() + epsilon)
     return None
+
+
+def _stored_value(graph: ModelGraph, scope: Scope, name: str, load) -> np.ndarray | None:
+    """A constant in float64, also when a static quantization stored it quantized behind a DequantizeLinear
+    (onnxruntime quantizes a BatchNorm's γ so)."""
+    value = constant_value(graph, scope, name, load)
+    if value is not None:
+        return value.astype(np.float64)
+    producer = scope.producers.get(name)
+    if producer is None or producer[0].op_type != "DequantizeLinear" or len(producer[0].input) < 2:
+        return None
+    node = producer[0]
+    q, scale = (constant_value(graph, scope, node.input[i], load) for i in (0, 1))
+    zero = constant_value(graph, scope, node.input[2], load) if len(node.input) > 2 and node.input[2] else None
+    if q is None or scale is None or scale.size != 1 or (zero is not None and zero.size != 1):
+        return None
+    offset = 0.0 if zero is None else float(zero.ravel()[0])
+    return (q.astype(np.float64) - offset) * float(scale.ravel()[0])
 
 
 def integer_weight_scale(graph: ModelGraph, scope: Scope, node: NodeProto, load) -> np.ndarray | None:
