@@ -679,3 +679,92 @@ def test_ia204_uint8_codes_read_with_zero_point_0(tmp_path, zero_point, flagged)
 
 def test_the_mean_shift_check_is_the_last_review_check():
     assert REVIEW_CHECKS[-1] is shift_finding and len(REVIEW_CHECKS) == len(set(REVIEW_CHECKS))
+
+
+# --- the pipeline's review: which layers are comparable, what travels into the evidence ------------------
+
+
+def _grouped_chain(weights, groups):
+    """``x → Conv → Relu → …`` with the given OIHW weights, conv i with ``groups[i]`` groups."""
+    nodes, inits, current = [], [], "x"
+    for i, (w, g) in enumerate(zip(weights, groups)):
+        pad = (w.shape[2] - 1) // 2
+        nodes.append(helper.make_node("Conv", [current, f"w{i}"], [f"c{i}"], name=f"conv{i}", group=g,
+                                      pads=[pad] * 4))
+        current = "y" if i == len(weights) - 1 else f"r{i}"
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [current]))
+        inits.append(tensor(f"w{i}", w))
+    return model(nodes, inits)
+
+
+def _ia403_names(tmp_path, weights, groups):
+    path = save(_grouped_chain(weights, groups), tmp_path)
+    layers = initaudit.audit(path, jobs=1, profile="trained").models[0].layers
+    return [x.name for x in layers if any(f.code == "IA403" for f in x.findings)]
+
+
+def _peers(rng, shape, count=5):
+    return [trained_like(rng, shape, gain=float(rng.uniform(0.8, 2.0))) for _ in range(count)]
+
+
+def test_a_layer_of_another_kernel_is_not_compared(tmp_path):
+    """Five 3×3 convs and one 1×1 conv 300× their scale: the 1×1 conv has no comparable layer (a group of
+    one, under the five needed), so nothing is flagged; a 3×3 conv as far out is."""
+    rng = np.random.default_rng(50)
+    peers = _peers(rng, (8, 8, 3, 3))
+    assert _ia403_names(tmp_path, [*peers, trained_like(rng, (8, 8, 1, 1)) * 300], [1] * 6) == []
+    assert _ia403_names(tmp_path, [*peers, trained_like(rng, (8, 8, 3, 3)) * 300], [1] * 6) == ["w5"]
+
+
+def test_a_depthwise_conv_is_not_compared_with_full_convs(tmp_path):
+    """Depthwise: more than one group and fan_in the kernel's area.  A 3×3 depthwise conv of 2 groups
+    (W[2, 1, 3, 3]) 300× the scale of five full 3×3 convs is in a group of its own: not flagged."""
+    rng = np.random.default_rng(51)
+    depthwise = trained_like(rng, (2, 1, 3, 3), in_axis=None) * 300
+    assert _ia403_names(tmp_path, [*_peers(rng, (2, 2, 3, 3)), depthwise], [1] * 5 + [2]) == []
+
+
+def test_a_full_conv_of_one_input_channel_is_compared_with_full_convs(tmp_path):
+    """A conv over a one-channel input has fan_in 9, the kernel's area, but one group: not depthwise, so it
+    is compared with the other full 3×3 convs, and 300× their scale is flagged."""
+    rng = np.random.default_rng(52)
+    first = trained_like(rng, (4, 1, 3, 3), in_axis=None) * 300
+    assert _ia403_names(tmp_path, [first, *_peers(rng, (4, 4, 3, 3))], [1] * 6) == ["w0"]
+
+
+def test_the_review_gain_counts_fan_in_the_weight_scale_and_the_input_multiplier(tmp_path):
+    """log_gain = log10(rms(w) · |alpha · s| · √fan_in) for ``Gemm(x · s, w, alpha)``; the evidence keeps
+    the input multiplier s."""
+    w = trained_like(np.random.default_rng(53), (24, 40), out_axis=0, in_axis=1)
+    nodes = [helper.make_node("Mul", ["x", "s"], ["h"]),
+             helper.make_node("Gemm", ["h", "w"], ["y"], alpha=0.5, transB=1)]
+    path = save(model(nodes, [tensor("w", w), tensor("s", np.array([4.0], np.float32))]), tmp_path)
+    review = initaudit.audit(path, jobs=1, profile="trained").models[0].layers[0].review
+    rms = math.sqrt(float(np.mean(w.astype(np.float64) ** 2)))
+    assert review.input_scale == 4.0
+    assert review.log_gain == pytest.approx(math.log10(rms * 0.5 * 4.0 * math.sqrt(40)), rel=1e-9)
+
+
+def test_an_embedding_table_is_reviewed_without_fans(tmp_path):
+    """A Gather's table has no fans: its review has no gain to compare, and the review does not need one."""
+    table = np.random.default_rng(54).normal(0.0, 0.02, (100, 16)).astype(np.float32)
+    path = save(model([helper.make_node("Gather", ["w", "x"], ["y"])], [tensor("w", table)]), tmp_path)
+    layer = initaudit.audit(path, jobs=1, profile="trained").models[0].layers[0]
+    assert layer.fans is None and layer.review is not None and layer.review.log_gain is None
+
+
+def test_fp16_in_the_init_profile_adds_the_flush_to_its_layer_and_keeps_the_fix(tmp_path):
+    """``--fp16`` without the trained profile: no review, each layer kept in order, IA207 added to the layer
+    float16 flushes, whose fix towards its target stays (std 2e-8 against Xavier's 0.25: ×0.25/std)."""
+    rng = np.random.default_rng(55)
+    healthy = rng.normal(0.0, 0.25, (16, 16)).astype(np.float32)
+    tiny = (rng.choice([-1.0, 1.0], (16, 16)) * 2e-8).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "a"], ["h"]), helper.make_node("MatMul", ["h", "b"], ["y"])]
+    path = save(model(nodes, [tensor("a", healthy), tensor("b", tiny)]), tmp_path)
+    layers = initaudit.audit(path, jobs=1, fp16=True).models[0].layers
+    assert [x.name for x in layers] == ["a", "b"]
+    assert all(x.review is None for x in layers)
+    assert "IA207" not in [f.code for f in layers[0].findings]
+    assert [f.code for f in layers[1].findings] == ["IA101", "IA207"] and layers[1].status == "fail"
+    std = float(np.std(tiny.astype(np.float64)))
+    assert layers[1].suggestion is not None and layers[1].suggestion.scale == pytest.approx(0.25 / std, rel=1e-6)
