@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,23 +20,32 @@ from initaudit.cli.main import main
 from initaudit.judge.review import (
     REVIEW_CHECKS,
     Z_IID,
+    Dispersion,
+    Review,
     check_notes,
     dead_finding,
     dead_units,
     dispersion,
     flush_finding,
     fresh_finding,
+    init_schemes,
     int8_sqnr,
     modified_z,
+    outlier_finding,
     review_layer,
+    scale_finding,
+    scale_outliers,
     shift_finding,
     shifted_units,
     spectral_limit,
+    spectrum_note,
+    sums_note,
     with_spectrum,
 )
 from initaudit.judge.verdict import distribution
 from initaudit.measure.spectrum import Spectrum, top_singular_value
-from initaudit.measure.stats import stats_of
+from initaudit.measure.stats import TensorStats, stats_of
+from initaudit.measure.units import UnitSums
 from initaudit.trace.fans import Fans
 
 
@@ -679,3 +689,382 @@ def test_ia204_uint8_codes_read_with_zero_point_0(tmp_path, zero_point, flagged)
 
 def test_the_mean_shift_check_is_the_last_review_check():
     assert REVIEW_CHECKS[-1] is shift_finding and len(REVIEW_CHECKS) == len(set(REVIEW_CHECKS))
+
+
+# --- the pipeline's review: which layers are comparable, what travels into the evidence ------------------
+
+
+def _grouped_chain(weights, groups):
+    """``x → Conv → Relu → …`` with the given OIHW weights, conv i with ``groups[i]`` groups."""
+    nodes, inits, current = [], [], "x"
+    for i, (w, g) in enumerate(zip(weights, groups)):
+        pad = (w.shape[2] - 1) // 2
+        nodes.append(helper.make_node("Conv", [current, f"w{i}"], [f"c{i}"], name=f"conv{i}", group=g,
+                                      pads=[pad] * 4))
+        current = "y" if i == len(weights) - 1 else f"r{i}"
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [current]))
+        inits.append(tensor(f"w{i}", w))
+    return model(nodes, inits)
+
+
+def _ia403_names(tmp_path, weights, groups):
+    path = save(_grouped_chain(weights, groups), tmp_path)
+    layers = initaudit.audit(path, jobs=1, profile="trained").models[0].layers
+    return [x.name for x in layers if any(f.code == "IA403" for f in x.findings)]
+
+
+def _peers(rng, shape, count=5):
+    return [trained_like(rng, shape, gain=float(rng.uniform(0.8, 2.0))) for _ in range(count)]
+
+
+def test_a_layer_of_another_kernel_is_not_compared(tmp_path):
+    """Five 3×3 convs and one 1×1 conv 300× their scale: the 1×1 conv has no comparable layer (a group of
+    one, under the five needed), so nothing is flagged; a 3×3 conv as far out is."""
+    rng = np.random.default_rng(50)
+    peers = _peers(rng, (8, 8, 3, 3))
+    assert _ia403_names(tmp_path, [*peers, trained_like(rng, (8, 8, 1, 1)) * 300], [1] * 6) == []
+    assert _ia403_names(tmp_path, [*peers, trained_like(rng, (8, 8, 3, 3)) * 300], [1] * 6) == ["w5"]
+
+
+def test_a_depthwise_conv_is_not_compared_with_full_convs(tmp_path):
+    """Depthwise: more than one group and fan_in the kernel's area.  A 3×3 depthwise conv of 2 groups
+    (W[2, 1, 3, 3]) 300× the scale of five full 3×3 convs is in a group of its own: not flagged."""
+    rng = np.random.default_rng(51)
+    depthwise = trained_like(rng, (2, 1, 3, 3), in_axis=None) * 300
+    assert _ia403_names(tmp_path, [*_peers(rng, (2, 2, 3, 3)), depthwise], [1] * 5 + [2]) == []
+
+
+def test_a_full_conv_of_one_input_channel_is_compared_with_full_convs(tmp_path):
+    """A conv over a one-channel input has fan_in 9, the kernel's area, but one group: not depthwise, so it
+    is compared with the other full 3×3 convs, and 300× their scale is flagged."""
+    rng = np.random.default_rng(52)
+    first = trained_like(rng, (4, 1, 3, 3), in_axis=None) * 300
+    assert _ia403_names(tmp_path, [first, *_peers(rng, (4, 4, 3, 3))], [1] * 6) == ["w0"]
+
+
+def test_the_review_gain_counts_fan_in_the_weight_scale_and_the_input_multiplier(tmp_path):
+    """log_gain = log10(rms(w) · |alpha · s| · √fan_in) for ``Gemm(x · s, w, alpha)``; the evidence keeps
+    the input multiplier s."""
+    w = trained_like(np.random.default_rng(53), (24, 40), out_axis=0, in_axis=1)
+    nodes = [helper.make_node("Mul", ["x", "s"], ["h"]),
+             helper.make_node("Gemm", ["h", "w"], ["y"], alpha=0.5, transB=1)]
+    path = save(model(nodes, [tensor("w", w), tensor("s", np.array([4.0], np.float32))]), tmp_path)
+    review = initaudit.audit(path, jobs=1, profile="trained").models[0].layers[0].review
+    rms = math.sqrt(float(np.mean(w.astype(np.float64) ** 2)))
+    assert review.input_scale == 4.0
+    assert review.log_gain == pytest.approx(math.log10(rms * 0.5 * 4.0 * math.sqrt(40)), rel=1e-9)
+
+
+def test_an_embedding_table_is_reviewed_without_fans(tmp_path):
+    """A Gather's table has no fans: its review has no gain to compare, and the review does not need one."""
+    table = np.random.default_rng(54).normal(0.0, 0.02, (100, 16)).astype(np.float32)
+    path = save(model([helper.make_node("Gather", ["w", "x"], ["y"])], [tensor("w", table)]), tmp_path)
+    layer = initaudit.audit(path, jobs=1, profile="trained").models[0].layers[0]
+    assert layer.fans is None and layer.review is not None and layer.review.log_gain is None
+
+
+def test_fp16_in_the_init_profile_adds_the_flush_to_its_layer_and_keeps_the_fix(tmp_path):
+    """``--fp16`` without the trained profile: no review, each layer kept in order, IA207 added to the layer
+    float16 flushes, whose fix towards its target stays (std 2e-8 against Xavier's 0.25: ×0.25/std)."""
+    rng = np.random.default_rng(55)
+    healthy = rng.normal(0.0, 0.25, (16, 16)).astype(np.float32)
+    tiny = (rng.choice([-1.0, 1.0], (16, 16)) * 2e-8).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "a"], ["h"]), helper.make_node("MatMul", ["h", "b"], ["y"])]
+    path = save(model(nodes, [tensor("a", healthy), tensor("b", tiny)]), tmp_path)
+    layers = initaudit.audit(path, jobs=1, fp16=True).models[0].layers
+    assert [x.name for x in layers] == ["a", "b"]
+    assert all(x.review is None for x in layers)
+    assert "IA207" not in [f.code for f in layers[0].findings]
+    assert [f.code for f in layers[1].findings] == ["IA101", "IA207"] and layers[1].status == "fail"
+    std = float(np.std(tiny.astype(np.float64)))
+    assert layers[1].suggestion is not None and layers[1].suggestion.scale == pytest.approx(0.25 / std, rel=1e-6)
+
+
+# --- each finding and each note of the review, word for word, from hand-built evidence ----------------------------
+
+
+_BASE = Review(units=64, per_unit=576, dispersion=Dispersion(1.02, 0.31, 0.76), input_dispersion=None, schemes=(),
+               family="normal", fresh=False, dead=0, dead_indices=(), sqnr_int8_db=None, max_over_rms=None,
+               float16_flushed=0, float16_subnormal=0, log_gain=None)
+_STATS = TensorStats(count=36864, mean=0.0, var=4e-4, min=-0.08, max=0.08, excess_kurtosis=0.0312, nonfinite=0,
+                     zeros=10)
+#: σ₁ 1.1× the Marchenko–Pastur edge rms·(√8 + √576) of an 8 × 576 block of rms 1
+_BLOCK = Spectrum(8, 576, 1.1 * (math.sqrt(8) + 24.0), 1.0)
+
+
+def _evidence(**changes):
+    return replace(_BASE, **changes)
+
+
+def test_the_never_trained_message_word_for_word():
+    review = _evidence(fresh=True, input_dispersion=Dispersion(0.97, -0.42, 0.67),
+                       schemes=("xavier", "std_0.02", "custom"), spectrum=_BLOCK, spectrum_limit=1.2)
+    assert fresh_finding(review, _STATS).message == (
+        "looks never trained: unit-norm dispersion D = 1.02 over 64 units (z = +0.31, p = 0.76), over input units "
+        "D = 0.97 (z = -0.42) as in an i.i.d. draw; normal values (excess kurtosis 0.03); variance matches "
+        "Xavier/Glorot (Keras' glorot_uniform), N(0, 0.02), custom; largest singular value 1.100× the "
+        "Marchenko–Pastur edge of its 8×576 block (a fresh draw stays below 1.200×)")
+    bare = _evidence(fresh=True, family="uniform", schemes=("torch_default",))
+    no_kurtosis = replace(_STATS, excess_kurtosis=None)
+    assert fresh_finding(bare, no_kurtosis).message == (
+        "looks never trained: unit-norm dispersion D = 1.02 over 64 units (z = +0.31, p = 0.76) as in an i.i.d. "
+        "draw; uniform values (excess kurtosis nan); variance matches PyTorch's default U(±1/√fan_in)")
+
+
+def test_the_spectrum_and_input_notes_are_empty_without_their_evidence():
+    assert spectrum_note(_evidence(spectrum=_BLOCK)) == ""            # no limit to hold it to
+    assert sums_note(_BASE) == ""
+
+
+@pytest.mark.parametrize("changes, expected", [
+    (dict(units=40, dead=10, dead_zero=10, dead_indices=tuple(range(8))),
+     ("warn", "10 of 40 output units (25%) are dead (norm below 0.001× the median unit norm; all exactly zero), "
+              "first: 0, 1, 2, 3, 4, 5, 6, 7, …")),
+    (dict(units=40, dead=2, dead_zero=0, dead_indices=(2, 9)),
+     ("info", "2 of 40 output units (5%) are dead (norm below 0.001× the median unit norm; decayed to a tiny non-zero "
+              "norm as weight decay leaves units that stopped learning), first: 2, 9")),
+    (dict(units=2, dead=1, dead_zero=1, dead_indices=(1,)),
+     ("warn", "1 of 2 output units (50%) are dead (norm below 0.001× the median unit norm; all exactly zero), "
+              "first: 1")),
+    (dict(units=1, dead=1, dead_zero=1, dead_indices=(0,)), None),     # one unit: nothing to compare it with
+    (dict(units=4, dead=0), None),
+])
+def test_the_dead_unit_message_word_for_word(changes, expected):
+    found = dead_finding(_evidence(**changes), _STATS)
+    assert (found if found is None else (found.severity, found.message)) == expected
+
+
+def test_the_int8_outlier_bar_is_minus_6_db_exclusive():
+    assert outlier_finding(_evidence(sqnr_int8_db=-6.0, max_over_rms=880.0), _STATS) is None
+    assert outlier_finding(_evidence(sqnr_int8_db=-6.5, max_over_rms=1000.0), _STATS).message == (
+        "max |w| is 1e+03× the rms of the other values: per-tensor int8 would keep them at an SQNR of about -6.5 dB "
+        "(a Gaussian layer keeps ~40 dB); quantize per channel or check that value")
+
+
+def test_the_flush_bar_is_a_thousandth_of_the_energy_inclusive_and_its_message():
+    sums = UnitSums(units=1, per_unit=1000, unit_sq=np.ones(1), count=1000, power=(1.0, 1.0, 1.0, 1.0), max_abs=1.0,
+                    flushed=50, subnormal=80, nonzero=1000, flushed_sq=1e-3)
+    assert flush_finding(sums).message == (
+        "50 of 1000 non-zero values (5.0%), 0.1% of the layer's Σw², are below 2.98e-08 and become 0 in float16 "
+        "(80 below the smallest normal 6.1e-05)")
+
+
+def test_the_flush_check_holds_values_whose_fourth_power_or_square_underflows():
+    """float64 weights of 1e-100: Σw⁴ underflows to 0, Σw² does not, every value flushes; of 1e-200 even Σw²
+    is 0 and there is no energy to share out (no finding, no division by zero)."""
+    found = flush_finding(unit_sums_of(np.full((4, 4), 1e-100), "OI"))
+    assert found.message.startswith("16 of 16 non-zero values (100.0%), 100.0% of the layer's Σw²")
+    assert flush_finding(unit_sums_of(np.full((4, 4), 1e-200), "OI")) is None
+
+
+def test_modified_z_without_spread_is_none_for_every_value():
+    assert modified_z([2.0, 2.0, 2.0, 2.0, 9.0]) == [None] * 5     # MAD 0: the median of 0, 0, 0, 0, 7
+
+
+def test_scale_outliers_skip_small_groups_and_go_on():
+    keys = [("a",), ("b",), ("b",), ("b",), ("b",), ("b",)]
+    zs, offsets = scale_outliers(keys, [1.0, 0.0, 0.1, 0.2, 0.3, 2.5])
+    assert zs[0] is None and offsets[0] is None                      # a group of one
+    # median 0.2, MAD 0.1: z = 0.6745 (v − 0.2) / 0.1
+    assert zs[1:] == pytest.approx([0.6745 * (v - 0.2) / 0.1 for v in (0.0, 0.1, 0.2, 0.3, 2.5)])
+    assert offsets[1:] == pytest.approx([-0.2, -0.1, 0.0, 0.1, 2.3])
+
+
+@pytest.mark.parametrize("changes, expected", [
+    (dict(log_gain=-1.0, scale_z=-8.0, scale_offset=-2.5, scale_group=7, input_scale=0.005),
+     "scale rms·√fan_in × the input's multiplier 0.005 = 0.1 is 316× below the median of the 7 comparable layers "
+     "of this model (robust z = -8.0; flagged beyond ±3.5 and 100×)"),
+    (dict(log_gain=0.5, scale_z=3.6, scale_offset=2.0, scale_group=5),    # 100× exactly: flagged
+     "scale rms·√fan_in = 3.16 is 100× above the median of the 5 comparable layers of this model "
+     "(robust z = +3.6; flagged beyond ±3.5 and 100×)"),
+    (dict(log_gain=0.5, scale_z=3.5, scale_offset=2.5, scale_group=5), None),   # z 3.5 exactly: not beyond
+    (dict(log_gain=0.5, scale_z=8.0, scale_offset=2.5, scale_group=5, fresh=True), None),  # IA401's
+    (dict(log_gain=0.5, scale_z=None, scale_offset=2.5, scale_group=5), None),
+    (dict(log_gain=0.5, scale_z=8.0, scale_offset=None, scale_group=5), None),
+    (dict(log_gain=None, scale_z=8.0, scale_offset=2.5, scale_group=5), None),
+])
+def test_the_scale_outlier_message_and_its_bars(changes, expected):
+    found = scale_finding(_evidence(**changes), _STATS)
+    assert (found if found is None else found.message) == expected
+
+
+def _stats(count, mean, var):
+    return TensorStats(count=count, mean=mean, var=var, min=mean - 1.0, max=mean + 1.0, excess_kurtosis=0.0,
+                       nonfinite=0, zeros=0)
+
+
+def test_the_mean_shift_bars_written_out():
+    """The whole-layer bar is 2 σ exclusive (and beyond 5/√n); a constant layer has no σ to count in; two values
+    are enough; eight units (inclusive) with three quarters shifted are."""
+    assert shift_finding(_evidence(units=2), TensorStats(4, 1.0, 0.0, 1.0, 1.0, None, 0, 0)) is None
+    assert shift_finding(_evidence(units=2), _stats(2, 10.1, 0.01)).message == (
+        "mean 10.1 is 101.00 σ away from zero (2 output units; healthy trained layers stay within 2 σ): a constant "
+        "added to the whole tensor, or a wrong zero point")
+    assert shift_finding(_evidence(units=16), _stats(100, 2.0, 1.0)) is None
+    assert shift_finding(_evidence(units=8, shifted=6), _stats(800, 0.1, 1.0)).message == (
+        "6 of 8 output units (75%) have a mean beyond 2× their own σ, all on one side (mean of the layer 0.1, "
+        "0.10 σ): a wrong zero point, or a constant added to every unit")
+
+
+def test_check_notes_of_an_untested_single_unit():
+    review = _evidence(units=1, per_unit=64, dispersion=None, max_over_rms=3.0, float16_subnormal=2)
+    assert check_notes(review) == {"never trained": "not tested (1 unit)", "float16": "0 values flush to 0, 2 subnormal"}
+    assert check_notes(_evidence(units=3, dispersion=None))["never trained"] == "not tested (3 units)"
+
+
+def test_check_notes_of_a_small_layer_word_for_word():
+    review = _evidence(units=2, per_unit=8, dispersion=Dispersion(1.5, 0.8, 0.42), family="other", log_gain=0.2,
+                       sqnr_int8_db=30.3, max_over_rms=4.5)
+    assert check_notes(review) == {
+        "never trained": "D = 1.5 over 2 units, z = +0.8; other; schemes none → i.i.d.-like but no init family",
+        "dead units": "0 of 2",
+        "scale vs comparable layers": "fewer than 5 comparable layers: not compared",
+        "int8 outliers": "max|w| = 4.5× the others' rms, per-tensor int8 SQNR ≈ 30.3 dB",
+        "float16": "0 values flush to 0, 0 subnormal",
+    }
+
+
+def test_check_notes_of_a_fresh_layer_word_for_word():
+    review = _evidence(fresh=True, input_dispersion=Dispersion(0.97, -0.42, 0.67), schemes=("xavier", "std_0.02"),
+                       dead=3, dead_zero=1, dead_indices=(4, 9, 17), log_gain=0.25, scale_z=1.25, scale_group=6,
+                       scale_offset=0.5, input_scale=2.0, spectrum=_BLOCK, spectrum_limit=1.2)
+    assert check_notes(review) == {
+        "never trained": "D = 1.02 over 64 units, z = +0.31, inputs D = 0.97, z = -0.42; normal; schemes xavier, "
+                         "std_0.02; largest singular value 1.100× the Marchenko–Pastur edge of its 8×576 block "
+                         "(a fresh draw stays below 1.200×) → fresh draw: never trained",
+        "dead units": "3 of 64 (1 exactly zero; first: 4, 9, 17)",
+        "scale vs comparable layers": "rms·√fan_in × the input's multiplier 2 = 1.78, 3.16× their median, robust z "
+                                      "+1.25 among 6 layers",
+        "float16": "0 values flush to 0, 0 subnormal",
+    }
+    at_median = check_notes(_evidence(log_gain=0.0, scale_z=0.0, scale_group=6, scale_offset=0.0))
+    assert at_median["scale vs comparable layers"] == "rms·√fan_in = 1, 1× their median, robust z +0.00 among 6 layers"
+
+
+@pytest.mark.parametrize("changes, verdict", [
+    (dict(input_dispersion=Dispersion(2.0, 4.5, 1e-5)), "structured: trained"),     # the inputs alone
+    (dict(dispersion=Dispersion(1.3, 4.0, 6e-5)), "i.i.d.-like but no init scheme's variance"),   # |z| 4: the band
+    (dict(input_dispersion=Dispersion(0.7, -4.0, 6e-5)), "i.i.d.-like but no init scheme's variance"),
+    (dict(schemes=("xavier",)), "i.i.d.-like but too small to tell"),
+    (dict(schemes=("xavier",), spectrum=Spectrum(4, 4, 5.0, 1.0), spectrum_limit=1.25),   # σ₁ at the limit: bulk
+     "i.i.d.-like but too small to tell"),
+    (dict(schemes=("xavier",), spectrum=Spectrum(4, 4, 5.5, 1.0), spectrum_limit=1.25),
+     "a singular value out of the bulk: trained"),
+    (dict(schemes=("xavier",), spectrum=_BLOCK), "i.i.d.-like but too small to tell"),   # no limit: not judged
+])
+def test_the_never_trained_note_gives_the_verdict(changes, verdict):
+    assert check_notes(_evidence(**changes))["never trained"].endswith(f"→ {verdict}")
+
+
+def _var_stats(count, var, kurtosis=0.0, zeros=0):
+    return TensorStats(count=count, mean=0.0, var=var, min=-1.0, max=1.0, excess_kurtosis=kurtosis, nonfinite=0,
+                       zeros=zeros)
+
+
+def test_init_schemes_under_every_convention_scaled_and_filtered_by_family():
+    """Variance 4e-4 = Xavier's 2/(1250 + 3750) and N(0, 0.02)'s; LeCun's 1/2500 under the second fan convention.
+    The weight scale multiplies the variance (1e-4 · 2²); a uniform layer is no fixed-std init."""
+    conventions = {"connectivity": Fans(1250, 3750), "pytorch": Fans(2500, 2500)}
+    assert init_schemes(_var_stats(4096, 4e-4), conventions, 1.0, "normal") == ("xavier", "lecun", "std_0.02")
+    assert init_schemes(_var_stats(4096, 4e-4), {"c": Fans(10, 10)}) == ("std_0.02",)       # scale 1 by default
+    assert init_schemes(_var_stats(4096, 1e-4), {"c": Fans(1250, 3750)}, 2.0, "normal") == ("xavier", "std_0.02")
+    assert init_schemes(_var_stats(4096, 4e-4), {"c": Fans(1250, 3750)}, 1.0, "uniform") == ("xavier",)
+
+
+def test_init_schemes_need_two_values_and_a_spread():
+    # two values of variance 0.01, Xavier's 2/(100 + 100): two values allow a wide band, but they are judged
+    assert "xavier" in init_schemes(stats_of(np.array([-0.1, 0.1])), {"c": Fans(100, 100)})
+    assert init_schemes(_var_stats(100, 0.0, None, zeros=100), {"c": Fans(100, 100)}) == ()
+
+
+def test_the_fixed_std_match_widens_with_the_excess_kurtosis():
+    """A variance 1.15× N(0, 0.02)'s over 4096 values: beyond the noise of a normal draw, within that of values of
+    excess kurtosis 6."""
+    assert init_schemes(_var_stats(4096, 1.15 * 4e-4, 6.0), {"c": Fans(10, 10)}) == ("std_0.02",)
+    assert init_schemes(_var_stats(4096, 1.15 * 4e-4, 0.0), {"c": Fans(10, 10)}) == ()
+
+
+def test_dead_units_of_no_unit_one_unit_and_a_unit_at_the_bar():
+    empty = dead_units(np.zeros(0))
+    assert empty.dtype == np.int64 and empty.size == 0
+    assert list(dead_units(np.array([0.0]))) == [0]
+    assert list(dead_units(np.array([1.0, 1.0, 1.0, 0.001 ** 2]))) == []   # a norm of exactly 1e-3 × the median
+
+
+@pytest.mark.parametrize("shape, fresh, inputs_tested", [
+    ((8, 512), True, True),          # 8 units and 4096 values: the least that is judged
+    ((64, 4, 4, 4), True, False),    # 4 input units: too few to test that side
+    ((64, 8, 4, 4), True, True),     # 8 input units: tested
+])
+def test_review_layer_at_its_unit_and_value_floors(shape, fresh, inputs_tested):
+    w = np.random.default_rng(60).normal(0.0, 0.02, shape)
+    layout = "OI" if len(shape) == 2 else "OIHW"
+    review = _review(w, layout)
+    assert review.fresh is fresh
+    assert (review.input_dispersion is not None) is inputs_tested
+
+
+def test_review_layer_of_two_units_has_a_dispersion_and_its_gain_by_default():
+    w = np.random.default_rng(61).normal(0.0, 0.05, (2, 64))       # Σw² ≈ 0.3: below 1
+    review = _review(w, "OI", Fans(64, 2))
+    assert review.dispersion is not None and review.input_scale == 1.0
+    assert review.log_gain == pytest.approx(math.log10(math.sqrt(np.mean(w ** 2)) * math.sqrt(64)), rel=1e-12)
+
+
+def test_a_uniform_layer_at_the_variance_of_n_0_002_matches_no_fixed_std():
+    w = np.random.default_rng(62).uniform(-0.02 * math.sqrt(3), 0.02 * math.sqrt(3), (64, 64))
+    review = _review(w, "OI", Fans(64, 64))
+    assert review.family == "uniform" and "std_0.02" not in review.schemes
+
+
+def _sums(count, power, max_abs=1.0, units=4, per_unit=4, unit_sq=None, in_sq=None):
+    unit_sq = np.array([1.0, 2.0, 3.0, 4.0]) if unit_sq is None else unit_sq
+    return UnitSums(units=units, per_unit=per_unit, unit_sq=unit_sq, count=count, power=power, max_abs=max_abs,
+                    flushed=0, subnormal=0, nonzero=count, in_units=4, in_per_unit=4, in_sq=in_sq)
+
+
+def test_dispersion_needs_two_units_values_and_a_spread_of_squares():
+    """None for no finite value, one unit, no input sums, or values whose squares are all equal (±1: Var(w²) = 0);
+    units of one value each are tested."""
+    assert dispersion(_sums(0, (0.0, 0.0, 0.0, 0.0))) is None
+    assert dispersion(_sums(4, (4.0, 6.0, 10.0, 18.0), units=1, unit_sq=np.array([4.0]))) is None
+    assert dispersion(_sums(16, (10.0, 30.0, 100.0, 354.0)), "in") is None
+    assert dispersion(unit_sums_of(np.tile([1.0, -1.0], (8, 8)), "OI")) is None
+    assert dispersion(unit_sums_of(np.random.default_rng(63).normal(size=(64, 1)), "OI")) is not None
+
+
+def test_int8_sqnr_of_two_values_tiny_values_and_one_value_alone():
+    """[0.1, 0.05]: the other value's rms 0.05, step 2·0.1/255; 1e-100 values (Σw⁴ underflows): rms = max, so
+    10·log10(12·255²/4); one non-zero value among zeros, or one value: no rest to compare."""
+    sqnr, peak = int8_sqnr(unit_sums_of(np.array([[0.1, 0.05]]), "OI"))
+    assert sqnr == pytest.approx(10 * math.log10(12 * 0.05 ** 2 / (2 * 0.1 / 255) ** 2), rel=1e-12)
+    assert peak == pytest.approx(2.0, rel=1e-12)
+    sqnr, peak = int8_sqnr(unit_sums_of(np.full((4, 4), 1e-100), "OI"))
+    assert sqnr == pytest.approx(10 * math.log10(12 * 255 ** 2 / 4), rel=1e-9) and peak == pytest.approx(1.0)
+    assert int8_sqnr(unit_sums_of(np.array([[1.0, 0.0, 0.0, 0.0]]), "OI")) == (None, None)
+    assert int8_sqnr(_sums(1, (1.0, 1.0, 1.0, 1.0))) == (None, None)
+
+
+def test_review_layer_dead_units_and_gain_at_their_edges():
+    """One unit is never dead (and an all-zero one has no gain); of two units one can be; at most 8 indices are
+    kept; values of 1e-100 (Σw⁴ underflows) still have a gain, and all are float16 subnormals."""
+    fans = Fans(64, 1)
+    one = _review(np.zeros((1, 64)), "OI", fans)
+    assert one.dead == 0 and one.log_gain is None
+    assert _review(np.random.default_rng(64).normal(size=(1, 64)), "OI", fans).dead == 0
+    w = np.random.default_rng(65).normal(size=(2, 64))
+    w[1] = 0.0
+    two = _review(w, "OI", Fans(64, 2))
+    assert (two.dead, two.dead_indices) == (1, (1,))
+    w = np.random.default_rng(66).normal(size=(20, 64))
+    w[:10] = 0.0
+    assert _review(w, "OI", Fans(64, 20)).dead_indices == tuple(range(8))
+    tiny = _review(np.full((4, 16), 1e-100), "OI", Fans(16, 4))
+    assert tiny.log_gain == pytest.approx(math.log10(1e-100 * math.sqrt(16)), rel=1e-12)
+    assert tiny.float16_subnormal == 64
+
+
+def test_shifted_units_at_exactly_two_sigma_and_to_the_negative_side():
+    """Units of 16 values 1 and 3: mean 2, σ 1 exactly, not beyond 2 σ; eight units shifted down count."""
+    assert shifted_units(unit_sums_of(np.tile([1.0, 3.0], (8, 8)), "OI")) == 0
+    assert shifted_units(unit_sums_of(_units(np.random.default_rng(67), [1.0] * 8, 16, [-3.0] * 8), "OI")) == 8

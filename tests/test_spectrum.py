@@ -6,10 +6,11 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from modelkit import save, single_op
+from modelkit import model, save, single_op, tensor
+from onnx import helper
 
 import initaudit
-from initaudit.measure.spectrum import layer_spectrum, matrix_shape, top_singular_value
+from initaudit.measure.spectrum import layer_spectrum, matrix_shape, planned_spectrum, top_singular_value
 from initaudit.read.graph import ModelGraph
 from initaudit.read.loader import load_model
 from initaudit.trace.follow import find_uses
@@ -26,6 +27,10 @@ from initaudit.trace.plan import plan
     ((64,), "O", None),                           # a vector is no matrix
     ((1, 64), "OI", None),                        # one row: no bulk to stand out of
     ((0, 8), "OI", None),
+    ((2, 2), "OI", (2, 2)),                       # two rows and two columns are enough
+    ((3, 3, 8), "HWO", (9, 8)),                   # the first unit axis is the last: cut before it
+    ((4, 6), "HW", (4, 6)),                       # no unit axis at all: cut before the last axis
+    ((4, 4), "O", None),                          # a layout that does not fit the shape
 ])
 def test_matrix_shape_cuts_after_the_first_unit_axis(shape, layout, expected):
     assert matrix_shape(shape, layout) == expected
@@ -89,3 +94,65 @@ def test_the_review_measures_the_spectrum_of_fresh_candidates_only(tmp_path):
     layer = initaudit.audit(save(single_op("MatMul", trained), tmp_path, "trained.onnx"), jobs=1,
                             profile="trained").models[0].layers[0]
     assert not layer.review.fresh and layer.review.spectrum is None
+
+
+def test_top_singular_value_up_to_256_on_the_smaller_side_is_exact_in_float64():
+    """A smaller side of 256 (``EXACT_SIDE``, inclusive) is solved exactly, in float64 even for float32 input:
+    numpy's SVD to 1e-10, tall or wide.  Singular values spread evenly over [0.5, 1], with no gap under the
+    largest, are where 32 Lanczos steps fall short (by ~3e-5 on this one)."""
+    w = np.random.default_rng(6).standard_normal((256, 300)).astype(np.float32)
+    exact = float(np.linalg.svd(w.astype(np.float64), compute_uv=False)[0])
+    assert top_singular_value(w) == pytest.approx(exact, rel=1e-10)
+    assert top_singular_value(w.T) == pytest.approx(exact, rel=1e-10)
+    rng = np.random.default_rng(6)
+    u, v = np.linalg.qr(rng.standard_normal((256, 256)))[0], np.linalg.qr(rng.standard_normal((300, 256)))[0]
+    even = u @ np.diag(np.linspace(1.0, 0.5, 256)) @ v.T
+    assert top_singular_value(even) == pytest.approx(1.0, rel=1e-10)
+    assert top_singular_value(even.T) == pytest.approx(1.0, rel=1e-10)
+
+
+def test_the_lanczos_estimate_is_the_same_on_every_run():
+    """The start vector comes from a fixed seed: one layer, one figure, run after run."""
+    w = np.random.default_rng(7).standard_normal((300, 400))
+    assert top_singular_value(w) == top_singular_value(w) == top_singular_value(w, seed=0)
+
+
+def test_a_layer_of_two_rows_is_tested(tmp_path):
+    w = np.random.default_rng(8).standard_normal((2, 16)).astype(np.float32)
+    with _planned(tmp_path, w) as planned:
+        spectrum = layer_spectrum(planned.task, (2, 16))
+    assert (spectrum.rows, spectrum.cols) == (2, 16)
+    assert spectrum.top == pytest.approx(np.linalg.svd(w.astype(np.float64), compute_uv=False)[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("fill", [0.0, np.inf, np.nan])
+def test_a_block_of_zeros_or_a_non_finite_value_has_no_spectrum(tmp_path, fill):
+    w = np.random.default_rng(9).standard_normal((16, 16)).astype(np.float32)
+    w[3, 4] = fill
+    if fill == 0.0:
+        w[:] = 0.0
+    with _planned(tmp_path, w) as planned:
+        assert layer_spectrum(planned.task, (16, 16)) is None
+
+
+def test_a_vector_weight_has_no_spectrum(tmp_path):
+    """MatMul by a [16, 1] weight: one column, no matrix to test."""
+    with _planned(tmp_path, np.ones((16, 1), np.float32)) as planned:
+        assert planned_spectrum(planned) is None
+
+
+def test_packed_matmul_nbits_blocks_have_no_spectrum(tmp_path):
+    """MatMulNBits stores [N, blocks, bytes]: not the matrix's shape, so its spectrum is not measured."""
+    n, k, block = 24, 32, 16
+    codes = np.random.default_rng(10).integers(0, 256, (n, k // block, block)).astype(np.uint8)
+    scales = np.full((n, k // block), 0.01, np.float32)
+    node = helper.make_node("MatMulNBits", ["x", "B", "scales"], ["y"], domain="com.microsoft", K=k, N=n, bits=8,
+                            block_size=block)
+    m = model([node], [tensor("B", codes), tensor("scales", scales)],
+              extra_opsets=[helper.make_opsetid("com.microsoft", 1)])
+    with load_model(save(m, tmp_path)) as loaded:
+        graph = ModelGraph(loaded.proto)
+        uses = [u for u in find_uses(graph, loaded.load_array) if u.source.name == "B"]
+        planned = plan(loaded, graph, uses, "connectivity", False)
+        assert planned.task.decoder is not None and planned.primary is not None
+        assert planned_spectrum(planned) is None
