@@ -36,7 +36,7 @@ def unit_sums_of(w: np.ndarray, layout: str, op: str = "Conv", groups: int = 1, 
     ((6, 4, 3, 3), "IOHW", "ConvTranspose", 2,
      lambda v: np.concatenate([v[:3].sum(axis=(0, 2, 3)), v[3:].sum(axis=(0, 2, 3))])),
 ])
-@pytest.mark.parametrize("chunk", [37, "aligned", 1 << 17])
+@pytest.mark.parametrize("chunk", [37, 97, "aligned", 1 << 17])  # 97: whole runs with ragged ends
 def test_unit_sums_match_numpy(shape, layout, op, groups, out_sum, chunk):
     w = np.random.default_rng(0).normal(size=shape)
     if chunk == "aligned":  # the smallest chunk the fast paths accept: one run or row at a time
@@ -337,3 +337,11 @@ def test_unit_kernels_are_compiled_before_the_workers_fork(tmp_path, monkeypatch
     late = {name for name in asked if name.startswith("units_")} - compiled
     # MatMulNBits scales are read chunk by chunk: its one block of scales below 2^-14 is met in the pass
     assert compiled and late == ({"units_uint4x2_block_rc_full"} if case.startswith("MatMulNBits") else set())
+
+
+def test_float16_counts_at_the_smallest_normal():
+    """2⁻¹⁴ is float16's smallest normal: not a subnormal; just below it is."""
+    normal = unit_sums(iter([(0, np.full(16, 2.0 ** -14))]), None, 16)
+    below = unit_sums(iter([(0, np.full(16, np.nextafter(2.0 ** -14, 0.0)))]), None, 16)
+    assert (normal.subnormal, normal.flushed) == (0, 0)
+    assert (below.subnormal, below.flushed) == (16, 0)

@@ -226,7 +226,7 @@ def _row_span(start: int, n: int, row: int) -> tuple[int, int, int, int]:
 
 def _per_unit_aligned(w: np.ndarray, start: int, axes: UnitAxes) -> np.ndarray:
     """``_per_unit`` over the whole runs of the range, value by value only at its two ragged ends."""
-    period = aligned_chunk(1, axes)
+    period = _run_period(axes) if axes.terms else 1
     end = start + w.size
     lo, hi = -(-start // period) * period, end // period * period
     if period == 1 or lo >= hi or (lo == start and hi == end):
@@ -274,10 +274,15 @@ def unit_sums(chunks: Iterator[tuple[int, np.ndarray]], axes: UnitAxes | None, t
     return _finish(part, axes, in_axes, total)
 
 
+def _run_period(axes: UnitAxes) -> int:
+    """Values in one run of a unit (``block`` > 1), or in one row whose columns are consecutive units."""
+    return axes.block if axes.block > 1 else axes.terms[-1][1]
+
+
 def aligned_chunk(chunk: int, *axes: UnitAxes | None) -> int:
     """A chunk length near ``chunk`` that is a whole number of every map's runs (and rows, when the
     innermost axis is a unit axis); the periods are strides of one tensor, so they divide each other."""
-    periods = [a.block if a.block > 1 else a.terms[-1][1] for a in axes if a is not None and a.terms]
+    periods = [_run_period(a) for a in axes if a is not None and a.terms]
     block = max(periods, default=1)
     return chunk if block > chunk else max(1, chunk // block) * block
 
