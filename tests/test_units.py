@@ -46,6 +46,8 @@ def test_unit_sums_match_numpy(shape, layout, op, groups, out_sum, chunk):
     np.testing.assert_allclose(got.unit_sum, out_sum(w), rtol=1e-12, atol=1e-13 * np.abs(w).sum())
     np.testing.assert_allclose(got.power, [(w ** k).sum() for k in (2, 4, 6, 8)], rtol=1e-12)
     assert got.count == w.size and got.max_abs == np.abs(w).max()
+    assert (got.per_unit, got.in_per_unit) == (w.size // got.units, w.size // got.in_units)
+    assert type(got.per_unit) is int and type(got.in_per_unit) is int     # whole values per unit (the JSON's)
     if op not in ("ConvTranspose",) and groups == 1:
         kept = tuple(i for i, letter in enumerate(layout) if letter in "IB")
         expected_in = (w ** 2).sum(axis=tuple(i for i in range(w.ndim) if i not in kept)).ravel()
@@ -345,3 +347,35 @@ def test_float16_counts_at_the_smallest_normal():
     below = unit_sums(iter([(0, np.full(16, np.nextafter(2.0 ** -14, 0.0)))]), None, 16)
     assert (normal.subnormal, normal.flushed) == (0, 0)
     assert (below.subnormal, below.flushed) == (16, 0)
+
+
+def test_partials_merge_by_adding_every_sum():
+    """Two workers' pieces of one tensor: every count and sum adds, the largest |w| is the larger."""
+    def piece(k):
+        return units.UnitPartial(np.full(2, 1.0 * k), np.full(2, 2.0 * k), np.full(3, 3.0 * k), values=10 * k,
+                                 count=9 * k, power=[1.0 * k, 2.0 * k, 3.0 * k, 4.0 * k], max_abs=0.5 * k, zeros=k,
+                                 tiny=2 * k, lost=3 * k, lost_sq=0.25 * k)
+    merged = piece(1).merge(piece(2))
+    np.testing.assert_array_equal(merged.sq, [3.0, 3.0])
+    np.testing.assert_array_equal(merged.total, [6.0, 6.0])
+    np.testing.assert_array_equal(merged.in_sq, [9.0, 9.0, 9.0])
+    assert (merged.values, merged.count, merged.power, merged.max_abs) == (30, 27, [3.0, 6.0, 9.0, 12.0], 1.0)
+    assert (merged.zeros, merged.tiny, merged.lost, merged.lost_sq) == (3, 6, 9, 0.75)
+
+
+def test_a_tensor_without_unit_axes_is_one_unit():
+    got = unit_sums(iter([(0, np.arange(16.0))]), None, 16)
+    assert (got.units, got.per_unit, got.in_units, got.in_per_unit) == (1, 16, 0, 0)
+
+
+def test_unit_axes_defaults_and_refusals():
+    """One group and the input letter counting a group's units by default (a grouped Conv's input units are
+    per group); no map for a layout without the side's letter, one that does not fit the shape, an empty
+    tensor, or more than 2²² units."""
+    assert unit_axes((8, 3, 3, 3), "OIHW", side="in").units == 3
+    assert unit_axes((8, 3, 3, 3), "OIHW", 2, "in").units == 6
+    assert unit_axes((4, 4), "HW") is None
+    assert unit_axes((4, 4), "O") is None
+    assert unit_axes((0, 4), "OI") is None
+    assert unit_axes((1 << 22, 1), "OI").units == 1 << 22
+    assert unit_axes(((1 << 22) + 1, 1), "OI") is None
