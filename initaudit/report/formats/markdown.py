@@ -124,11 +124,7 @@ def render(report: Report, limit: int = LIMIT) -> str:
             if complete and len(text) <= limit:
                 return text
     # even the most compact form is too long (hundreds of models): keep the whole lines that fit, then the note
-    note = "\n\n… cut to fit a comment; the JSON and HTML reports have everything.\n"
-    room = limit - len(note)
-    end = text.rfind("\n", 0, room + 1) if room > 0 else -1
-    kept = text[:end].rstrip("\n") if end > 0 else ""
-    return (kept + note if kept else note.lstrip("\n"))[:max(0, limit)]
+    return _cut_to_fit(text, limit)
 
 
 def _diff_table(pairs: list[LayerPair]) -> str:
@@ -196,6 +192,12 @@ def render_diff(report: DiffReport, limit: int = LIMIT) -> str:
         text = _render_diff(report, cap)
         if len(text) <= limit:
             return text
+    return _cut_to_fit(text, limit)
+
+
+def _cut_to_fit(text: str, limit: int) -> str:
+    """The whole lines of ``text`` that fit in ``limit`` characters with the note that it was cut (the last
+    resort when even the most compact form is too long)."""
     note = "\n\n… cut to fit a comment; the JSON and HTML reports have everything.\n"
     room = limit - len(note)
     end = text.rfind("\n", 0, room + 1) if room > 0 else -1
